@@ -1,0 +1,10 @@
+//! mllpd: an HL7 v2 MLLP receiver built thread-per-core.
+//!
+//! See `../shared/DESIGN.md` (and README) for the data flow: shard → `mllp::Decoder` →
+//! `hl7::Message` → (validate) → (journal) → `ack::build` → one write per read.
+#![forbid(unsafe_code)]
+
+pub mod ack;
+pub mod hl7;
+pub mod limits;
+pub mod mllp;
