@@ -8,3 +8,5 @@ pub mod ack;
 pub mod hl7;
 pub mod limits;
 pub mod mllp;
+pub mod config;
+pub mod fuzzing;

@@ -1,1 +1,3 @@
+//! The mllpd binary: CLI → Config → run.
+
 fn main() {}

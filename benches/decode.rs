@@ -1,0 +1,2 @@
+//! Criterion bench: decode (see README for figures).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Criterion bench: parse (see README for figures).
+fn main() {}
