@@ -10,3 +10,4 @@ pub mod limits;
 pub mod mllp;
 pub mod config;
 pub mod fuzzing;
+pub mod server;
