@@ -2,7 +2,7 @@
 //!
 //! See `../shared/DESIGN.md` (and README) for the data flow: shard → `mllp::Decoder` →
 //! `hl7::Message` → (validate) → (journal) → `ack::build` → one write per read.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod ack;
 pub mod hl7;

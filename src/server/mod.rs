@@ -1,8 +1,39 @@
 //! The server: glommio shards, the listener, the per-connection driver, timeouts, shutdown.
 //!
-//! `server/` is the only module that awaits a socket.
+//! `run` checks the kernel facilities, resolves the listen address (port 0 included) with a
+//! reservation socket, starts one shard per CPU of the process's affinity mask (each pinned,
+//! each binding the address with SO_REUSEPORT), prints the start line, and then waits on the
+//! main thread for a signal: the first starts PRE_SHUTDOWN_DELAY then the drain, the second
+//! exits at once. `server/` is the only module that awaits a socket.
+
+mod clock;
+mod connection;
+mod listener;
+mod placement;
+mod preflight;
+mod respond;
+mod shard;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
+
+pub use clock::format_timestamp;
+pub use respond::{Responder, Response};
+
+/// Memory glommio registers per shard for file IO. Sockets do not use it; the journal will
+/// (its issue sizes this). Kept small so several shards fit in an 8 MiB RLIMIT_MEMLOCK.
+const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// How long the shards have to bind before start-up is declared failed.
+const BIND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -13,13 +44,185 @@ pub enum ServerError {
     /// RLIMIT_MEMLOCK is below what glommio needs.
     #[error("locked memory limit too small: {0}")]
     MemlockTooSmall(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// LISTEN_ADDR.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The drain did not finish within DRAIN_TIMEOUT, or a second signal cut it short.
+    #[error("shutdown: {0}")]
+    Shutdown(String),
     /// Any other start-up or runtime failure.
     #[error("{0}")]
     Other(String),
 }
 
+/// What the main thread waits for.
+enum Event {
+    /// SIGTERM or SIGINT.
+    Signal(i32),
+    /// Every shard has finished; the strings are the failures.
+    ShardsDone(Vec<String>),
+}
+
 /// Runs the server until shutdown completes.
 pub fn run(config: Config) -> Result<(), ServerError> {
-    let _ = config;
-    Err(ServerError::Other("serving is not built yet".to_owned()))
+    preflight::check()?;
+    let cpus = placement::affinity_cpus().map_err(ServerError::Other)?;
+    let shard_cpus = placement::shard_cpus(&cpus, config.shards);
+    let reservation = listener::bind(config.listen_addr, config.keep_alive_period)
+        .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
+    let listen_addr = reservation
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| ServerError::Other("cannot read the bound address".to_owned()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ServerError::Other(format!("DATA_DIR {}: {e}", config.data_dir.display()))
+    })?;
+    let (events_tx, events) = mpsc::channel();
+    watch_signals(events_tx.clone())?;
+    let shared = Arc::new(shard::Shared {
+        listen_addr,
+        draining: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+        start_unix_seconds: clock::unix_seconds_now(),
+        config,
+    });
+    start_shards(&shared, &shard_cpus, events_tx)?;
+    drop(reservation);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %listen_addr,
+        shards = shard_cpus.len(),
+        cpus = ?shard_cpus,
+        data_dir = %shared.config.data_dir.display(),
+        "mllpd started"
+    );
+    wait_for_shutdown(&shared, &events)
+}
+
+fn watch_signals(events: mpsc::Sender<Event>) -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| ServerError::Other(format!("cannot install signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("mllpd-signals".to_owned())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if events.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| ServerError::Other(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
+
+fn start_shards(
+    shared: &Arc<shard::Shared>,
+    shard_cpus: &[usize],
+    events: mpsc::Sender<Event>,
+) -> Result<(), ServerError> {
+    let (bound_tx, bound_rx) = mpsc::channel();
+    let next_index = Arc::new(AtomicUsize::new(0));
+    let shard_shared = shared.clone();
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Custom(
+        placement::cpu_sets(shard_cpus).map_err(ServerError::Other)?,
+    ))
+    .name("mllpd-shard")
+    .io_memory(SHARD_IO_MEMORY_BYTES)
+    .on_all_shards(move || {
+        let index = next_index.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let shard = Rc::new(shard::Shard::new(index, shard_shared));
+            shard::run(shard, bound_tx).await;
+        }
+    })
+    .map_err(|e| ServerError::Other(format!("cannot start shards: {e}")))?;
+    std::thread::Builder::new()
+        .name("mllpd-join".to_owned())
+        .spawn(move || {
+            let failures = handles
+                .join_all()
+                .into_iter()
+                .filter_map(|r| r.err().map(|e| e.to_string()))
+                .collect();
+            let _ = events.send(Event::ShardsDone(failures));
+        })
+        .map_err(|e| ServerError::Other(format!("cannot start the join thread: {e}")))?;
+    for _ in 0..shard_cpus.len() {
+        match bound_rx.recv_timeout(BIND_TIMEOUT) {
+            Ok(Ok(_index)) => {}
+            Ok(Err(message)) => {
+                shared.draining.store(true, Ordering::Release);
+                return Err(ServerError::Other(message));
+            }
+            Err(_) => {
+                shared.draining.store(true, Ordering::Release);
+                return Err(ServerError::Other("a shard failed to start".to_owned()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_for_shutdown(
+    shared: &shard::Shared,
+    events: &mpsc::Receiver<Event>,
+) -> Result<(), ServerError> {
+    match events.recv() {
+        Ok(Event::Signal(signal)) => {
+            info!(signal, delay = ?shared.config.pre_shutdown_delay,
+                "shutdown requested; serving until PRE_SHUTDOWN_DELAY ends");
+        }
+        Ok(Event::ShardsDone(failures)) => return shards_done(failures),
+        Err(_) => return Err(ServerError::Other("event channel closed".to_owned())),
+    }
+    if let Some(result) = wait_events(events, shared.config.pre_shutdown_delay) {
+        return result;
+    }
+    info!(timeout = ?shared.config.drain_timeout, "draining: no new connections");
+    shared.draining.store(true, Ordering::Release);
+    match wait_events(events, shared.config.drain_timeout) {
+        Some(result) => result,
+        None => {
+            error!(timeout = ?shared.config.drain_timeout, "drain did not finish in time");
+            Err(ServerError::Shutdown("DRAIN_TIMEOUT passed with connections open".to_owned()))
+        }
+    }
+}
+
+/// Waits up to `period`: `None` when it passed quietly, else how `run` ends.
+fn wait_events(
+    events: &mpsc::Receiver<Event>,
+    period: Duration,
+) -> Option<Result<(), ServerError>> {
+    let deadline = Instant::now() + period;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Signal(signal)) => {
+                warn!(signal, "second signal; exiting without finishing the drain");
+                return Some(Err(ServerError::Shutdown("second signal".to_owned())));
+            }
+            Ok(Event::ShardsDone(failures)) => return Some(shards_done(failures)),
+            Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Some(Err(ServerError::Other("event channel closed".to_owned())))
+            }
+        }
+    }
+}
+
+fn shards_done(failures: Vec<String>) -> Result<(), ServerError> {
+    if failures.is_empty() {
+        info!("all shards drained; exiting");
+        Ok(())
+    } else {
+        Err(ServerError::Other(format!("shards failed: {}", failures.join("; "))))
+    }
 }

@@ -1,0 +1,272 @@
+//! The per-connection driver: read into a bounded buffer, decode every complete frame, answer
+//! each, and write all answers of one read with one write. Pipelined frames are answered in
+//! order. Deadlines: IDLE_TIMEOUT between frames, FRAME_TIMEOUT from a frame's start block (not
+//! reset by each byte), WRITE_TIMEOUT for the write of a batch. The buffer grows only while a
+//! frame needs it, up to MAX_FRAME_SIZE + `limits::READ_BUFFER_SLACK_BYTES`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::limits::{READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES};
+use crate::mllp::{Decoded, Decoder, FrameError};
+
+use super::respond::Response;
+use super::shard::{Shard, WakerSlot};
+
+/// Why a connection ended. Logged once at close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Close {
+    /// The peer closed (EOF) between or inside frames.
+    PeerClosed,
+    /// No byte between frames for IDLE_TIMEOUT.
+    IdleTimeout,
+    /// A frame was not complete FRAME_TIMEOUT after its start block.
+    FrameTimeout,
+    /// The ACKs of a read could not be written within WRITE_TIMEOUT.
+    WriteTimeout,
+    /// A frame exceeded MAX_FRAME_SIZE.
+    FrameTooLarge,
+    /// Reading failed (reset, …).
+    ReadError(io::ErrorKind),
+    /// Writing failed (reset, broken pipe, …).
+    WriteError(io::ErrorKind),
+    /// The server is draining and the connection was between frames.
+    Drained,
+}
+
+/// Counters of one connection, logged at close.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Frames answered (or suppressed by MSH-15).
+    frames: u64,
+    /// Frames rejected (AR).
+    rejected: u64,
+    /// Bytes read.
+    bytes_in: u64,
+    /// Bytes written.
+    bytes_out: u64,
+}
+
+/// One connection's buffers and framing state.
+struct Connection {
+    /// Read buffer; `buf[..filled]` holds bytes not yet consumed by the decoder.
+    buf: Vec<u8>,
+    /// Bytes of `buf` that hold data.
+    filled: usize,
+    /// Largest size `buf` may reach.
+    buf_bytes_max: usize,
+    /// ACKs of the current read, written at once.
+    out: Vec<u8>,
+    /// Frame decoder.
+    decoder: Decoder,
+    /// When the open frame's start block arrived.
+    frame_started: Option<Instant>,
+    /// Counters.
+    counts: Counts,
+}
+
+/// Serves `stream` until it closes; logs open and close.
+pub async fn serve(shard: &Shard, mut stream: TcpStream, id: u64, slot: &WakerSlot) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    info!(shard = shard.index, conn = id, peer = ?peer, "connection opened");
+    let frame_bytes_max = shard.config().frame_bytes_max;
+    let mut conn = Connection {
+        buf: vec![0; READ_BUFFER_BYTES_INITIAL],
+        filled: 0,
+        buf_bytes_max: frame_bytes_max + READ_BUFFER_SLACK_BYTES,
+        out: Vec::new(),
+        decoder: Decoder::new(frame_bytes_max),
+        frame_started: None,
+        counts: Counts::default(),
+    };
+    let close = conn.run(shard, &mut stream, slot).await;
+    log_close(shard, id, peer, &conn, close);
+}
+
+fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection, close: Close) {
+    let stats = conn.decoder.stats();
+    let c = &conn.counts;
+    let abnormal = matches!(
+        close,
+        Close::FrameTooLarge | Close::FrameTimeout | Close::WriteTimeout | Close::WriteError(_)
+    );
+    macro_rules! close_event {
+        ($level:ident) => {
+            $level!(shard = shard.index, conn = id, peer = ?peer, reason = ?close,
+                frames = c.frames, rejected = c.rejected, bytes_in = c.bytes_in,
+                bytes_out = c.bytes_out, noise_bytes = stats.noise_bytes,
+                abandoned_frames = stats.abandoned_frames, "connection closed")
+        };
+    }
+    if abnormal {
+        close_event!(warn);
+    } else {
+        close_event!(info);
+    }
+}
+
+impl Connection {
+    async fn run(&mut self, shard: &Shard, stream: &mut TcpStream, slot: &WakerSlot) -> Close {
+        loop {
+            let in_frame = self.decoder.in_frame();
+            if shard.draining() && !in_frame {
+                return Close::Drained;
+            }
+            let n = match self.read(shard, stream, slot, in_frame).await {
+                Ok(0) => return Close::PeerClosed,
+                Ok(n) => n,
+                Err(close) => return close,
+            };
+            self.filled += n;
+            self.counts.bytes_in += n as u64;
+            let frame_error = self.answer_frames(shard);
+            if !self.out.is_empty() {
+                if let Err(close) = self.write(shard, stream).await {
+                    return close;
+                }
+            }
+            if frame_error.is_some() {
+                return Close::FrameTooLarge;
+            }
+            self.reclaim();
+        }
+    }
+
+    /// One read, bounded by the idle or frame deadline, and by the drain when between frames.
+    async fn read(
+        &mut self,
+        shard: &Shard,
+        stream: &mut TcpStream,
+        slot: &WakerSlot,
+        in_frame: bool,
+    ) -> Result<usize, Close> {
+        let config = shard.config();
+        let (timeout, on_timeout) = match self.frame_started {
+            Some(started) if in_frame => {
+                let left = config.frame_timeout.saturating_sub(started.elapsed());
+                (left, Close::FrameTimeout)
+            }
+            _ => (config.idle_timeout, Close::IdleTimeout),
+        };
+        if timeout.is_zero() || stream.set_read_timeout(Some(timeout)).is_err() {
+            return Err(on_timeout);
+        }
+        self.make_room()?;
+        let buf = &mut self.buf[self.filled..];
+        let result = if in_frame {
+            stream.read(buf).await
+        } else {
+            let drained = async {
+                shard.drain_signal(slot).await;
+                Err(io::Error::from(io::ErrorKind::Interrupted))
+            };
+            future::or(stream.read(buf), drained).await
+        };
+        result.map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => on_timeout,
+            io::ErrorKind::Interrupted => Close::Drained,
+            kind => Close::ReadError(kind),
+        })
+    }
+
+    /// Decodes every complete frame in the buffer and appends its answer to `out`.
+    fn answer_frames(&mut self, shard: &Shard) -> Option<FrameError> {
+        shard.refresh_clock();
+        let mut responder = shard.responder.borrow_mut();
+        let mut pos = 0;
+        let mut completed = false;
+        let error = loop {
+            let window = &self.buf[pos..self.filled];
+            match self.decoder.decode(window) {
+                Decoded::Frame { payload, consumed } => {
+                    let response = responder.respond(&window[payload], &mut self.out);
+                    self.counts.frames += 1;
+                    if let Response::Rejected(error) = response {
+                        self.counts.rejected += 1;
+                        debug!(shard = shard.index, code = error.code().as_u16(),
+                            offset = error.offset, reason = error.text(), "frame rejected");
+                    }
+                    pos += consumed;
+                    completed = true;
+                }
+                Decoded::Incomplete { consumed } => {
+                    pos += consumed;
+                    break None;
+                }
+                Decoded::Error { error, consumed } => {
+                    pos += consumed;
+                    warn!(shard = shard.index, %error, "frame rejected; closing connection");
+                    break Some(error);
+                }
+            }
+        };
+        self.consume(pos);
+        self.track_frame_start(completed);
+        error
+    }
+
+    fn track_frame_start(&mut self, completed_a_frame: bool) {
+        if !self.decoder.in_frame() {
+            self.frame_started = None;
+        } else if completed_a_frame || self.frame_started.is_none() {
+            self.frame_started = Some(Instant::now());
+        }
+    }
+
+    /// Writes every answer of this read at once.
+    async fn write(&mut self, shard: &Shard, stream: &mut TcpStream) -> Result<(), Close> {
+        let timeout = shard.config().write_timeout;
+        if stream.set_write_timeout(Some(timeout)).is_err() {
+            return Err(Close::WriteTimeout);
+        }
+        let result = stream.write_all(&self.out).await;
+        self.counts.bytes_out += self.out.len() as u64;
+        self.out.clear();
+        result.map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => Close::WriteTimeout,
+            kind => Close::WriteError(kind),
+        })
+    }
+
+    /// Drops the first `n` bytes of the buffer.
+    fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.filled);
+        if n > 0 {
+            self.buf.copy_within(n..self.filled, 0);
+            self.filled -= n;
+        }
+    }
+
+    /// Ensures free space to read into, growing the buffer (up to its bound) when full.
+    fn make_room(&mut self) -> Result<(), Close> {
+        if self.filled < self.buf.len() {
+            return Ok(());
+        }
+        let grown = (self.buf.len() * 2).min(self.buf_bytes_max);
+        if grown <= self.buf.len() {
+            // The decoder reports FrameTooLarge before an open frame can fill a buffer of
+            // MAX_FRAME_SIZE + slack, so this is unreachable; closing is the safe answer.
+            debug_assert!(false, "read buffer full at its bound");
+            return Err(Close::FrameTooLarge);
+        }
+        self.buf.resize(grown, 0);
+        Ok(())
+    }
+
+    /// Gives back memory a large frame needed once the buffer is empty again, so idle
+    /// connections hold only the initial buffer.
+    fn reclaim(&mut self) {
+        if self.filled == 0 && self.buf.len() > READ_BUFFER_BYTES_INITIAL {
+            self.buf = vec![0; READ_BUFFER_BYTES_INITIAL];
+        }
+        if self.out.capacity() > READ_BUFFER_BYTES_INITIAL * 8 {
+            self.out = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! One shard: a glommio executor pinned to a CPU that accepts on its own SO_REUSEPORT listener
+//! and owns every connection it accepts for its whole life. State here is shard-local (`Rc`,
+//! `Cell`): nothing on the receive path is shared with another shard. The only cross-thread
+//! values are the server-wide connection count (touched on accept and close, not per message)
+//! and the shutdown flag (polled by a timer).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::hl7::ParseOptions;
+
+use super::clock::{self, ControlIds};
+use super::connection;
+use super::listener;
+use super::respond::Responder;
+
+/// How often a shard looks at the process-wide shutdown flag. Signals arrive on the main
+/// thread; 50 ms bounds the reaction time at negligible cost (20 wake-ups per second).
+const SHUTDOWN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Least time between two "over MAX_CONNECTIONS" or accept-error log lines of one shard, so a
+/// connection flood cannot flood the log too.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What all shards share: the configuration and two process-wide values.
+#[derive(Debug)]
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// The address every shard binds (port 0 already resolved).
+    pub listen_addr: SocketAddr,
+    /// Set by the main thread when the drain starts.
+    pub draining: AtomicBool,
+    /// Open connections across all shards (MAX_CONNECTIONS).
+    pub connections: AtomicUsize,
+    /// Process start time, for ACK control ids.
+    pub start_unix_seconds: u64,
+}
+
+/// Per-shard counters (a later metrics endpoint reads them).
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Connections accepted and served.
+    pub connections_accepted: Cell<u64>,
+    /// Connections closed at once because MAX_CONNECTIONS was reached.
+    pub connections_refused: Cell<u64>,
+    /// Accept calls that failed (EMFILE, ENFILE, ENOBUFS, …).
+    pub accept_errors: Cell<u64>,
+}
+
+/// A slot for one task's waker, woken when the shard starts draining.
+#[derive(Default)]
+pub struct WakerSlot(Cell<Option<Waker>>);
+
+impl std::fmt::Debug for WakerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WakerSlot")
+    }
+}
+
+impl WakerSlot {
+    fn register(&self, waker: &Waker) {
+        match self.0.take() {
+            Some(old) if old.will_wake(waker) => self.0.set(Some(old)),
+            _ => self.0.set(Some(waker.clone())),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.0.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The state of one shard.
+#[derive(Debug)]
+pub struct Shard {
+    /// Index of this shard (0-based), in logs and connection ids.
+    pub index: usize,
+    /// What all shards share.
+    pub shared: Arc<Shared>,
+    /// Whether this shard is draining.
+    draining: Cell<bool>,
+    /// Waker slots of the tasks that wait for the drain: connections (by id) and the acceptor.
+    waiters: RefCell<HashMap<u64, Rc<WakerSlot>>>,
+    /// Connections of this shard still open.
+    open: Cell<usize>,
+    /// Woken when the last connection closes during a drain.
+    all_closed: Rc<WakerSlot>,
+    /// Connection ids handed out.
+    next_connection: Cell<u64>,
+    /// ACK writer shared by the shard's connections (single-threaded; never held across await).
+    pub responder: RefCell<Responder>,
+    /// Last second the responder's timestamp was set for.
+    clock_second: Cell<u64>,
+    /// Counters.
+    pub stats: ShardStats,
+}
+
+/// Id reserved for the acceptor's waker slot (connection ids start at 1).
+const ACCEPTOR_WAITER: u64 = 0;
+
+impl Shard {
+    /// A shard with the given index.
+    pub fn new(index: usize, shared: Arc<Shared>) -> Self {
+        let parse_options = ParseOptions { default_charset: shared.config.default_charset };
+        let control_ids = ControlIds::new(shared.start_unix_seconds, index);
+        Shard {
+            index,
+            draining: Cell::new(false),
+            waiters: RefCell::new(HashMap::new()),
+            open: Cell::new(0),
+            all_closed: Rc::new(WakerSlot::default()),
+            next_connection: Cell::new(0),
+            responder: RefCell::new(Responder::new(parse_options, control_ids)),
+            clock_second: Cell::new(u64::MAX),
+            stats: ShardStats::default(),
+            shared,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Whether the shard is draining (no new frames are waited for between frames).
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Resolves once the shard starts draining; `slot` holds the waiting task's waker.
+    pub fn drain_signal<'s>(&'s self, slot: &'s WakerSlot) -> DrainSignal<'s> {
+        DrainSignal { shard: self, slot }
+    }
+
+    /// Refreshes the ACK timestamp when the wall-clock second changed.
+    pub fn refresh_clock(&self) {
+        let now = clock::unix_seconds_now();
+        if now != self.clock_second.get() {
+            self.clock_second.set(now);
+            self.responder.borrow_mut().set_timestamp(clock::format_timestamp(now));
+        }
+    }
+
+    fn begin_drain(&self) {
+        self.draining.set(true);
+        for slot in self.waiters.borrow().values() {
+            slot.wake();
+        }
+    }
+
+    /// Registers a new connection; returns its id and waker slot.
+    fn open_connection(&self) -> (u64, Rc<WakerSlot>) {
+        let id = self.next_connection.get() + 1;
+        self.next_connection.set(id);
+        let slot = Rc::new(WakerSlot::default());
+        self.waiters.borrow_mut().insert(id, slot.clone());
+        self.open.set(self.open.get() + 1);
+        (id, slot)
+    }
+
+    fn close_connection(&self, id: u64) {
+        self.waiters.borrow_mut().remove(&id);
+        self.open.set(self.open.get() - 1);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        if self.open.get() == 0 {
+            self.all_closed.wake();
+        }
+    }
+}
+
+/// Future of [`Shard::drain_signal`].
+pub struct DrainSignal<'s> {
+    /// The shard watched.
+    shard: &'s Shard,
+    /// Where the waiting task's waker is kept.
+    slot: &'s WakerSlot,
+}
+
+impl Future for DrainSignal<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shard.draining.get() {
+            return Poll::Ready(());
+        }
+        self.slot.register(cx.waker());
+        Poll::Pending
+    }
+}
+
+/// Runs one shard until it has drained. `bound` is told once the listener is bound.
+pub async fn run(shard: Rc<Shard>, bound: std::sync::mpsc::Sender<Result<usize, String>>) {
+    let config = shard.config();
+    let listener = match listener::listen(shard.shared.listen_addr, config.keep_alive_period) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = bound.send(Err(format!("shard {}: cannot bind: {e}", shard.index)));
+            return;
+        }
+    };
+    let _ = bound.send(Ok(shard.index));
+    let watcher = glommio::spawn_local(watch_shutdown(shard.clone()));
+    accept_loop(&shard, &listener).await;
+    drop(listener);
+    let pending = shard.open.get();
+    if pending > 0 {
+        info!(shard = shard.index, connections = pending, "draining connections");
+    }
+    future::poll_fn(|cx| {
+        if shard.open.get() == 0 {
+            Poll::Ready(())
+        } else {
+            shard.all_closed.register(cx.waker());
+            Poll::Pending
+        }
+    })
+    .await;
+    watcher.cancel().await;
+}
+
+async fn watch_shutdown(shard: Rc<Shard>) {
+    while !shard.shared.draining.load(Ordering::Acquire) {
+        glommio::timer::sleep(SHUTDOWN_POLL_INTERVAL).await;
+    }
+    shard.begin_drain();
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
+    let slot = Rc::new(WakerSlot::default());
+    shard.waiters.borrow_mut().insert(ACCEPTOR_WAITER, slot.clone());
+    let mut last_log: Option<Instant> = None;
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.drain_signal(&slot).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => admit(shard, stream, &mut last_log),
+            Some(Err(e)) => {
+                shard.stats.accept_errors.set(shard.stats.accept_errors.get() + 1);
+                if should_log(&mut last_log) {
+                    warn!(shard = shard.index, error = %e, "accept failed; backing off");
+                }
+                glommio::timer::sleep(crate::limits::ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+    shard.waiters.borrow_mut().remove(&ACCEPTOR_WAITER);
+}
+
+fn admit(shard: &Rc<Shard>, stream: glommio::net::TcpStream, last_log: &mut Option<Instant>) {
+    let max = shard.config().connections_max;
+    let before = shard.shared.connections.fetch_add(1, Ordering::AcqRel);
+    if before >= max {
+        shard.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        shard.stats.connections_refused.set(shard.stats.connections_refused.get() + 1);
+        if should_log(last_log) {
+            let peer = stream.peer_addr().ok();
+            warn!(shard = shard.index, ?peer, connections_max = max,
+                refused_total = shard.stats.connections_refused.get(),
+                "MAX_CONNECTIONS reached; connection closed");
+        }
+        return;
+    }
+    shard.stats.connections_accepted.set(shard.stats.connections_accepted.get() + 1);
+    let (id, slot) = shard.open_connection();
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        connection::serve(&shard, stream, id, &slot).await;
+        shard.close_connection(id);
+    })
+    .detach();
+}
+
+fn should_log(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    match last {
+        Some(at) if now.duration_since(*at) < LOG_INTERVAL => false,
+        _ => {
+            *last = Some(now);
+            true
+        }
+    }
+}
