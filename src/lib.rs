@@ -5,9 +5,9 @@
 #![deny(unsafe_code)]
 
 pub mod ack;
+pub mod config;
+pub mod fuzzing;
 pub mod hl7;
 pub mod limits;
 pub mod mllp;
-pub mod config;
-pub mod fuzzing;
 pub mod server;

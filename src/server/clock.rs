@@ -26,7 +26,10 @@ pub fn format_timestamp(unix_seconds: u64) -> [u8; TIMESTAMP_BYTES] {
 
 /// The current time as seconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_seconds_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn write_digits(out: &mut [u8], mut value: u64) {

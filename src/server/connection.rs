@@ -189,8 +189,13 @@ impl Connection {
                     self.counts.frames += 1;
                     if let Response::Rejected(error) = response {
                         self.counts.rejected += 1;
-                        debug!(shard = shard.index, code = error.code().as_u16(),
-                            offset = error.offset, reason = error.text(), "frame rejected");
+                        debug!(
+                            shard = shard.index,
+                            code = error.code().as_u16(),
+                            offset = error.offset,
+                            reason = error.text(),
+                            "frame rejected"
+                        );
                     }
                     pos += consumed;
                     completed = true;

@@ -73,16 +73,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     preflight::check()?;
     let cpus = placement::affinity_cpus().map_err(ServerError::Other)?;
     let shard_cpus = placement::shard_cpus(&cpus, config.shards);
-    let reservation = listener::bind(config.listen_addr, config.keep_alive_period)
-        .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
+    let reservation =
+        listener::bind(config.listen_addr, config.keep_alive_period).map_err(|source| {
+            ServerError::Bind {
+                addr: config.listen_addr,
+                source,
+            }
+        })?;
     let listen_addr = reservation
         .local_addr()
         .ok()
         .and_then(|a| a.as_socket())
         .ok_or_else(|| ServerError::Other("cannot read the bound address".to_owned()))?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        ServerError::Other(format!("DATA_DIR {}: {e}", config.data_dir.display()))
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServerError::Other(format!("DATA_DIR {}: {e}", config.data_dir.display())))?;
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
     let shared = Arc::new(shard::Shared {
@@ -191,7 +195,9 @@ fn wait_for_shutdown(
         Some(result) => result,
         None => {
             error!(timeout = ?shared.config.drain_timeout, "drain did not finish in time");
-            Err(ServerError::Shutdown("DRAIN_TIMEOUT passed with connections open".to_owned()))
+            Err(ServerError::Shutdown(
+                "DRAIN_TIMEOUT passed with connections open".to_owned(),
+            ))
         }
     }
 }
@@ -223,6 +229,9 @@ fn shards_done(failures: Vec<String>) -> Result<(), ServerError> {
         info!("all shards drained; exiting");
         Ok(())
     } else {
-        Err(ServerError::Other(format!("shards failed: {}", failures.join("; "))))
+        Err(ServerError::Other(format!(
+            "shards failed: {}",
+            failures.join("; ")
+        )))
     }
 }

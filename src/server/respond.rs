@@ -39,7 +39,11 @@ pub struct Responder {
 impl Responder {
     /// A responder for one shard.
     pub fn new(parse_options: ParseOptions, control_ids: ControlIds) -> Self {
-        Responder { parse_options, control_ids, timestamp: *b"19700101000000+0000" }
+        Responder {
+            parse_options,
+            control_ids,
+            timestamp: *b"19700101000000+0000",
+        }
     }
 
     /// Sets MSH-7 for the ACKs written from now on.

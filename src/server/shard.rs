@@ -116,7 +116,9 @@ const ACCEPTOR_WAITER: u64 = 0;
 impl Shard {
     /// A shard with the given index.
     pub fn new(index: usize, shared: Arc<Shared>) -> Self {
-        let parse_options = ParseOptions { default_charset: shared.config.default_charset };
+        let parse_options = ParseOptions {
+            default_charset: shared.config.default_charset,
+        };
         let control_ids = ControlIds::new(shared.start_unix_seconds, index);
         Shard {
             index,
@@ -152,7 +154,9 @@ impl Shard {
         let now = clock::unix_seconds_now();
         if now != self.clock_second.get() {
             self.clock_second.set(now);
-            self.responder.borrow_mut().set_timestamp(clock::format_timestamp(now));
+            self.responder
+                .borrow_mut()
+                .set_timestamp(clock::format_timestamp(now));
         }
     }
 
@@ -218,7 +222,11 @@ pub async fn run(shard: Rc<Shard>, bound: std::sync::mpsc::Sender<Result<usize, 
     drop(listener);
     let pending = shard.open.get();
     if pending > 0 {
-        info!(shard = shard.index, connections = pending, "draining connections");
+        info!(
+            shard = shard.index,
+            connections = pending,
+            "draining connections"
+        );
     }
     future::poll_fn(|cx| {
         if shard.open.get() == 0 {
@@ -241,7 +249,10 @@ async fn watch_shutdown(shard: Rc<Shard>) {
 
 async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
     let slot = Rc::new(WakerSlot::default());
-    shard.waiters.borrow_mut().insert(ACCEPTOR_WAITER, slot.clone());
+    shard
+        .waiters
+        .borrow_mut()
+        .insert(ACCEPTOR_WAITER, slot.clone());
     let mut last_log: Option<Instant> = None;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -253,7 +264,10 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
             None => break,
             Some(Ok(stream)) => admit(shard, stream, &mut last_log),
             Some(Err(e)) => {
-                shard.stats.accept_errors.set(shard.stats.accept_errors.get() + 1);
+                shard
+                    .stats
+                    .accept_errors
+                    .set(shard.stats.accept_errors.get() + 1);
                 if should_log(&mut last_log) {
                     warn!(shard = shard.index, error = %e, "accept failed; backing off");
                 }
@@ -269,16 +283,26 @@ fn admit(shard: &Rc<Shard>, stream: glommio::net::TcpStream, last_log: &mut Opti
     let before = shard.shared.connections.fetch_add(1, Ordering::AcqRel);
     if before >= max {
         shard.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        shard.stats.connections_refused.set(shard.stats.connections_refused.get() + 1);
+        shard
+            .stats
+            .connections_refused
+            .set(shard.stats.connections_refused.get() + 1);
         if should_log(last_log) {
             let peer = stream.peer_addr().ok();
-            warn!(shard = shard.index, ?peer, connections_max = max,
+            warn!(
+                shard = shard.index,
+                ?peer,
+                connections_max = max,
                 refused_total = shard.stats.connections_refused.get(),
-                "MAX_CONNECTIONS reached; connection closed");
+                "MAX_CONNECTIONS reached; connection closed"
+            );
         }
         return;
     }
-    shard.stats.connections_accepted.set(shard.stats.connections_accepted.get() + 1);
+    shard
+        .stats
+        .connections_accepted
+        .set(shard.stats.connections_accepted.get() + 1);
     let (id, slot) = shard.open_connection();
     let shard = shard.clone();
     glommio::spawn_local(async move {

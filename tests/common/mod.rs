@@ -1,0 +1,322 @@
+//! Shared helpers for end-to-end tests: start the real `mllpd` binary on `127.0.0.1:0`, learn
+//! its port from the start line, collect its log lines, and talk MLLP to it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Start block, end block, carriage return.
+pub const SB: u8 = 0x0B;
+pub const EB: u8 = 0x1C;
+pub const CR: u8 = 0x0D;
+
+/// A running server process; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Server {
+    /// Starts `mllpd` with the given environment (on top of a clean one).
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_with(Command::new(env!("CARGO_BIN_EXE_mllpd")), env)
+    }
+
+    /// Starts a prepared command (e.g. wrapped in `prlimit`) with the given environment.
+    pub fn start_with(mut command: Command, env: &[(&str, &str)]) -> Server {
+        let data_dir = tempfile::tempdir().expect("tempdir").keep();
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("LOG_LEVEL", "info")
+            .env("LOG_FORMAT", "text")
+            .env("NO_COLOR", "1")
+            .env("DATA_DIR", &data_dir)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn mllpd");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().expect("stdout")),
+        ] {
+            let logs = logs.clone();
+            let addr_tx = addr_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let line = strip_ansi(&line);
+                    if std::env::var_os("MLLPD_TEST_ECHO").is_some() {
+                        eprintln!("[mllpd] {line}");
+                    }
+                    if let Some(rest) = line.split("listen=").nth(1) {
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .trim_matches('"');
+                        if let Ok(addr) = addr.parse::<SocketAddr>() {
+                            let _ = addr_tx.send(addr);
+                        }
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            });
+        }
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "mllpd did not print its start line; logs: {:?}",
+                    logs.lock().expect("logs")
+                );
+            }
+        };
+        Server { child, addr, logs }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits until a log line contains every needle; panics after `timeout`.
+    pub fn wait_log(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .logs()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line with {needles:?}; logs:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its status code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                panic!("mllpd did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// User + system CPU time of the server process so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        let after_comm = stat.rsplit(')').next().expect("stat format");
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 10)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wraps a payload in an MLLP frame.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 3);
+    out.push(SB);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&[EB, CR]);
+    out
+}
+
+/// A small valid ADT^A01 with control id `id`, CR segment separators.
+pub fn adt(id: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20260101120000||ADT^A01^ADT_A01|{id}|P|2.5.1\r\
+         EVN|A01|20260101120000\r\
+         PID|1||12345^^^HOSP^MR||DOE^JOHN||19800101|M\r\
+         PV1|1|I|WARD^101^1\r"
+    )
+    .into_bytes()
+}
+
+/// A client connection with a read buffer of frames.
+pub struct Client {
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send_message(&mut self, payload: &[u8]) {
+        self.send(&frame(payload));
+    }
+
+    /// Reads the next frame's payload; `None` at EOF or on a read error/timeout.
+    pub fn read_frame(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(start) = self.pending.iter().position(|&b| b == SB) {
+                if let Some(end) = self.pending[start..]
+                    .windows(2)
+                    .position(|w| w == [EB, CR])
+                    .map(|p| p + start)
+                {
+                    let payload = self.pending[start + 1..end].to_vec();
+                    self.pending.drain(..end + 2);
+                    return Some(payload);
+                }
+            }
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Reads the next frame and returns it parsed as an ACK.
+    pub fn read_ack(&mut self) -> Ack {
+        let payload = self.read_frame().expect("an ACK frame");
+        Ack::parse(&payload)
+    }
+
+    /// True when the server closed the connection (EOF or reset) within `timeout`, with no
+    /// further frame.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {
+                    if Instant::now() > deadline {
+                        return false;
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// An ACK split into segments and fields (with `|` and `^`, as mllpd echoes the sender's).
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub raw: Vec<u8>,
+    pub segments: Vec<Vec<String>>,
+}
+
+impl Ack {
+    pub fn parse(payload: &[u8]) -> Ack {
+        let text = String::from_utf8_lossy(payload).to_string();
+        let field_sep = text.chars().nth(3).unwrap_or('|');
+        let segments = text
+            .split('\r')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.split(field_sep).map(str::to_owned).collect())
+            .collect();
+        Ack {
+            raw: payload.to_vec(),
+            segments,
+        }
+    }
+
+    pub fn segment(&self, id: &str) -> Option<&Vec<String>> {
+        self.segments.iter().find(|s| s[0] == id)
+    }
+
+    /// Field `n` of segment `id` (MSH numbering for MSH: MSH-3 is index 2 of the split).
+    pub fn field(&self, id: &str, n: usize) -> String {
+        let Some(segment) = self.segment(id) else {
+            return String::new();
+        };
+        let index = if id == "MSH" { n - 1 } else { n };
+        segment.get(index).cloned().unwrap_or_default()
+    }
+
+    pub fn code(&self) -> String {
+        self.field("MSA", 1)
+    }
+
+    pub fn control_id(&self) -> String {
+        self.field("MSA", 2)
+    }
+}

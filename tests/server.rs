@@ -1,0 +1,489 @@
+//! End-to-end tests of the server over real sockets: the happy path, pipelining, the limits and
+//! timeouts of issue 3 item 3, the bad-input policy of item 4, and isolation between
+//! connections. Every test starts its own `mllpd` on 127.0.0.1:0.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use common::{adt, frame, Client, Server};
+
+#[test]
+fn valid_message_gets_aa_echoing_header_fields() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send_message(&adt("CTRL-1"));
+    let ack = client.read_ack();
+    assert_eq!(ack.code(), "AA", "{ack:?}");
+    assert_eq!(ack.control_id(), "CTRL-1");
+    // MSH-3/4 and MSH-5/6 swapped, MSH-9 ACK^A01^ACK, MSH-11/12 echoed.
+    assert_eq!(ack.field("MSH", 3), "RECVAPP");
+    assert_eq!(ack.field("MSH", 4), "RECVFAC");
+    assert_eq!(ack.field("MSH", 5), "SENDAPP");
+    assert_eq!(ack.field("MSH", 6), "SENDFAC");
+    assert_eq!(ack.field("MSH", 9), "ACK^A01^ACK");
+    assert_eq!(ack.field("MSH", 11), "P");
+    assert_eq!(ack.field("MSH", 12), "2.5.1");
+    assert!(
+        !ack.field("MSH", 10).is_empty(),
+        "ACK carries its own control id"
+    );
+    assert_ne!(ack.field("MSH", 10), "CTRL-1");
+    assert!(ack.segment("ERR").is_none());
+}
+
+#[test]
+fn message_fed_byte_by_byte_is_acknowledged() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    for byte in frame(&adt("BYTE-1")) {
+        client.send(&[byte]);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ack = client.read_ack();
+    assert_eq!(
+        (ack.code().as_str(), ack.control_id().as_str()),
+        ("AA", "BYTE-1")
+    );
+}
+
+#[test]
+fn two_frames_in_one_write_get_two_acks_in_order() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    let mut bytes = frame(&adt("TWO-1"));
+    bytes.extend_from_slice(&frame(&adt("TWO-2")));
+    client.send(&bytes);
+    assert_eq!(client.read_ack().control_id(), "TWO-1");
+    assert_eq!(client.read_ack().control_id(), "TWO-2");
+}
+
+#[test]
+fn hundred_pipelined_frames_are_answered_in_order() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    let mut bytes = Vec::new();
+    for i in 0..100 {
+        bytes.extend_from_slice(&frame(&adt(&format!("PIPE-{i}"))));
+    }
+    client.send(&bytes);
+    for i in 0..100 {
+        let ack = client.read_ack();
+        assert_eq!(ack.code(), "AA");
+        assert_eq!(ack.control_id(), format!("PIPE-{i}"));
+    }
+}
+
+#[test]
+fn five_hundred_concurrent_connections_all_get_aa() {
+    let server = Server::start(&[]);
+    let mut clients: Vec<Client> = (0..500).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send_message(&adt(&format!("CONC-{i}")));
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let ack = client.read_ack();
+        assert_eq!(
+            (ack.code(), ack.control_id()),
+            ("AA".to_owned(), format!("CONC-{i}"))
+        );
+    }
+}
+
+#[test]
+fn sender_that_half_closes_still_gets_its_ack() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send_message(&adt("HALF-1"));
+    client.stream.shutdown(Shutdown::Write).expect("half close");
+    let ack = client.read_ack();
+    assert_eq!(
+        (ack.code().as_str(), ack.control_id().as_str()),
+        ("AA", "HALF-1")
+    );
+    assert!(
+        client.closed_within(Duration::from_secs(5)),
+        "server closes after the peer's FIN"
+    );
+}
+
+#[test]
+fn idle_connection_is_closed_after_idle_timeout() {
+    let server = Server::start(&[("IDLE_TIMEOUT", "300ms")]);
+    let mut client = server.connect();
+    client.send_message(&adt("IDLE-1"));
+    assert_eq!(client.read_ack().code(), "AA");
+    let started = Instant::now();
+    assert!(client.closed_within(Duration::from_secs(5)));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "closed too late: {waited:?}"
+    );
+    server.wait_log(
+        &["connection closed", "IdleTimeout"],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn trickling_frame_is_cut_at_frame_timeout_not_reset_by_each_byte() {
+    let server = Server::start(&[("FRAME_TIMEOUT", "1s"), ("IDLE_TIMEOUT", "500ms")]);
+    let mut client = server.connect();
+    let bytes = frame(&adt("TRICKLE-1"));
+    let started = Instant::now();
+    let mut sent = 0;
+    // One byte every 100 ms: each gap is far below IDLE_TIMEOUT, the whole frame needs ~18 s.
+    for byte in &bytes {
+        if client.stream.write_all(&[*byte]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    assert!(
+        sent < bytes.len(),
+        "the whole frame went through: the deadline did not fire"
+    );
+    assert!(client.closed_within(Duration::from_secs(3)));
+    let line = server.wait_log(
+        &["connection closed", "FrameTimeout"],
+        Duration::from_secs(5),
+    );
+    assert!(
+        !line.contains("TRICKLE"),
+        "log must not carry message content"
+    );
+}
+
+#[test]
+fn peer_that_does_not_read_is_cut_at_write_timeout() {
+    let server = Server::start(&[("WRITE_TIMEOUT", "500ms")]);
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket.connect(&server.addr.into()).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let batch: Vec<u8> = (0..200)
+        .flat_map(|i| frame(&adt(&format!("NOREAD-{i}"))))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Never read: the server's ACK writes fill our receive buffer and its send buffer.
+    while Instant::now() < deadline {
+        if stream.write_all(&batch).is_err() {
+            break;
+        }
+        if server.logs().iter().any(|l| l.contains("WriteTimeout")) {
+            break;
+        }
+    }
+    server.wait_log(
+        &["connection closed", "WriteTimeout"],
+        Duration::from_secs(10),
+    );
+}
+
+fn payload_of_len(len: usize) -> Vec<u8> {
+    let mut payload = adt("SIZE-1");
+    assert!(payload.len() < len);
+    payload.extend_from_slice(b"NTE|1||");
+    while payload.len() < len - 1 {
+        payload.push(b'x');
+    }
+    payload.push(b'\r');
+    assert_eq!(payload.len(), len);
+    payload
+}
+
+#[test]
+fn frame_at_max_frame_size_is_accepted_and_one_byte_more_closes() {
+    let server = Server::start(&[("MAX_FRAME_SIZE", "1024")]);
+    let mut client = server.connect();
+    client.send_message(&payload_of_len(1024));
+    assert_eq!(client.read_ack().code(), "AA");
+
+    let mut client = server.connect();
+    client.send_message(&payload_of_len(1025));
+    assert!(
+        client.read_frame().is_none(),
+        "no ACK for an oversized frame"
+    );
+    server.wait_log(
+        &["connection closed", "FrameTooLarge"],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn connections_over_max_connections_are_closed_at_once() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "3")]);
+    let mut held: Vec<Client> = (0..3).map(|_| server.connect()).collect();
+    for (i, client) in held.iter_mut().enumerate() {
+        client.send_message(&adt(&format!("HOLD-{i}")));
+        assert_eq!(client.read_ack().code(), "AA");
+    }
+    let mut extra = server.connect();
+    assert!(
+        extra.closed_within(Duration::from_secs(3)),
+        "4th connection must be closed"
+    );
+    server.wait_log(&["MAX_CONNECTIONS reached"], Duration::from_secs(5));
+    drop(held.pop());
+    // The slot frees when the server notices the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = server.connect();
+        again
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        if again.stream.write_all(&frame(&adt("AGAIN-1"))).is_ok() {
+            if let Some(payload) = again.read_frame() {
+                assert_eq!(common::Ack::parse(&payload).code(), "AA");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "slot was not freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    // 48 descriptors: enough for the runtime and a few connections, not for 80.
+    let mut command = std::process::Command::new("prlimit");
+    command.args(["--nofile=48:48", "--", env!("CARGO_BIN_EXE_mllpd")]);
+    let server = Server::start_with(command, &[("SHARDS", "1")]);
+    let clients: Vec<std::net::TcpStream> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(server.addr).ok())
+        .collect();
+    server.wait_log(&["accept failed"], Duration::from_secs(5));
+    let before = server.cpu_time();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = server.cpu_time() - before;
+    assert!(
+        spent < Duration::from_millis(500),
+        "shard spun on accept errors: {spent:?} CPU in 2 s"
+    );
+    drop(clients);
+    // Once descriptors free up, the server serves again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = server.connect();
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        if client.stream.write_all(&frame(&adt("BACK-1"))).is_ok() {
+            if let Some(payload) = client.read_frame() {
+                assert_eq!(common::Ack::parse(&payload).control_id(), "BACK-1");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not recover after EMFILE"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn payload_that_is_not_hl7_gets_ar_with_err_and_connection_stays_open() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send_message(b"this is not an HL7 message");
+    let ack = client.read_ack();
+    assert_eq!(ack.code(), "AR", "{ack:?}");
+    assert_eq!(ack.control_id(), "");
+    assert!(ack.segment("ERR").is_some(), "AR carries ERR: {ack:?}");
+    client.send_message(&adt("AFTER-1"));
+    let ack = client.read_ack();
+    assert_eq!(
+        (ack.code().as_str(), ack.control_id().as_str()),
+        ("AA", "AFTER-1")
+    );
+}
+
+#[test]
+fn missing_control_id_gets_ar_with_code_101_and_location() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send_message(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01||P|2.5\rPID|1\r");
+    let ack = client.read_ack();
+    assert_eq!(ack.code(), "AR", "{ack:?}");
+    let err = ack.segment("ERR").expect("ERR segment");
+    let err_text = err.join("|");
+    assert!(err_text.contains("101"), "ERR has code 101: {err_text}");
+    assert!(
+        err_text.contains("MSH^1^10"),
+        "ERR has the location MSH-10: {err_text}"
+    );
+}
+
+#[test]
+fn declared_utf8_that_is_invalid_gets_ar_with_code_102() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    let mut payload =
+        b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|U8-1|P|2.5|||||UNICODE UTF-8\rPID|1||1||".to_vec();
+    payload.extend_from_slice(&[0xC3, 0x28]); // invalid UTF-8 sequence
+    payload.push(b'\r');
+    client.send_message(&payload);
+    let ack = client.read_ack();
+    assert_eq!(ack.code(), "AR", "{ack:?}");
+    let err_text = ack.segment("ERR").expect("ERR").join("|");
+    assert!(err_text.contains("102"), "{err_text}");
+}
+
+#[test]
+fn noise_between_frames_is_skipped_and_counted() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    let mut bytes = b"\r\n\0junk".to_vec();
+    bytes.extend_from_slice(&frame(&adt("NOISE-1")));
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend_from_slice(&frame(&adt("NOISE-2")));
+    client.send(&bytes);
+    assert_eq!(client.read_ack().control_id(), "NOISE-1");
+    assert_eq!(client.read_ack().control_id(), "NOISE-2");
+    drop(client);
+    server.wait_log(
+        &["connection closed", "noise_bytes=9"],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn garbage_on_one_connection_does_not_affect_another() {
+    let server = Server::start(&[("MAX_FRAME_SIZE", "4096")]);
+    let mut good = server.connect();
+    let addr = server.addr;
+    let flood = std::thread::spawn(move || {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..50 {
+            let Ok(mut bad) = std::net::TcpStream::connect(addr) else {
+                continue;
+            };
+            let mut junk = vec![0u8; 20_000];
+            for byte in junk.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *byte = seed as u8;
+            }
+            let _ = bad.write_all(&junk);
+            let _ = bad.shutdown(Shutdown::Write);
+            let mut sink = Vec::new();
+            let _ = bad.read_to_end(&mut sink);
+        }
+    });
+    for i in 0..50 {
+        good.send_message(&adt(&format!("GOOD-{i}")));
+        let ack = good.read_ack();
+        assert_eq!(
+            (ack.code(), ack.control_id()),
+            ("AA".to_owned(), format!("GOOD-{i}"))
+        );
+    }
+    flood.join().expect("flood thread");
+    let mut late = server.connect();
+    late.send_message(&adt("LATE-1"));
+    assert_eq!(late.read_ack().code(), "AA");
+}
+
+#[test]
+fn sigterm_drains_a_message_in_flight_and_exits_zero() {
+    let mut server = Server::start(&[]);
+    let mut idle = server.connect();
+    let mut busy = server.connect();
+    busy.send_message(&adt("WARMUP-1"));
+    assert_eq!(busy.read_ack().code(), "AA");
+    let bytes = frame(&adt("INFLIGHT-1"));
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    busy.send(head);
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal("TERM");
+    server.wait_log(&["draining"], Duration::from_secs(5));
+    assert!(
+        idle.closed_within(Duration::from_secs(5)),
+        "idle connection closed by the drain"
+    );
+    busy.send(tail);
+    let ack = busy.read_ack();
+    assert_eq!(
+        (ack.code().as_str(), ack.control_id().as_str()),
+        ("AA", "INFLIGHT-1")
+    );
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn pre_shutdown_delay_keeps_serving_then_refuses() {
+    let mut server = Server::start(&[("PRE_SHUTDOWN_DELAY", "1s")]);
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut client = server.connect();
+    client.send_message(&adt("DELAY-1"));
+    assert_eq!(
+        client.read_ack().code(),
+        "AA",
+        "still serving during PRE_SHUTDOWN_DELAY"
+    );
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        std::net::TcpStream::connect(server.addr).is_err(),
+        "not listening after exit"
+    );
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let mut server = Server::start(&[("PRE_SHUTDOWN_DELAY", "30s")]);
+    server.signal("TERM");
+    server.wait_log(&["shutdown requested"], Duration::from_secs(5));
+    let started = Instant::now();
+    server.signal("INT");
+    let code = server.wait_exit(Duration::from_secs(5));
+    assert_ne!(code, Some(0));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn start_line_names_version_address_shards_cpus_and_data_dir() {
+    let server = Server::start(&[("SHARDS", "2")]);
+    let line = server.wait_log(&["mllpd started"], Duration::from_secs(5));
+    for needle in ["version=", "listen=", "shards=2", "cpus=", "data_dir="] {
+        assert!(line.contains(needle), "{needle} missing from {line}");
+    }
+    assert!(line.contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn taskset_places_the_single_shard_on_the_allowed_cpu() {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpu = (cpus - 1).to_string();
+    let mut command = std::process::Command::new("taskset");
+    command.args(["-c", &cpu, env!("CARGO_BIN_EXE_mllpd")]);
+    let server = Server::start_with(command, &[]);
+    let line = server.wait_log(&["mllpd started"], Duration::from_secs(5));
+    assert!(line.contains("shards=1"), "{line}");
+    assert!(line.contains(&format!("cpus=[{cpu}]")), "{line}");
+    let mut client = server.connect();
+    client.send_message(&adt("PIN-1"));
+    assert_eq!(client.read_ack().code(), "AA");
+}
