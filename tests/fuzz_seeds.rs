@@ -4,7 +4,9 @@
 use std::path::Path;
 
 fn run_corpus(target: &str, body: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut seeds = 0;
     for entry in std::fs::read_dir(&dir).expect("seed corpus directory exists") {
         let path = entry.expect("readable corpus entry").path();
@@ -14,7 +16,11 @@ fn run_corpus(target: &str, body: fn(&[u8])) {
             seeds += 1;
         }
     }
-    assert!(seeds >= 10, "{target}: only {seeds} seeds in {}", dir.display());
+    assert!(
+        seeds >= 10,
+        "{target}: only {seeds} seeds in {}",
+        dir.display()
+    );
 }
 
 #[test]

@@ -37,8 +37,14 @@ impl<'a> Message<'a> {
     /// (MSH-9, MSH-10, MSH-11, MSH-12), the version and, where UTF-8 is declared, the encoding.
     pub fn parse(payload: &'a [u8], options: &ParseOptions) -> Result<Self, ParseError> {
         let _ = options;
-        Err(ParseError { kind: ParseErrorKind::NoMsh, offset: 0 })
-            .map(|()| Message { bytes: payload, delimiters: Delimiters::default() })
+        Err(ParseError {
+            kind: ParseErrorKind::NoMsh,
+            offset: 0,
+        })
+        .map(|()| Message {
+            bytes: payload,
+            delimiters: Delimiters::default(),
+        })
     }
 
     /// The whole payload.
@@ -53,7 +59,10 @@ impl<'a> Message<'a> {
 
     /// All segments in order (MSH first).
     pub fn segments(&self) -> Segments<'a> {
-        Segments { rest: self.bytes, delimiters: self.delimiters }
+        Segments {
+            rest: self.bytes,
+            delimiters: self.delimiters,
+        }
     }
 
     /// The `occurrence`-th (1-based) segment with id `id`.

@@ -83,7 +83,10 @@ impl Decoder {
     /// A decoder that accepts payloads of at most `frame_bytes_max` bytes.
     pub fn new(frame_bytes_max: usize) -> Self {
         assert!(frame_bytes_max > 0);
-        Decoder { frame_bytes_max, stats: DecoderStats::default() }
+        Decoder {
+            frame_bytes_max,
+            stats: DecoderStats::default(),
+        }
     }
 
     /// Looks for the next frame in `buf`. See the module doc for the contract.
