@@ -558,6 +558,19 @@ mod tests {
     }
 
     #[test]
+    fn framed_input_yields_one_message_per_frame() {
+        let input = b"\r\n\x0bMSH|^~\\&|A\nPID|1\x1c\r\n\x0bMSH|^~\\&|B\r\x1c\r";
+        assert_eq!(
+            split_messages(input).unwrap(),
+            vec![b"MSH|^~\\&|A\rPID|1".to_vec(), b"MSH|^~\\&|B\r".to_vec()]
+        );
+        assert_eq!(
+            split_messages(b"\x0bMSH|^~\\&|A\r"),
+            Err(SplitError::UnterminatedFrame)
+        );
+    }
+
+    #[test]
     fn normalise_line_ends_keeps_lone_cr() {
         assert_eq!(
             normalise_line_ends(b"a\r\nb\nc\rd\n\ne"),
