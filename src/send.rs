@@ -7,10 +7,12 @@
 //! MLLP-framed is taken frame by frame. Messages go out in order on one connection, one at a
 //! time: each waits for the ACK whose MSA-2 equals its MSH-10 (chapter 2, MSA segment) before
 //! the next is sent, so the output lines are in input order. ACKs for other control ids are
-//! reported on stderr and skipped.
+//! reported on stderr and skipped. The accept acknowledgment type (MSH-15, table 0155) is
+//! honoured: under NE no ACK is awaited, and under ER silence until the timeout means no error.
 //!
-//! Exit status: 0 when every message got AA or CA; 1 when any got another code or no answer
-//! (timeout, connection closed); 2 for usage and IO errors before anything was sent.
+//! Exit status: 0 when every message got AA or CA (or, under NE/ER, no ACK was due); 1 when
+//! any got another code or no answer (timeout, connection closed); 2 for usage and IO errors
+//! before anything was sent.
 //! Blocking `std::net` is enough here: one connection, one message in flight.
 
 use std::io::{self, Read, Write};
@@ -243,6 +245,12 @@ pub fn control_id(message: &[u8]) -> &[u8] {
     fields.get(9).copied().unwrap_or_default()
 }
 
+/// MSH-15, the accept acknowledgment type (AL, NE, ER, SU); empty when absent.
+pub fn accept_ack_type(message: &[u8]) -> &[u8] {
+    let fields = segment_fields(message, b"MSH").unwrap_or_default();
+    fields.get(14).copied().unwrap_or_default()
+}
+
 /// What an ACK says: MSA-1, MSA-2, MSA-3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AckSummary<'a> {
@@ -257,8 +265,13 @@ pub struct AckSummary<'a> {
 impl AckSummary<'_> {
     /// Whether the code accepts the message: AA (original mode) or CA (enhanced mode).
     pub fn is_accept(&self) -> bool {
-        self.code == b"AA" || self.code == b"CA"
+        is_accept_code(self.code)
     }
+}
+
+/// Whether an acknowledgment code accepts the message: AA or CA.
+fn is_accept_code(code: &[u8]) -> bool {
+    code == b"AA" || code == b"CA"
 }
 
 /// Reads MSA-1..3 from an ACK payload; `None` when it has no MSH or MSA segment.
@@ -308,6 +321,8 @@ enum Answer {
     },
     /// No matching ACK within the timeout; the connection is still usable.
     Timeout,
+    /// MSH-15 is NE: the receiver sends no accept ACK, so none was awaited.
+    NotRequested,
     /// The connection ended or failed; nothing more can be sent.
     Broken(String),
 }
@@ -325,36 +340,49 @@ pub fn exchange(
     let mut broken: Option<String> = None;
     for message in messages {
         let id = String::from_utf8_lossy(control_id(message)).into_owned();
+        let accept_ack_type = accept_ack_type(message);
         let answer = match &broken {
             Some(reason) => Answer::Broken(format!("not sent: {reason}")),
-            None => connection.send(message, control_id(message)),
+            None => connection.send(message, control_id(message), accept_ack_type),
         };
-        match answer {
-            Answer::Ack { code, text } => {
-                let summary = AckSummary {
-                    code: &code,
-                    control_id: &[],
-                    text: &text,
-                };
-                all_accepted &= summary.is_accept();
-                let code = String::from_utf8_lossy(&code);
-                let text = String::from_utf8_lossy(&text);
-                writeln!(out, "{}", format!("{id} {code} {text}").trim_end())?;
-            }
-            Answer::Timeout => {
-                all_accepted = false;
-                let waited = humantime::format_duration(timeout);
-                writeln!(out, "{id} NONE no ACK within {waited}")?;
-            }
-            Answer::Broken(reason) => {
-                all_accepted = false;
-                writeln!(out, "{id} NONE {reason}")?;
-                broken.get_or_insert(reason);
-            }
+        if let Answer::Broken(reason) = &answer {
+            broken.get_or_insert_with(|| reason.clone());
         }
+        let (accepted, line) = report(&answer, accept_ack_type, timeout);
+        all_accepted &= accepted;
+        writeln!(out, "{}", format!("{id} {line}").trim_end())?;
         out.flush()?;
     }
     Ok(all_accepted)
+}
+
+/// Whether `answer` counts as accepted, and the report line after the control id. Under MSH-15
+/// ER (HL7 v2 chapter 2, table 0155: accept ACK only on error) silence means accepted.
+fn report(answer: &Answer, accept_ack_type: &[u8], timeout: Duration) -> (bool, String) {
+    match answer {
+        Answer::Ack { code, text } => {
+            let accepted = is_accept_code(code);
+            let line = format!(
+                "{} {}",
+                String::from_utf8_lossy(code),
+                String::from_utf8_lossy(text)
+            );
+            (accepted, line)
+        }
+        Answer::NotRequested => (true, "NONE no ACK requested (MSH-15 NE)".to_owned()),
+        Answer::Timeout => {
+            let waited = humantime::format_duration(timeout);
+            if accept_ack_type == b"ER" {
+                (
+                    true,
+                    format!("NONE no ACK within {waited} (MSH-15 ER: no error reported)"),
+                )
+            } else {
+                (false, format!("NONE no ACK within {waited}"))
+            }
+        }
+        Answer::Broken(reason) => (false, format!("NONE {reason}")),
+    }
 }
 
 /// One MLLP connection of `send`: writes frames, reads ACK frames.
@@ -384,8 +412,9 @@ impl Connection {
         }
     }
 
-    /// Sends one message and waits for the ACK whose MSA-2 equals `id`.
-    fn send(&mut self, message: &[u8], id: &[u8]) -> Answer {
+    /// Sends one message and waits for the ACK whose MSA-2 equals `id`, unless its
+    /// accept acknowledgment type (MSH-15) is NE.
+    fn send(&mut self, message: &[u8], id: &[u8], accept_ack_type: &[u8]) -> Answer {
         self.frame.clear();
         mllp::encode(message, &mut self.frame);
         let written = self
@@ -394,6 +423,9 @@ impl Connection {
             .and_then(|()| self.stream.write_all(&self.frame));
         if let Err(error) = written {
             return Answer::Broken(format!("send failed: {error}"));
+        }
+        if accept_ack_type == b"NE" {
+            return Answer::NotRequested;
         }
         self.wait_for(id, Instant::now() + self.timeout)
     }
@@ -537,6 +569,39 @@ mod tests {
         );
         assert_eq!(control_id(b"MSH|^~\\&|A\r"), b"");
         assert_eq!(control_id(b"garbage"), b"");
+    }
+
+    #[test]
+    fn accept_ack_type_is_msh_15() {
+        assert_eq!(
+            accept_ack_type(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5|||NE|AL\r"),
+            b"NE"
+        );
+        assert_eq!(accept_ack_type(ADT), b"");
+    }
+
+    #[test]
+    fn report_lines_and_verdicts() {
+        let second = Duration::from_secs(1);
+        let ack = |code: &[u8], text: &[u8]| Answer::Ack {
+            code: code.to_vec(),
+            text: text.to_vec(),
+        };
+        assert_eq!(
+            report(&ack(b"AA", b""), b"", second),
+            (true, "AA ".to_owned())
+        );
+        assert_eq!(
+            report(&ack(b"CE", b"full"), b"", second),
+            (false, "CE full".to_owned())
+        );
+        assert_eq!(
+            report(&Answer::Timeout, b"AL", second),
+            (false, "NONE no ACK within 1s".to_owned())
+        );
+        assert!(report(&Answer::Timeout, b"ER", second).0);
+        assert!(report(&Answer::NotRequested, b"NE", second).0);
+        assert!(!report(&Answer::Broken("x".to_owned()), b"ER", second).0);
     }
 
     #[test]

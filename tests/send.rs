@@ -312,3 +312,36 @@ fn unreadable_input_and_refused_connections_exit_2() {
         stderr(&output)
     );
 }
+
+/// A message with control id `id` and accept acknowledgment type (MSH-15) `accept`.
+fn enhanced(id: &str, accept: &str) -> String {
+    format!("MSH|^~\\&|SND|SF|RCV|RF|20240101||ADT^A01|{id}|P|2.5|||{accept}|NE\nPID|1\n")
+}
+
+#[test]
+fn msh_15_ne_awaits_no_ack_and_er_takes_silence_as_success() {
+    let (address, server) = server(vec![Reply::Silent, Reply::Silent, Reply::Ack("CA", "")]);
+    let input = enhanced("N1", "NE") + &enhanced("E1", "ER") + &enhanced("A1", "AL");
+    let output = send(
+        &["--timeout", "200ms", &address.to_string()],
+        input.as_bytes(),
+    );
+    assert_eq!(
+        stdout(&output),
+        "N1 NONE no ACK requested (MSH-15 NE)\n\
+         E1 NONE no ACK within 200ms (MSH-15 ER: no error reported)\nA1 CA\n",
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(server.join().unwrap().len(), 3);
+}
+
+#[test]
+fn msh_15_er_with_an_error_ack_exits_1() {
+    let (address, server) = server(vec![Reply::Ack("CE", "no room")]);
+    let output = send(&[&address.to_string()], enhanced("E2", "ER").as_bytes());
+    assert_eq!(stdout(&output), "E2 CE no room\n", "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(server.join().unwrap().len(), 1);
+}
