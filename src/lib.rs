@@ -5,9 +5,12 @@
 #![deny(unsafe_code)]
 
 pub mod ack;
+pub mod cli;
 pub mod config;
 pub mod fuzzing;
 pub mod hl7;
 pub mod limits;
+pub mod logging;
 pub mod mllp;
+pub mod send;
 pub mod server;

@@ -1,0 +1,262 @@
+//! The command line: clap definitions of `mllpd [serve]`, `mllpd check-config` and `mllpd send`.
+//!
+//! Every server setting is one flag and one environment variable (clap's `env`). The settings
+//! are flattened into the root command and into `serve`/`check-config`, so `mllpd
+//! --idle-timeout 5s` and `mllpd serve --idle-timeout 5s` both work. No setting has a clap
+//! `default_value`: a default there would hide the YAML file, whose values rank between the
+//! environment and the built-in defaults. Values are kept as strings here and parsed by
+//! [`crate::config`], so every error names the setting the same way wherever the value came
+//! from. Invariant: each field name of [`Settings`] is the `key` of one [`Setting`] (checked by
+//! a unit test), because [`overrides`] finds values by that id.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{Overrides, Setting, Source};
+
+/// Text shown after the settings in `mllpd --help`.
+const AFTER_HELP: &str = "\
+Precedence: flag > environment variable > CONFIG_FILE > built-in default.
+Durations read like 250ms, 30s, 5m. Exit status: 0 success; 1 server failure or (check-config)
+invalid configuration; 2 usage error or invalid configuration at start.";
+
+/// `mllpd`: a thread-per-core HL7 v2 MLLP server.
+#[derive(Debug, Parser)]
+#[command(name = "mllpd", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Server settings given before any subcommand (used by `serve`, the default).
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do; none means `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no subcommand is given).
+    #[command(after_help = AFTER_HELP)]
+    Serve(SettingsArgs),
+    /// Validate every setting, the CONFIG_FILE and DATA_DIR, print a summary, and exit.
+    #[command(after_help = AFTER_HELP)]
+    CheckConfig(SettingsArgs),
+    /// Send HL7 messages to an MLLP server and print each ACK.
+    Send(SendArgs),
+}
+
+/// The settings of `serve` or `check-config`.
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// The server settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Every server setting; each field is `Some` when given as a flag or in the environment.
+#[derive(Debug, Args, Default, Clone)]
+pub struct Settings {
+    /// Address every shard listens on (IP:PORT) [default: 0.0.0.0:2575]
+    #[arg(long, env = "LISTEN_ADDR", value_name = "ADDR")]
+    pub listen_addr: Option<String>,
+    /// Close a connection after this long without a byte between frames [default: 30s]
+    #[arg(long, env = "IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Deadline for a whole frame from its start block [default: 60s]
+    #[arg(long, env = "FRAME_TIMEOUT", value_name = "DURATION")]
+    pub frame_timeout: Option<String>,
+    /// Close a connection whose ACK write cannot complete in this time [default: 5s]
+    #[arg(long, env = "WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<String>,
+    /// Largest frame payload in bytes (or with KiB/MiB/GiB) [default: 2097152]
+    #[arg(long, env = "MAX_FRAME_SIZE", value_name = "BYTES")]
+    pub max_frame_size: Option<String>,
+    /// Most connections held at once; more are accepted and closed [default: 10000]
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+    /// TCP keepalive idle period, at least 1s [default: 60s]
+    #[arg(long, env = "KEEP_ALIVE_PERIOD", value_name = "DURATION")]
+    pub keep_alive_period: Option<String>,
+    /// Deadline for a TLS handshake [default: 10s]
+    #[arg(long, env = "CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Charset assumed when MSH-18 is absent: ASCII, UNICODE UTF-8, 8859/1, … [default: ASCII]
+    #[arg(long, env = "DEFAULT_CHARACTER_SET", value_name = "CHARSET")]
+    pub default_character_set: Option<String>,
+    /// Log filter, e.g. info, debug, mllpd=debug,warn [default: info]
+    #[arg(long, env = "LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Number of shards [default: one per CPU of the affinity mask]
+    #[arg(long, env = "SHARDS", value_name = "N")]
+    pub shards: Option<String>,
+    /// Directory of journals and state [default: ./mllpd-data]
+    #[arg(long, env = "DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// YAML file with the same settings as lower_snake keys (e.g. idle_timeout: 45s) [default: none]
+    #[arg(long, env = "CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Keep serving this long after SIGTERM before stopping accepts [default: 0s]
+    #[arg(long, env = "PRE_SHUTDOWN_DELAY", value_name = "DURATION")]
+    pub pre_shutdown_delay: Option<String>,
+    /// Longest time to finish in-flight frames after SIGTERM [default: 30s]
+    #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+}
+
+/// Arguments of `mllpd send`.
+#[derive(Debug, Args, Clone)]
+pub struct SendArgs {
+    /// Server to send to.
+    #[arg(value_name = "HOST:PORT")]
+    pub address: String,
+    /// Files of HL7 messages (one or many each; CR, LF or CRLF line ends, or MLLP-framed);
+    /// `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// How long to wait for each ACK.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// How long to wait for the TCP connection.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// What the command line asks for, with the server settings found on it and in the environment.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the server.
+    Serve(Overrides),
+    /// Validate the configuration.
+    CheckConfig(Overrides),
+    /// Send messages.
+    Send(SendArgs),
+}
+
+/// Parses a command line (the first item is the program name). Environment variables are read
+/// from the process environment.
+pub fn parse_from<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let sub_matches = matches.subcommand().map(|(_, m)| m);
+    Ok(match cli.command {
+        None => Invocation::Serve(overrides(&matches, None)),
+        Some(Command::Serve(_)) => Invocation::Serve(overrides(&matches, sub_matches)),
+        Some(Command::CheckConfig(_)) => Invocation::CheckConfig(overrides(&matches, sub_matches)),
+        Some(Command::Send(args)) => Invocation::Send(args),
+    })
+}
+
+/// Collects each setting's value: a flag after the subcommand, else a flag before it, else the
+/// environment. Both levels see the same environment, so only the root's env value is used;
+/// that keeps a root flag above an environment variable. An empty environment variable counts
+/// as unset (container runtimes often pass `NAME=` for "not configured").
+fn overrides(root: &ArgMatches, sub: Option<&ArgMatches>) -> Overrides {
+    let mut found = Overrides::default();
+    for setting in Setting::ALL {
+        let from_sub = sub.and_then(|m| value_from(m, setting, ValueSource::CommandLine));
+        let value = from_sub
+            .or_else(|| value_from(root, setting, ValueSource::CommandLine))
+            .map(|v| (v, Source::Flag))
+            .or_else(|| {
+                value_from(root, setting, ValueSource::EnvVariable).map(|v| (v, Source::Env))
+            });
+        match value {
+            Some((v, Source::Env)) if v.is_empty() => {}
+            Some((v, source)) => found.set(setting, v, source),
+            None => {}
+        }
+    }
+    found
+}
+
+/// The value of `setting` in `matches` if it came from `source`.
+fn value_from(matches: &ArgMatches, setting: Setting, source: ValueSource) -> Option<String> {
+    let id = setting.key();
+    if matches.value_source(id) != Some(source) {
+        return None;
+    }
+    matches.try_get_one::<String>(id).ok().flatten().cloned()
+}
+
+/// clap value parser for `send`'s durations: humantime, and more than zero.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration '{text}' (e.g. 250ms, 10s): {e}"))?;
+    if duration.is_zero() {
+        return Err("must be more than 0".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_an_argument_with_its_env_name() {
+        let command = Cli::command();
+        for setting in Setting::ALL {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == setting.key())
+                .unwrap_or_else(|| panic!("no argument {}", setting.key()));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(setting.env_name())
+            );
+            assert_eq!(format!("--{}", arg.get_long().unwrap()), setting.flag());
+        }
+        assert_eq!(
+            command
+                .get_arguments()
+                .filter(|a| a.get_env().is_some())
+                .count(),
+            Setting::ALL.len()
+        );
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flag_after_subcommand_wins_over_flag_before() {
+        let Ok(Invocation::Serve(o)) = parse_from([
+            "mllpd",
+            "--idle-timeout",
+            "5s",
+            "serve",
+            "--idle-timeout",
+            "7s",
+        ]) else {
+            panic!("not serve");
+        };
+        assert_eq!(o.get(Setting::IdleTimeout), Some(("7s", Source::Flag)));
+    }
+
+    #[test]
+    fn send_parses_durations() {
+        let Ok(Invocation::Send(args)) =
+            parse_from(["mllpd", "send", "h:1", "a", "-", "--timeout", "250ms"])
+        else {
+            panic!("not send");
+        };
+        assert_eq!(args.timeout, Duration::from_millis(250));
+        assert_eq!(args.connect_timeout, Duration::from_secs(10));
+        assert_eq!(args.files, [PathBuf::from("a"), PathBuf::from("-")]);
+        assert!(parse_from(["mllpd", "send", "h:1", "--timeout", "0s"]).is_err());
+    }
+}
