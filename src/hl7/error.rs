@@ -151,7 +151,9 @@ impl ParseError {
             ParseErrorKind::MissingField(_) => "required MSH field missing",
             ParseErrorKind::MalformedVersion => "MSH-12 version is malformed",
             ParseErrorKind::UnsupportedVersion => "MSH-12 version is not supported",
-            ParseErrorKind::InvalidUtf8 => "MSH-18 declares UTF-8 but the message is not valid UTF-8",
+            ParseErrorKind::InvalidUtf8 => {
+                "MSH-18 declares UTF-8 but the message is not valid UTF-8"
+            }
         }
     }
 }
