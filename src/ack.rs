@@ -539,22 +539,45 @@ fn write_text(out: &mut Vec<u8>, d: &Delimiters, text: &[u8]) {
     out.truncate(start + cut);
 }
 
-/// Where to cut escaped text to at most `max` bytes: not inside an escape sequence (HL7 v2
-/// §2.7: the escape character opens and closes each one, so an odd count before the cut means
-/// the cut is inside one) and not inside a UTF-8 character.
+/// Where to cut escaped text to at most `max` bytes: at the end of a whole unit, a unit being
+/// an escape sequence (HL7 v2 §2.7: the escape character opens and closes each one) or a UTF-8
+/// character, so the cut text still decodes and stays valid UTF-8.
 fn text_cut(escaped: &[u8], escape: u8, max: usize) -> usize {
     if escaped.len() <= max {
         return escaped.len();
     }
-    let kept = &escaped[..max];
-    let mut cut = max;
-    if kept.iter().filter(|&&b| b == escape).count() % 2 == 1 {
-        cut = kept.iter().rposition(|&b| b == escape).unwrap_or(0);
+    let mut at = 0;
+    loop {
+        let unit = text_unit_len(&escaped[at..], escape);
+        if at + unit > max {
+            return at;
+        }
+        at += unit;
     }
-    while cut > 0 && escaped.get(cut).is_some_and(|&b| b & 0xC0 == 0x80) {
-        cut -= 1;
+}
+
+/// Length of the unit that starts `rest` (not empty): an escape sequence up to its closing
+/// escape character, a UTF-8 character (lead byte and the continuation bytes that follow it),
+/// or one byte.
+fn text_unit_len(rest: &[u8], escape: u8) -> usize {
+    let lead = rest[0];
+    if lead == escape {
+        return match rest[1..].iter().position(|&b| b == escape) {
+            Some(close) => close + 2,
+            None => rest.len(),
+        };
     }
-    cut
+    let expected = match lead {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    };
+    1 + rest[1..]
+        .iter()
+        .take(expected - 1)
+        .take_while(|&&b| b & 0xC0 == 0x80 && b != escape)
+        .count()
 }
 
 /// Writes `n` in decimal, or nothing for 0 (a component not given).
@@ -706,7 +729,7 @@ mod tests {
             text,
             format!(
                 "{MSH_25}MSA|AE|MSG00001|missing id\r\
-                 ERR||PID^1^3|101^Required field missing^HL70357|E|||||missing id\r"
+                 ERR||PID^1^3|101^Required field missing^HL70357|E||||missing id\r"
             )
         );
     }
@@ -920,8 +943,7 @@ mod tests {
 
     #[test]
     fn msh11_msh12_and_msh18_are_echoed_whole() {
-        let message =
-            b"MSH|^~\\&|A|B|C|D|1||ORU^R01^ORU_R01|X1|P^T|2.5.1^USA|||||||UNICODE UTF-8\r";
+        let message = b"MSH|^~\\&|A|B|C|D|1||ORU^R01^ORU_R01|X1|P^T|2.5.1^USA||||||UNICODE UTF-8\r";
         let (_, text) = ack(message, &request(Disposition::Accept));
         assert_eq!(
             text,
@@ -1049,6 +1071,14 @@ mod tests {
         );
         assert_eq!(text_cut("a€b".as_bytes(), b'\\', 3), 1);
         assert_eq!(text_cut("a€b".as_bytes(), b'\\', 4), 4);
+        assert_eq!(text_cut("a€b".as_bytes(), b'\\', 5), 5);
+        // An escape character that is a UTF-8 continuation byte: still whole sequences.
+        assert_eq!(text_cut(b"a\xa9F\xa9\xa9S\xa9", 0xa9, 5), 4);
+        assert_eq!(
+            text_cut(b"\xc3\xa9F\xa9b", 0xa9, 2),
+            1,
+            "a lead byte before an escape"
+        );
     }
 
     #[test]
@@ -1092,7 +1122,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("ASCII"),
             "MSH|^~\\&|||||20261126025400+0000||ACK|ACK00001|P|2.5\r\
-             MSA|AR||not HL7\rERR|||100^Segment sequence error^HL70357|E|||||not HL7\r"
+             MSA|AR||not HL7\rERR|||100^Segment sequence error^HL70357|E||||not HL7\r"
         );
     }
 
