@@ -338,7 +338,7 @@ fn declared_utf8_that_is_invalid_gets_ar_with_code_102() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     let mut payload =
-        b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|U8-1|P|2.5|||||UNICODE UTF-8\rPID|1||1||".to_vec();
+        b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|U8-1|P|2.5||||||UNICODE UTF-8\rPID|1||1||".to_vec();
     payload.extend_from_slice(&[0xC3, 0x28]); // invalid UTF-8 sequence
     payload.push(b'\r');
     client.send_message(&payload);
