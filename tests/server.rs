@@ -487,3 +487,40 @@ fn taskset_places_the_single_shard_on_the_allowed_cpu() {
     client.send_message(&adt("PIN-1"));
     assert_eq!(client.read_ack().code(), "AA");
 }
+
+#[test]
+fn mllpd_send_against_the_server_prints_one_line_per_message() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("two.hl7");
+    // Two messages in one file with LF line ends, as operators keep them.
+    let text = [adt("SEND-1"), adt("SEND-2")]
+        .concat()
+        .iter()
+        .map(|&b| if b == b'\r' { b'\n' } else { b })
+        .collect::<Vec<u8>>();
+    std::fs::write(&file, text).expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mllpd"))
+        .args(["send", &server.addr.to_string()])
+        .arg(&file)
+        .args(["--timeout", "5s"])
+        .output()
+        .expect("run mllpd send");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "stdout: {stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("SEND-1 AA"), "{stdout}");
+    assert!(lines[1].starts_with("SEND-2 AA"), "{stdout}");
+
+    let bad = dir.path().join("bad.hl7");
+    std::fs::write(&bad, b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|BAD-1|P|9.9\r").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mllpd"))
+        .args(["send", &server.addr.to_string()])
+        .arg(&bad)
+        .output()
+        .expect("run mllpd send");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "an AR makes send exit 1: {stdout}");
+    assert!(stdout.starts_with("BAD-1 AR"), "{stdout}");
+}
