@@ -21,6 +21,7 @@ Python 3 standard library only. Usage:
 import argparse
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,7 +59,13 @@ def release_binary(args):
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "mllpd"],
                        cwd=REPO, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    return target / "release" / "mllpd"
+    built = target / "release" / "mllpd"
+    if not built.exists():
+        sys.exit(f"no binary at {built}")
+    # A shared target directory may get another checkout's build at any time: run a copy.
+    copy = Path(tempfile.mkdtemp(prefix="mllpd-bin-")) / "mllpd"
+    shutil.copy2(built, copy)
+    return copy
 
 
 def raise_nofile(needed):
@@ -134,6 +141,7 @@ class Server:
         figures["Pss"] = rollup.get("Pss", 0)
         figures["Private"] = rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
         figures["Anonymous"] = rollup.get("Anonymous", 0)
+        figures["AnonHugePages"] = rollup.get("AnonHugePages", 0)
         return figures
 
     def stop(self):
@@ -244,7 +252,10 @@ def report_slope(readings):
     (n_low, low), (n_high, high) = readings[-2], readings[-1]
     first_n, first = readings[1]
     per_first = (first["VmRSS"] - readings[0][1]["VmRSS"]) / max(first_n, 1)
-    print(f"  first {first_n} connection(s): {per_first:,.0f} B VmRSS each (page granularity)")
+    resolution = "2 MiB (transparent huge pages back the heap)" if high["AnonHugePages"] \
+        else "4 KiB pages"
+    print(f"  first {first_n} connection(s): {per_first:+,.0f} B VmRSS each; RSS moves in "
+          f"steps of {resolution}, so only the slope is meaningful")
     for key in ("VmRSS", "Pss", "Private"):
         slope = (high[key] - low[key]) / (n_high - n_low)
         print(f"  per idle connection ({key}, slope {n_low:,}→{n_high:,}): {slope:,.0f} B")
