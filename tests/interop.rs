@@ -241,9 +241,9 @@ fn mllp_send(server: &Server, file: &Path, loose: bool) -> Vec<Vec<u8>> {
 
 /// python-hl7's `mllp_send` sends the whole corpus on one connection and prints each ACK.
 ///
-/// Two runs: the messages framed as they are in the files (python-hl7 sends a framed file as it
-/// is, less leading and trailing CRs, so LF and CRLF segment ends reach the server), and `--loose` over
-/// the files with LF or CRLF line ends, where `mllp_send` itself turns line ends into CR.
+/// Two runs: the messages framed as they are in the files (python-hl7 sends a framed file as
+/// it is, less leading and trailing CRs, so LF and CRLF segment ends reach the server), and
+/// `--loose` over the files with LF or CRLF line ends, where `mllp_send` turns them into CR.
 /// (Its stdin mode is broken on Python 3 — it mixes str and bytes — so both runs use `--file`.)
 #[test]
 fn mllp_send_gets_an_accept_ack_for_every_corpus_message() {
