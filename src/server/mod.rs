@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use tracing::{error, info, warn};
@@ -207,19 +207,15 @@ fn wait_events(
     events: &mpsc::Receiver<Event>,
     period: Duration,
 ) -> Option<Result<(), ServerError>> {
-    let deadline = Instant::now() + period;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(Event::Signal(signal)) => {
-                warn!(signal, "second signal; exiting without finishing the drain");
-                return Some(Err(ServerError::Shutdown("second signal".to_owned())));
-            }
-            Ok(Event::ShardsDone(failures)) => return Some(shards_done(failures)),
-            Err(mpsc::RecvTimeoutError::Timeout) => return None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Some(Err(ServerError::Other("event channel closed".to_owned())))
-            }
+    match events.recv_timeout(period) {
+        Ok(Event::Signal(signal)) => {
+            warn!(signal, "second signal; exiting without finishing the drain");
+            Some(Err(ServerError::Shutdown("second signal".to_owned())))
+        }
+        Ok(Event::ShardsDone(failures)) => Some(shards_done(failures)),
+        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Some(Err(ServerError::Other("event channel closed".to_owned())))
         }
     }
 }
