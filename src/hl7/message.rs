@@ -107,25 +107,19 @@ impl<'a> Message<'a> {
         if !payload[start..].starts_with(b"MSH") {
             return Err(error(ParseErrorKind::NoMsh, start));
         }
-        let segment_len =
-            memchr::memchr2(b'\r', b'\n', &payload[start..]).unwrap_or(payload.len() - start);
-        let end = start + segment_len;
         let bad_delimiters = error(ParseErrorKind::BadDelimiters, start + 3);
-        let Some(&field) = payload[..end].get(start + 3) else {
+        let Some(&field) = payload.get(start + 3) else {
             return Err(bad_delimiters);
         };
+        let (separators, count, end) = scan_separators(payload, field, start + 3);
         // §2.5.4: MSH-2 runs from the byte after MSH-1 to the next field separator.
-        let encoding_start = start + 4;
-        let msh = &payload[encoding_start.min(end)..end];
-        let encoding_len = memchr::memchr(field, msh).unwrap_or(msh.len());
-        let delimiters = Delimiters::from_msh(field, &msh[..encoding_len]).ok_or(bad_delimiters)?;
-        let mut separators = [0u32; MSH_SEPARATORS_CACHED];
-        separators[0] = offset(start + 3);
-        let mut count = 1;
-        for position in memchr::memchr_iter(field, msh).take(MSH_SEPARATORS_CACHED - 1) {
-            separators[count] = offset(encoding_start + position);
-            count += 1;
-        }
+        let encoding_end = if count > 1 {
+            separators[1] as usize
+        } else {
+            end
+        };
+        let encoding = payload.get(start + 4..encoding_end).unwrap_or(&[]);
+        let delimiters = Delimiters::from_msh(field, encoding).ok_or(bad_delimiters)?;
         Ok(Message {
             bytes: payload,
             delimiters,
@@ -236,9 +230,9 @@ impl<'a> Message<'a> {
             if skip == 0 {
                 return Some(self.msh_segment());
             }
-            return self.body_segments().filter(|s| s.id() == id).nth(skip - 1);
+            return self.body_segments().filter(|s| s.has_id(id)).nth(skip - 1);
         }
-        self.body_segments().filter(|s| s.id() == id).nth(skip)
+        self.body_segments().filter(|s| s.has_id(id)).nth(skip)
     }
 
     /// The value at `path`, raw (escapes not decoded); `None` when absent.
@@ -272,9 +266,7 @@ impl<'a> Message<'a> {
 
     /// Component `component` (1-based) of the first repetition of MSH-`n`; empty when absent.
     fn msh_component(&self, n: usize, component: usize) -> &'a [u8] {
-        let field = self.msh(n);
-        let first = nth_part(field, self.delimiters.repetition, 1).unwrap_or(field);
-        nth_part(first, self.delimiters.component, component).unwrap_or(&[])
+        first_repetition_component(self.msh(n), &self.delimiters, component)
     }
 
     /// MSH-3, sending application (whole field).
@@ -353,6 +345,58 @@ fn offset(at: usize) -> u32 {
     u32::try_from(at).unwrap_or(u32::MAX)
 }
 
+/// One pass over the MSH segment from MSH-1 (at `msh1`): the offsets of the first
+/// `MSH_SEPARATORS_CACHED` field separators, how many there are, and where the segment ends
+/// (its CR/LF or the payload's end). A byte loop: MSH is short, and one pass finds both.
+fn scan_separators(
+    payload: &[u8],
+    field: u8,
+    msh1: usize,
+) -> ([u32; MSH_SEPARATORS_CACHED], usize, usize) {
+    let mut separators = [0u32; MSH_SEPARATORS_CACHED];
+    separators[0] = offset(msh1);
+    let mut count = 1;
+    let from = msh1 + 1;
+    for (i, &byte) in payload.get(from..).unwrap_or(&[]).iter().enumerate() {
+        if byte == b'\r' || byte == b'\n' {
+            return (separators, count, from + i);
+        }
+        if byte == field && count < MSH_SEPARATORS_CACHED {
+            separators[count] = offset(from + i);
+            count += 1;
+        }
+    }
+    (separators, count, payload.len())
+}
+
+/// Component `n` (1-based) of the first repetition of `field`, in one pass (header fields are
+/// read for every message); empty when absent.
+fn first_repetition_component<'v>(field: &'v [u8], delimiters: &Delimiters, n: usize) -> &'v [u8] {
+    let mut component = 1;
+    let mut start = 0;
+    for (i, &byte) in field.iter().enumerate() {
+        if byte == delimiters.repetition {
+            return if component == n {
+                &field[start..i]
+            } else {
+                &[]
+            };
+        }
+        if byte == delimiters.component {
+            if component == n {
+                return &field[start..i];
+            }
+            component += 1;
+            start = i + 1;
+        }
+    }
+    if component == n {
+        &field[start..]
+    } else {
+        &[]
+    }
+}
+
 /// A parse error of `kind` at byte `at`.
 fn error(kind: ParseErrorKind, at: usize) -> ParseError {
     ParseError {
@@ -407,8 +451,21 @@ pub struct Segment<'a> {
 impl<'a> Segment<'a> {
     /// The segment id, e.g. `PID`: the bytes before the first field separator.
     pub fn id(&self) -> &'a [u8] {
-        let end = memchr::memchr(self.delimiters.field, self.bytes).unwrap_or(self.bytes.len());
+        let end = self
+            .bytes
+            .iter()
+            .position(|&b| b == self.delimiters.field)
+            .unwrap_or(self.bytes.len());
         &self.bytes[..end]
+    }
+    /// Whether the segment id is `id`: the segment starts with `id`, followed by a field
+    /// separator or nothing. Cheaper than comparing `id()`: no scan for the separator.
+    pub fn has_id(&self, id: &[u8]) -> bool {
+        self.bytes.starts_with(id)
+            && self
+                .bytes
+                .get(id.len())
+                .is_none_or(|&b| b == self.delimiters.field)
     }
     /// The segment's bytes without its terminator.
     pub fn bytes(&self) -> &'a [u8] {
