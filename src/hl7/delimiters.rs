@@ -110,8 +110,8 @@ impl Delimiters {
     }
 }
 
-/// Below this length a plain byte loop beats `memchr`: fields and components are short, and
-/// each `memchr` call costs a dispatch plus setup that a 20-byte scan never earns back.
+/// Below this length the inlined word-at-a-time scan beats `memchr`: fields and components
+/// are short, and each `memchr` call costs a dispatch plus setup a 20-byte scan never earns.
 const SHORT_SCAN_BYTES: usize = 256;
 
 /// Part `n` (1-based) of `value` split at `separator`; `None` when `n` is 0 or there are fewer
@@ -121,18 +121,12 @@ pub(crate) fn nth_part(value: &[u8], separator: u8, n: usize) -> Option<&[u8]> {
     if value.len() > SHORT_SCAN_BYTES {
         return nth_part_long(value, separator, skip);
     }
-    let mut part = 0;
-    let mut start = 0;
-    for (i, &byte) in value.iter().enumerate() {
-        if byte == separator {
-            if part == skip {
-                return Some(&value[start..i]);
-            }
-            part += 1;
-            start = i + 1;
-        }
-    }
-    (part == skip).then(|| &value[start..])
+    let start = match skip {
+        0 => 0,
+        _ => super::scan::find_nth(value, separator, skip)? + 1,
+    };
+    let end = super::scan::find(value, start, separator).unwrap_or(value.len());
+    value.get(start..end)
 }
 
 /// `nth_part` for long values (encapsulated data, long text): `memchr` between separators.

@@ -8,6 +8,7 @@
 //! MSH-12, a version 2.1 to 2.9.x, and, where UTF-8 is in force, valid UTF-8 throughout.
 
 use super::delimiters::nth_part;
+use super::scan;
 use super::{Delimiters, ParseError, ParseErrorKind, Path};
 
 /// Character set of a message (MSH-18), as far as parsing cares.
@@ -347,7 +348,8 @@ fn offset(at: usize) -> u32 {
 
 /// One pass over the MSH segment from MSH-1 (at `msh1`): the offsets of the first
 /// `MSH_SEPARATORS_CACHED` field separators, how many there are, and where the segment ends
-/// (its CR/LF or the payload's end). A byte loop: MSH is short, and one pass finds both.
+/// (its CR/LF or the payload's end), in one pass: MSH is short, so an inlined scan beats
+/// `memchr` calls.
 fn scan_separators(
     payload: &[u8],
     field: u8,
@@ -356,17 +358,13 @@ fn scan_separators(
     let mut separators = [0u32; MSH_SEPARATORS_CACHED];
     separators[0] = offset(msh1);
     let mut count = 1;
-    let from = msh1 + 1;
-    for (i, &byte) in payload.get(from..).unwrap_or(&[]).iter().enumerate() {
-        if byte == b'\r' || byte == b'\n' {
-            return (separators, count, from + i);
-        }
-        if byte == field && count < MSH_SEPARATORS_CACHED {
-            separators[count] = offset(from + i);
+    let end = scan::for_each_until(payload, msh1 + 1, field, [b'\r', b'\n'], |at| {
+        if count < MSH_SEPARATORS_CACHED {
+            separators[count] = offset(at);
             count += 1;
         }
-    }
-    (separators, count, payload.len())
+    });
+    (separators, count, end)
 }
 
 /// Component `n` (1-based) of the first repetition of `field`, in one pass (header fields are
@@ -374,21 +372,17 @@ fn scan_separators(
 fn first_repetition_component<'v>(field: &'v [u8], delimiters: &Delimiters, n: usize) -> &'v [u8] {
     let mut component = 1;
     let mut start = 0;
-    for (i, &byte) in field.iter().enumerate() {
-        if byte == delimiters.repetition {
+    let separators = [delimiters.component, delimiters.repetition];
+    while let Some(at) = scan::find_any(field, start, separators) {
+        if component == n || field[at] == delimiters.repetition {
             return if component == n {
-                &field[start..i]
+                &field[start..at]
             } else {
                 &[]
             };
         }
-        if byte == delimiters.component {
-            if component == n {
-                return &field[start..i];
-            }
-            component += 1;
-            start = i + 1;
-        }
+        component += 1;
+        start = at + 1;
     }
     if component == n {
         &field[start..]
@@ -451,11 +445,7 @@ pub struct Segment<'a> {
 impl<'a> Segment<'a> {
     /// The segment id, e.g. `PID`: the bytes before the first field separator.
     pub fn id(&self) -> &'a [u8] {
-        let end = self
-            .bytes
-            .iter()
-            .position(|&b| b == self.delimiters.field)
-            .unwrap_or(self.bytes.len());
+        let end = scan::find(self.bytes, 0, self.delimiters.field).unwrap_or(self.bytes.len());
         &self.bytes[..end]
     }
     /// Whether the segment id is `id`: the segment starts with `id`, followed by a field
