@@ -55,8 +55,9 @@ pub struct ParseOptions {
 /// later fields (rare, v2.7+ MSH-22 …) are found by scanning the MSH segment.
 const MSH_SEPARATORS_CACHED: usize = 21;
 
-/// A parsed HL7 v2 message borrowing its payload.
-#[derive(Clone, Debug)]
+/// A parsed HL7 v2 message borrowing its payload. `Debug` shows the shape (length,
+/// delimiters, version), never the content: messages carry patient data and must not reach logs.
+#[derive(Clone)]
 pub struct Message<'a> {
     /// The whole payload.
     bytes: &'a [u8],
@@ -64,7 +65,7 @@ pub struct Message<'a> {
     delimiters: Delimiters,
     /// Offset of the `M` of `MSH` (after any leading CR/LF).
     msh_start: u32,
-    /// Offset just past the MSH segment (its CR/LF, or the payload's end).
+    /// Offset where the MSH segment ends: its CR/LF, or the payload's end.
     msh_end: u32,
     /// Offsets of the MSH field separators: `[0]` is MSH-1 itself, `[k]` ends MSH-(k+1).
     separators: [u32; MSH_SEPARATORS_CACHED],
@@ -341,6 +342,33 @@ impl<'a> Message<'a> {
     }
 }
 
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("bytes_len", &self.bytes.len())
+            .field("delimiters", &self.delimiters)
+            .field("version_number", &self.version_number)
+            .field("charset", &self.charset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Segment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("bytes_len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Segments<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segments")
+            .field("rest_len", &self.rest.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Offset as stored; `parse` has checked that the payload length fits in `u32`.
 fn offset(at: usize) -> u32 {
     u32::try_from(at).unwrap_or(u32::MAX)
@@ -433,8 +461,8 @@ fn check_utf8(payload: &[u8]) -> Result<(), ParseError> {
     Err(error(ParseErrorKind::InvalidUtf8, at))
 }
 
-/// One segment: its id and fields.
-#[derive(Clone, Copy, Debug)]
+/// One segment: its id and fields. `Debug` shows the length only (no patient data in logs).
+#[derive(Clone, Copy)]
 pub struct Segment<'a> {
     /// The segment's bytes, without its terminator.
     bytes: &'a [u8],
@@ -485,7 +513,7 @@ impl<'a> Segment<'a> {
 }
 
 /// Iterator over a message's segments (CR, LF or CRLF separated; empty lines skipped).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Segments<'a> {
     /// Bytes not yet iterated.
     rest: &'a [u8],
@@ -712,6 +740,17 @@ OBX|2|ST|B||second\r";
             (m.charset(), m.character_set_field()),
             (Charset::Utf8, &b"UTF-8"[..])
         );
+    }
+
+    #[test]
+    fn debug_output_carries_no_content() {
+        let m = parse(ADT).expect("valid");
+        let shown = format!("{m:?} {:?} {:?}", m.segment(b"PID", 1), m.segments());
+        assert!(
+            !shown.contains("DOE") && !shown.contains("12345"),
+            "{shown}"
+        );
+        assert!(shown.contains("bytes_len"));
     }
 
     #[test]
