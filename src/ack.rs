@@ -1085,7 +1085,11 @@ mod tests {
         let hint = Header::of(&message, &request).size_hint(&request) + message.control_id().len();
         let mut out = Vec::new();
         build(&message, &request, &mut out);
-        assert_eq!(out.capacity(), hint, "out grew beyond its one reserve");
+        // A second growth would at least double the capacity reserved first.
+        assert!(
+            out.capacity() >= hint && out.capacity() < 2 * hint,
+            "out grew twice"
+        );
         let pointer = out.as_ptr();
         out.clear();
         build(&message, &request, &mut out);
