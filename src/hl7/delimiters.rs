@@ -110,10 +110,27 @@ impl Delimiters {
     }
 }
 
+/// Below this length the inlined word-at-a-time scan beats `memchr`: fields and components
+/// are short, and each `memchr` call costs a dispatch plus setup a 20-byte scan never earns.
+const SHORT_SCAN_BYTES: usize = 256;
+
 /// Part `n` (1-based) of `value` split at `separator`; `None` when `n` is 0 or there are fewer
 /// parts. An empty value has one (empty) part.
 pub(crate) fn nth_part(value: &[u8], separator: u8, n: usize) -> Option<&[u8]> {
     let skip = n.checked_sub(1)?;
+    if value.len() > SHORT_SCAN_BYTES {
+        return nth_part_long(value, separator, skip);
+    }
+    let start = match skip {
+        0 => 0,
+        _ => super::scan::find_nth(value, separator, skip)? + 1,
+    };
+    let end = super::scan::find(value, start, separator).unwrap_or(value.len());
+    value.get(start..end)
+}
+
+/// `nth_part` for long values (encapsulated data, long text): `memchr` between separators.
+fn nth_part_long(value: &[u8], separator: u8, skip: usize) -> Option<&[u8]> {
     let mut start = 0;
     let mut separators = memchr::memchr_iter(separator, value);
     for _ in 0..skip {
@@ -171,6 +188,25 @@ mod tests {
         assert_eq!(nth_part(b"a^b^^d", b'^', 5), None);
         assert_eq!(nth_part(b"a^b", b'^', 0), None);
         assert_eq!(nth_part(b"", b'^', 1), Some(&b""[..]));
+        assert_eq!(nth_part(b"a^", b'^', 2), Some(&b""[..]));
+        assert_eq!(nth_part(b"a^", b'^', 3), None);
+    }
+
+    #[test]
+    fn long_and_short_scans_agree() {
+        let mut long = Vec::new();
+        for i in 0..200 {
+            long.extend_from_slice(format!("p{i}^").as_bytes());
+        }
+        assert!(long.len() > SHORT_SCAN_BYTES);
+        for n in [1, 2, 57, 200, 201, 202] {
+            let short: Vec<&[u8]> = long.split(|&b| b == b'^').collect();
+            assert_eq!(
+                nth_part(&long, b'^', n),
+                short.get(n - 1).copied(),
+                "part {n}"
+            );
+        }
     }
 
     #[test]

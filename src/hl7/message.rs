@@ -8,6 +8,7 @@
 //! MSH-12, a version 2.1 to 2.9.x, and, where UTF-8 is in force, valid UTF-8 throughout.
 
 use super::delimiters::nth_part;
+use super::scan;
 use super::{Delimiters, ParseError, ParseErrorKind, Path};
 
 /// Character set of a message (MSH-18), as far as parsing cares.
@@ -54,8 +55,9 @@ pub struct ParseOptions {
 /// later fields (rare, v2.7+ MSH-22 …) are found by scanning the MSH segment.
 const MSH_SEPARATORS_CACHED: usize = 21;
 
-/// A parsed HL7 v2 message borrowing its payload.
-#[derive(Clone, Debug)]
+/// A parsed HL7 v2 message borrowing its payload. `Debug` shows the shape (length,
+/// delimiters, version), never the content: messages carry patient data and must not reach logs.
+#[derive(Clone)]
 pub struct Message<'a> {
     /// The whole payload.
     bytes: &'a [u8],
@@ -63,7 +65,7 @@ pub struct Message<'a> {
     delimiters: Delimiters,
     /// Offset of the `M` of `MSH` (after any leading CR/LF).
     msh_start: u32,
-    /// Offset just past the MSH segment (its CR/LF, or the payload's end).
+    /// Offset where the MSH segment ends: its CR/LF, or the payload's end.
     msh_end: u32,
     /// Offsets of the MSH field separators: `[0]` is MSH-1 itself, `[k]` ends MSH-(k+1).
     separators: [u32; MSH_SEPARATORS_CACHED],
@@ -107,25 +109,19 @@ impl<'a> Message<'a> {
         if !payload[start..].starts_with(b"MSH") {
             return Err(error(ParseErrorKind::NoMsh, start));
         }
-        let segment_len =
-            memchr::memchr2(b'\r', b'\n', &payload[start..]).unwrap_or(payload.len() - start);
-        let end = start + segment_len;
         let bad_delimiters = error(ParseErrorKind::BadDelimiters, start + 3);
-        let Some(&field) = payload[..end].get(start + 3) else {
+        let Some(&field) = payload.get(start + 3) else {
             return Err(bad_delimiters);
         };
+        let (separators, count, end) = scan_separators(payload, field, start + 3);
         // §2.5.4: MSH-2 runs from the byte after MSH-1 to the next field separator.
-        let encoding_start = start + 4;
-        let msh = &payload[encoding_start.min(end)..end];
-        let encoding_len = memchr::memchr(field, msh).unwrap_or(msh.len());
-        let delimiters = Delimiters::from_msh(field, &msh[..encoding_len]).ok_or(bad_delimiters)?;
-        let mut separators = [0u32; MSH_SEPARATORS_CACHED];
-        separators[0] = offset(start + 3);
-        let mut count = 1;
-        for position in memchr::memchr_iter(field, msh).take(MSH_SEPARATORS_CACHED - 1) {
-            separators[count] = offset(encoding_start + position);
-            count += 1;
-        }
+        let encoding_end = if count > 1 {
+            separators[1] as usize
+        } else {
+            end
+        };
+        let encoding = payload.get(start + 4..encoding_end).unwrap_or(&[]);
+        let delimiters = Delimiters::from_msh(field, encoding).ok_or(bad_delimiters)?;
         Ok(Message {
             bytes: payload,
             delimiters,
@@ -236,9 +232,9 @@ impl<'a> Message<'a> {
             if skip == 0 {
                 return Some(self.msh_segment());
             }
-            return self.body_segments().filter(|s| s.id() == id).nth(skip - 1);
+            return self.body_segments().filter(|s| s.has_id(id)).nth(skip - 1);
         }
-        self.body_segments().filter(|s| s.id() == id).nth(skip)
+        self.body_segments().filter(|s| s.has_id(id)).nth(skip)
     }
 
     /// The value at `path`, raw (escapes not decoded); `None` when absent.
@@ -272,9 +268,7 @@ impl<'a> Message<'a> {
 
     /// Component `component` (1-based) of the first repetition of MSH-`n`; empty when absent.
     fn msh_component(&self, n: usize, component: usize) -> &'a [u8] {
-        let field = self.msh(n);
-        let first = nth_part(field, self.delimiters.repetition, 1).unwrap_or(field);
-        nth_part(first, self.delimiters.component, component).unwrap_or(&[])
+        first_repetition_component(self.msh(n), &self.delimiters, component)
     }
 
     /// MSH-3, sending application (whole field).
@@ -348,9 +342,81 @@ impl<'a> Message<'a> {
     }
 }
 
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("bytes_len", &self.bytes.len())
+            .field("delimiters", &self.delimiters)
+            .field("version_number", &self.version_number)
+            .field("charset", &self.charset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Segment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("bytes_len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Segments<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segments")
+            .field("rest_len", &self.rest.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Offset as stored; `parse` has checked that the payload length fits in `u32`.
 fn offset(at: usize) -> u32 {
     u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+/// One pass over the MSH segment from MSH-1 (at `msh1`): the offsets of the first
+/// `MSH_SEPARATORS_CACHED` field separators, how many there are, and where the segment ends
+/// (its CR/LF or the payload's end), in one pass: MSH is short, so an inlined scan beats
+/// `memchr` calls.
+fn scan_separators(
+    payload: &[u8],
+    field: u8,
+    msh1: usize,
+) -> ([u32; MSH_SEPARATORS_CACHED], usize, usize) {
+    let mut separators = [0u32; MSH_SEPARATORS_CACHED];
+    separators[0] = offset(msh1);
+    let mut count = 1;
+    let end = scan::for_each_until(payload, msh1 + 1, field, [b'\r', b'\n'], |at| {
+        if count < MSH_SEPARATORS_CACHED {
+            separators[count] = offset(at);
+            count += 1;
+        }
+    });
+    (separators, count, end)
+}
+
+/// Component `n` (1-based) of the first repetition of `field`, in one pass (header fields are
+/// read for every message); empty when absent.
+fn first_repetition_component<'v>(field: &'v [u8], delimiters: &Delimiters, n: usize) -> &'v [u8] {
+    let mut component = 1;
+    let mut start = 0;
+    let separators = [delimiters.component, delimiters.repetition];
+    while let Some(at) = scan::find_any(field, start, separators) {
+        if component == n || field[at] == delimiters.repetition {
+            return if component == n {
+                &field[start..at]
+            } else {
+                &[]
+            };
+        }
+        component += 1;
+        start = at + 1;
+    }
+    if component == n {
+        &field[start..]
+    } else {
+        &[]
+    }
 }
 
 /// A parse error of `kind` at byte `at`.
@@ -395,8 +461,8 @@ fn check_utf8(payload: &[u8]) -> Result<(), ParseError> {
     Err(error(ParseErrorKind::InvalidUtf8, at))
 }
 
-/// One segment: its id and fields.
-#[derive(Clone, Copy, Debug)]
+/// One segment: its id and fields. `Debug` shows the length only (no patient data in logs).
+#[derive(Clone, Copy)]
 pub struct Segment<'a> {
     /// The segment's bytes, without its terminator.
     bytes: &'a [u8],
@@ -407,8 +473,17 @@ pub struct Segment<'a> {
 impl<'a> Segment<'a> {
     /// The segment id, e.g. `PID`: the bytes before the first field separator.
     pub fn id(&self) -> &'a [u8] {
-        let end = memchr::memchr(self.delimiters.field, self.bytes).unwrap_or(self.bytes.len());
+        let end = scan::find(self.bytes, 0, self.delimiters.field).unwrap_or(self.bytes.len());
         &self.bytes[..end]
+    }
+    /// Whether the segment id is `id`: the segment starts with `id`, followed by a field
+    /// separator or nothing. Cheaper than comparing `id()`: no scan for the separator.
+    pub fn has_id(&self, id: &[u8]) -> bool {
+        self.bytes.starts_with(id)
+            && self
+                .bytes
+                .get(id.len())
+                .is_none_or(|&b| b == self.delimiters.field)
     }
     /// The segment's bytes without its terminator.
     pub fn bytes(&self) -> &'a [u8] {
@@ -438,7 +513,7 @@ impl<'a> Segment<'a> {
 }
 
 /// Iterator over a message's segments (CR, LF or CRLF separated; empty lines skipped).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Segments<'a> {
     /// Bytes not yet iterated.
     rest: &'a [u8],
@@ -665,6 +740,17 @@ OBX|2|ST|B||second\r";
             (m.charset(), m.character_set_field()),
             (Charset::Utf8, &b"UTF-8"[..])
         );
+    }
+
+    #[test]
+    fn debug_output_carries_no_content() {
+        let m = parse(ADT).expect("valid");
+        let shown = format!("{m:?} {:?} {:?}", m.segment(b"PID", 1), m.segments());
+        assert!(
+            !shown.contains("DOE") && !shown.contains("12345"),
+            "{shown}"
+        );
+        assert!(shown.contains("bytes_len"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod error;
 mod escape;
 mod message;
 mod path;
+mod scan;
 
 pub use delimiters::Delimiters;
 pub use error::{ErrorCode, Location, ParseError, ParseErrorKind};
