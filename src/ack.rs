@@ -170,6 +170,47 @@ pub fn build(message: &Message<'_>, request: &AckRequest<'_>, out: &mut Vec<u8>)
     AckOutcome::Written { code, bytes }
 }
 
+/// Appends the answer to a payload that failed [`Message::parse`] with `request` (its
+/// disposition is Reject or Error, its error the parse error), or nothing when MSH-15 suppresses
+/// it. Where MSH and its delimiters are readable, the ACK uses them, swaps MSH-3/4 with MSH-5/6
+/// and echoes MSH-10 in MSA-2, so the sender can match the rejection to its message; a missing
+/// MSH-11 is written `P` and an unsupported MSH-12 `2.5`, so the ACK itself is well formed.
+/// Otherwise it falls back to [`build_unparsed`].
+pub fn build_rejection(payload: &[u8], request: &AckRequest<'_>, out: &mut Vec<u8>) -> AckOutcome {
+    let Ok(message) = Message::parse_header(payload) else {
+        let bytes = build_unparsed(request, out);
+        return AckOutcome::Written {
+            code: AckCode::AR,
+            bytes,
+        };
+    };
+    let Some(code) = ack_code(&message, request.disposition) else {
+        return AckOutcome::Suppressed;
+    };
+    let start = out.len();
+    let mut header = Header::of(&message, request);
+    if header.processing_id.is_empty() {
+        header.processing_id = b"P";
+    }
+    if !message.version_supported() {
+        header.version_field = b"2.5";
+    }
+    if !header.character_set.is_empty() && simdutf8::basic::from_utf8(payload).is_err() {
+        // The payload broke its declared charset; an ACK echoing its bytes would too.
+        header.character_set = b"";
+    }
+    let (d, control_id) = (&header.delimiters, message.control_id());
+    out.reserve(header.size_hint(request) + control_id.len());
+    write_msh(out, &header);
+    write_msa(out, d, code, control_id, request.text);
+    let error = error_of(request).unwrap_or(ERROR_DEFAULT);
+    write_err(out, d, ErrForm::of(&message), &error, request.text);
+    #[cfg(debug_assertions)]
+    debug_check(&out[start..], d, code, control_id);
+    let bytes = out.len() - start;
+    AckOutcome::Written { code, bytes }
+}
+
 /// Appends a best-effort AR for a payload with no usable MSH: default delimiters, version 2.5,
 /// empty MSA-2 (the control id could not be read). Returns the bytes appended.
 ///
@@ -1126,5 +1167,107 @@ mod tests {
         let bytes = build_unparsed(&request, &mut out);
         assert_eq!(bytes, out.len() - 1);
         assert!(out.ends_with(b"MSA|AR|\rERR||MSH^1^9|101^Required field missing^HL70357|E\r"));
+    }
+
+    /// The rejection of `payload` for `error` and its text.
+    fn rejection(
+        payload: &[u8],
+        error: ErrorCode,
+        location: Option<Location>,
+    ) -> (AckOutcome, String) {
+        let request = AckRequest {
+            error: Some(AckError {
+                code: error,
+                location,
+                severity: Severity::Error,
+            }),
+            ..request(Disposition::Reject)
+        };
+        let mut out = Vec::new();
+        let outcome = build_rejection(payload, &request, &mut out);
+        (outcome, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn rejection_echoes_control_id_with_the_senders_delimiters() {
+        let payload = b"MSH#$*@%#SA#SF#RA#RF#20260101##ADT$A01#CTRL-9##2.4\rPID#1\r";
+        let (outcome, text) = rejection(
+            payload,
+            ErrorCode::RequiredFieldMissing,
+            Some(Location::msh(11)),
+        );
+        assert!(matches!(
+            outcome,
+            AckOutcome::Written {
+                code: AckCode::AR,
+                ..
+            }
+        ));
+        assert_eq!(
+            text,
+            "MSH#$*@%#RA#RF#SA#SF#20261126025400+0000##ACK$A01$ACK#ACK00001#P#2.4\r\
+             MSA#AR#CTRL-9\rERR#MSH$1$11$101%Required field missing%HL70357\r"
+        );
+    }
+
+    #[test]
+    fn rejection_of_an_unsupported_version_answers_in_25() {
+        let payload = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|V-1|P|9.9\r";
+        let (_, text) = rejection(
+            payload,
+            ErrorCode::UnsupportedVersionId,
+            Some(Location::msh(12)),
+        );
+        assert!(text.contains("|ACK^A01^ACK|ACK00001|P|2.5\r"), "{text}");
+        assert!(text.contains("MSA|AR|V-1\r"), "{text}");
+        assert!(
+            text.contains("ERR||MSH^1^12|203^Unsupported version id^HL70357|E\r"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rejection_follows_msh15_in_enhanced_mode() {
+        let never = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01||P|2.5|||NE|AL\r";
+        let (outcome, text) = rejection(never, ErrorCode::RequiredFieldMissing, None);
+        assert_eq!((outcome, text.as_str()), (AckOutcome::Suppressed, ""));
+        let errors = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01||P|2.5|||ER|AL\r";
+        let (outcome, text) = rejection(errors, ErrorCode::RequiredFieldMissing, None);
+        assert!(
+            matches!(
+                outcome,
+                AckOutcome::Written {
+                    code: AckCode::CR,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rejection_without_usable_msh_falls_back_to_the_default_ar() {
+        for payload in [&b"not HL7"[..], b"MSH||||\r", b"MSH|^^~\\&|A\r", b""] {
+            let (outcome, text) = rejection(payload, ErrorCode::SegmentSequenceError, None);
+            assert!(matches!(
+                outcome,
+                AckOutcome::Written {
+                    code: AckCode::AR,
+                    ..
+                }
+            ));
+            assert!(text.starts_with("MSH|^~\\&|||||"), "{text}");
+            assert!(text.contains("MSA|AR|\r"), "{text}");
+        }
+    }
+
+    #[test]
+    fn rejection_of_broken_utf8_does_not_echo_msh18() {
+        let mut payload =
+            b"MSH|^~\\&|A\xC3|B|C|D|20260101||ADT^A01|U-1|P|2.5||||||UNICODE UTF-8\r".to_vec();
+        payload.push(b'\r');
+        let (_, text) = rejection(&payload, ErrorCode::DataTypeError, None);
+        assert!(!text.contains("UTF-8"), "{text}");
+        assert!(text.contains("MSA|AR|U-1\r"), "{text}");
     }
 }

@@ -100,6 +100,26 @@ impl<'a> Message<'a> {
         Ok(message)
     }
 
+    /// Reads only what an answer to a rejected message needs: MSH found and its delimiters
+    /// valid. The required fields, the version and the charset are not checked, so a receiver
+    /// can answer a message that failed [`Message::parse`] with the sender's delimiters and echo
+    /// its MSH-10 in MSA-2 (HL7 v2 §2.9: the sender matches ACKs by MSA-2, rejections included).
+    /// `version_number` is MSH-12's when [`Message::version_supported`], else (2, 5).
+    pub fn parse_header(payload: &'a [u8]) -> Result<Self, ParseError> {
+        assert!(
+            u32::try_from(payload.len()).is_ok(),
+            "payload exceeds FRAME_BYTES_MAX_MAX"
+        );
+        let mut message = Self::scan_msh(payload)?;
+        message.version_number = message.check_version().unwrap_or((2, 5));
+        Ok(message)
+    }
+
+    /// Whether MSH-12.1 is a version [`Message::parse`] accepts (2.1 to 2.9).
+    pub fn version_supported(&self) -> bool {
+        self.check_version().is_ok()
+    }
+
     /// Finds MSH after any leading CR/LF, reads MSH-1/MSH-2 and records the MSH separators.
     fn scan_msh(payload: &'a [u8]) -> Result<Self, ParseError> {
         let start = payload

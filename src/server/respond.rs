@@ -81,7 +81,8 @@ impl Responder {
                     timestamp: &self.timestamp,
                     control_id: &control_id[..control_id_len],
                 };
-                let written = reject(payload, &request, out);
+                let written =
+                    ack::build_rejection(payload, &request, out) != AckOutcome::Suppressed;
                 (Response::Rejected(error), written)
             }
         };
@@ -92,10 +93,4 @@ impl Responder {
         }
         response
     }
-}
-
-/// Writes the AR for a payload that did not parse. Returns whether anything was written.
-fn reject(payload: &[u8], request: &AckRequest<'_>, out: &mut Vec<u8>) -> bool {
-    let _ = payload;
-    ack::build_unparsed(request, out) > 0
 }
