@@ -528,3 +528,88 @@ fn mllpd_send_against_the_server_prints_one_line_per_message() {
     );
     assert!(stdout.starts_with("BAD-1 AR"), "{stdout}");
 }
+
+/// `key=value` of a log line, as a number.
+fn log_number(line: &str, key: &str) -> u64 {
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|part| part.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {key} in {line}"))
+}
+
+#[test]
+fn acks_of_one_read_go_out_in_one_write() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    let bytes: Vec<u8> = (0..100)
+        .flat_map(|i| frame(&adt(&format!("BATCH-{i}"))))
+        .collect();
+    client.send(&bytes);
+    for i in 0..100 {
+        assert_eq!(client.read_ack().control_id(), format!("BATCH-{i}"));
+    }
+    drop(client);
+    let line = server.wait_log(&["connection closed", "frames=100"], Duration::from_secs(5));
+    let (reads, writes) = (log_number(&line, "reads"), log_number(&line, "writes"));
+    assert!(writes <= reads, "more writes than reads: {line}");
+    assert!(
+        writes < 20,
+        "100 pipelined frames took {writes} writes: {line}"
+    );
+}
+
+#[test]
+fn accepted_sockets_inherit_keepalive_from_the_listener() {
+    let server = Server::start(&[("KEEP_ALIVE_PERIOD", "77s")]);
+    let mut client = server.connect();
+    client.send_message(&adt("KA-1"));
+    assert_eq!(client.read_ack().code(), "AA");
+    let filter = format!("( sport = :{} )", server.addr.port());
+    let output = std::process::Command::new("ss")
+        .args(["-tnoiH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2) is installed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("timer:(keepalive"),
+        "server socket has a keepalive timer: {text}"
+    );
+    // The first probe is due KEEP_ALIVE_PERIOD after the last activity: a timer near 77 s
+    // shows the period was inherited, not only SO_KEEPALIVE (the kernel default is 7200 s).
+    let timer = text
+        .split("timer:(keepalive,")
+        .nth(1)
+        .and_then(|t| t.split(',').next());
+    let secs = timer.and_then(parse_ss_duration);
+    assert!(
+        matches!(secs, Some(60..=77)),
+        "keepalive timer {timer:?} in {text}"
+    );
+}
+
+/// `1min16sec`, `59sec`, `119min` (ss -o timer format) → seconds.
+fn parse_ss_duration(text: &str) -> Option<u64> {
+    let (minutes, rest) = match text.split_once("min") {
+        Some((m, rest)) => (m.parse::<u64>().ok()?, rest),
+        None => (0, text),
+    };
+    let seconds = match rest.strip_suffix("sec") {
+        Some(s) if !s.is_empty() => s.split('.').next()?.parse::<u64>().ok()?,
+        _ => 0,
+    };
+    Some(minutes * 60 + seconds)
+}
+
+#[test]
+fn too_little_locked_memory_is_reported_at_start() {
+    let output = std::process::Command::new("prlimit")
+        .args(["--memlock=65536:65536", "--", env!("CARGO_BIN_EXE_mllpd")])
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("prlimit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("RLIMIT_MEMLOCK"), "{stderr}");
+    assert!(stderr.contains("ulimit -l"), "says how to fix it: {stderr}");
+}

@@ -50,6 +50,10 @@ struct Counts {
     bytes_in: u64,
     /// Bytes written.
     bytes_out: u64,
+    /// Reads that returned data.
+    reads: u64,
+    /// Writes of ACK batches (at most one per read).
+    writes: u64,
 }
 
 /// One connection's buffers and framing state.
@@ -100,7 +104,7 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
         ($level:ident) => {
             $level!(shard = shard.index, conn = id, peer = ?peer, reason = ?close,
                 frames = c.frames, rejected = c.rejected, bytes_in = c.bytes_in,
-                bytes_out = c.bytes_out, noise_bytes = stats.noise_bytes,
+                bytes_out = c.bytes_out, reads = c.reads, writes = c.writes, noise_bytes = stats.noise_bytes,
                 abandoned_frames = stats.abandoned_frames, "connection closed")
         };
     }
@@ -125,6 +129,7 @@ impl Connection {
             };
             self.filled += n;
             self.counts.bytes_in += n as u64;
+            self.counts.reads += 1;
             let frame_error = self.answer_frames(shard);
             if !self.out.is_empty() {
                 if let Err(close) = self.write(shard, stream).await {
@@ -232,6 +237,7 @@ impl Connection {
         }
         let result = stream.write_all(&self.out).await;
         self.counts.bytes_out += self.out.len() as u64;
+        self.counts.writes += 1;
         self.out.clear();
         result.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => Close::WriteTimeout,
