@@ -78,7 +78,7 @@ use std::time::Duration;
 
 pub use fault::FaultPlan;
 pub use record::{RecordView, RECORD_OVERHEAD_BYTES};
-pub use segment::{SegmentReader, SEGMENT_HEADER_BYTES};
+pub use segment::{Next, SegmentReader, SEGMENT_HEADER_BYTES};
 pub use writer::Journal;
 
 /// Default largest segment file (64 MiB): big enough that rotation (a file creation and a

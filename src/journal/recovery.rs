@@ -6,7 +6,8 @@
 //! flushed, so damage in an earlier one is not a crash artefact but corruption, and recovery
 //! refuses to guess ([`OpenError::Corrupt`]). The last segment is read to its end; a record
 //! that is short, fails its CRC or does not increase the sequence ends it, and the file is cut
-//! there (with a warning naming the file, offset and bytes dropped). A last segment too short to
+//! there (with a warning naming the file, offset and bytes dropped). Earlier segments are read
+//! only when they may hold keys of the dedup window; the others have their header checked. A last segment too short to
 //! hold its header was created by a crash before anything was written to it, and is removed.
 
 use std::fs::{File, OpenOptions};
@@ -46,6 +47,10 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
         let in_window = options
             .dedup_window
             .is_some_and(|w| info.modified.checked_add(w).is_none_or(|end| end >= now));
+        if !(last || in_window) {
+            // Not read: its header at least must be one of ours.
+            SegmentReader::open(path)?;
+        }
         if last || in_window {
             let scan = Scan {
                 path,

@@ -132,7 +132,7 @@ impl SegmentReader<BufReader<File>> {
         };
         let file = File::open(path).map_err(io_error)?;
         let len = file.metadata().map_err(io_error)?.len();
-        SegmentReader::new(BufReader::with_capacity(256 * 1024, file), len).map_err(|e| match e {
+        SegmentReader::new(BufReader::with_capacity(64 * 1024, file), len).map_err(|e| match e {
             HeaderError::Io(source) => io_error(source),
             HeaderError::Bad(reason) => OpenError::Corrupt {
                 path: path.to_owned(),
