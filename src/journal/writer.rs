@@ -256,7 +256,8 @@ impl Journal {
             st.committer = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let capacity = st.pending.len();
+        // The next batch will likely be about as big; never reserve past the bound.
+        let capacity = st.pending.len().min(self.options.batch_bytes_max);
         let bytes = std::mem::replace(&mut st.pending, Vec::with_capacity(capacity));
         let batch = Batch {
             bytes: bytes.len(),
