@@ -567,6 +567,31 @@ fn segments_rotate_and_retention_deletes_only_old_closed_ones() {
 }
 
 #[test]
+fn retention_runs_on_a_timer_while_idle_and_the_journal_keeps_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    run(move || async move {
+        let options = JournalOptions {
+            segment_bytes_max: 400,
+            retention_age: Some(Duration::from_millis(1)),
+            retention_interval: Duration::from_millis(10),
+            ..JournalOptions::new(&dir)
+        };
+        let (journal, _) = Journal::open(options).await.unwrap();
+        journal.set_retention_floor(Some(1));
+        for i in 0..4 {
+            assert_eq!(store(&journal, &[b'0' + i; 300]).await.1, Ok(()));
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        assert_eq!(journal.stats().segments, 4, "the floor holds every segment");
+        journal.set_retention_floor(None);
+        eventually(|| journal.stats().segments == 1).await;
+        assert_eq!(segments(&dir).len(), 1);
+        assert_eq!(store(&journal, b"after").await, (5, Ok(())));
+    });
+}
+
+#[test]
 fn retention_bytes_keeps_the_newest_segments_within_the_bound() {
     let data = tempfile::tempdir().unwrap();
     let dir = shard_dir(data.path(), 0);

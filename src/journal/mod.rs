@@ -142,6 +142,8 @@ pub struct JournalOptions {
     pub retention_bytes: Option<u64>,
     /// How batches are made durable.
     pub sync: SyncMode,
+    /// How often retention is checked while no segment rotates.
+    pub retention_interval: Duration,
     /// Test hook: injected storage faults (ENOSPC, fdatasync failure, slow flushes).
     #[doc(hidden)]
     pub faults: Option<Rc<FaultPlan>>,
@@ -159,6 +161,7 @@ impl JournalOptions {
             retention_age: None,
             retention_bytes: None,
             sync: SyncMode::Data,
+            retention_interval: RETENTION_CHECK_INTERVAL,
             faults: None,
         }
     }

@@ -24,7 +24,7 @@ use super::retention::{self, Bounds, SegmentInfo};
 use super::segment::{self, SEGMENT_HEADER_BYTES};
 use super::{
     record, Append, JournalError, JournalOptions, JournalStats, OpenError, RecordRef, Recovery,
-    SyncMode, RETENTION_CHECK_INTERVAL,
+    SyncMode,
 };
 
 /// Failed batch ranges remembered for late waiters; older failures are answered conservatively
@@ -371,6 +371,34 @@ enum Failure {
     Poison,
 }
 
+/// What wakes the committer.
+enum Work {
+    /// A batch to flush, and its bytes.
+    Batch(Batch, Vec<u8>),
+    /// Time to check retention.
+    Tick,
+    /// The journal was closed and nothing is pending.
+    Closed,
+}
+
+/// The next piece of work; ticks only when retention is on.
+async fn next_work(journal: &Journal, retention_on: bool) -> Work {
+    let work = async {
+        match poll_fn(|cx| journal.poll_work(cx)).await {
+            Some((batch, bytes)) => Work::Batch(batch, bytes),
+            None => Work::Closed,
+        }
+    };
+    if !retention_on {
+        return work.await;
+    }
+    let tick = async {
+        glommio::timer::sleep(journal.options.retention_interval).await;
+        Work::Tick
+    };
+    futures_lite::future::or(work, tick).await
+}
+
 /// The committer: one per journal, until it is closed or poisoned.
 async fn commit_loop(journal: Rc<Journal>, mut writer: Writer) {
     let retention_on =
@@ -379,27 +407,14 @@ async fn commit_loop(journal: Rc<Journal>, mut writer: Writer) {
         writer.apply_retention(&journal).await;
     }
     loop {
-        let work = poll_fn(|cx| journal.poll_work(cx));
-        let batch = if retention_on {
-            let tick = async {
-                glommio::timer::sleep(RETENTION_CHECK_INTERVAL).await;
-                Some(None)
-            };
-            match futures_lite::future::or(async { Some(work.await) }, tick).await {
-                Some(Some(work)) => work,
-                Some(None) => break,
-                None => {
-                    writer.apply_retention(&journal).await;
-                    continue;
-                }
+        let (batch, bytes) = match next_work(&journal, retention_on).await {
+            Work::Batch(batch, bytes) => (batch, bytes),
+            Work::Tick => {
+                writer.apply_retention(&journal).await;
+                continue;
             }
-        } else {
-            match work.await {
-                Some(work) => work,
-                None => break,
-            }
+            Work::Closed => break,
         };
-        let (batch, bytes) = batch;
         let rotations = writer.rotations;
         let started = Instant::now();
         let outcome = writer.write_batch(&batch, bytes).await;
