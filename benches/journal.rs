@@ -48,8 +48,12 @@ EVN|A01|20260101120000\r\
 PID|1||PATID1234^5^M11^ADT1^MR^GOOD HEALTH HOSPITAL||EVERYMAN^ADAM^A^III||19610615|M||C|2222 HOME STREET^^GREENSBORO^NC^27401-1020\r\
 PV1|1|I|2000^2012^01||||004777^ATTEND^AARON^A|||SUR|\r";
 
-/// How long each journal scenario runs.
+/// How long each journal scenario runs (`cargo bench`).
 const SCENARIO_TIME: Duration = Duration::from_secs(2);
+
+/// How long each scenario runs as a smoke test (`cargo test --all-targets` runs this binary
+/// without `--bench`; criterion benches do the same).
+const SMOKE_TIME: Duration = Duration::from_millis(100);
 
 fn main() {
     assert_eq!(PAYLOAD.len(), 324);
@@ -63,13 +67,20 @@ fn main() {
     );
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("bench dir");
-    raw_fdatasync(&root);
+    let full = std::env::args().any(|a| a == "--bench");
+    let time = if full { SCENARIO_TIME } else { SMOKE_TIME };
+    raw_fdatasync(&root, if full { 200 } else { 10 });
     println!("\nappenders  sync      msgs/s   flushes/s  msgs/flush  mean flush µs");
-    for sync in [SyncMode::Data, SyncMode::Dsync, SyncMode::Disabled] {
+    let modes: &[SyncMode] = if full {
+        &[SyncMode::Data, SyncMode::Dsync, SyncMode::Disabled]
+    } else {
+        &[SyncMode::Data]
+    };
+    for &sync in modes {
         for appenders in [1usize, 16, 64, 256] {
             let dir = root.join(format!("{sync:?}-{appenders}"));
             let row = glommio::LocalExecutorBuilder::default()
-                .spawn(move || async move { scenario(dir, sync, appenders).await })
+                .spawn(move || async move { scenario(dir, sync, appenders, time).await })
                 .expect("executor")
                 .join()
                 .expect("scenario");
@@ -80,8 +91,7 @@ fn main() {
 }
 
 /// write + fdatasync latency of one record, appending and overwriting in place.
-fn raw_fdatasync(root: &Path) {
-    const N: usize = 200;
+fn raw_fdatasync(root: &Path, n: usize) {
     for (name, grow) in [("append", true), ("overwrite", false)] {
         let path = root.join(format!("raw-{name}"));
         let mut file = OpenOptions::new()
@@ -92,12 +102,12 @@ fn raw_fdatasync(root: &Path) {
             .open(&path)
             .expect("raw file");
         if !grow {
-            file.write_all(&vec![0u8; N * PAYLOAD.len()])
+            file.write_all(&vec![0u8; n * PAYLOAD.len()])
                 .expect("prefill");
             file.sync_all().expect("sync");
         }
-        let mut times = Vec::with_capacity(N);
-        for i in 0..N {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
             let started = Instant::now();
             file.write_at(PAYLOAD, (i * PAYLOAD.len()) as u64)
                 .expect("write");
@@ -107,21 +117,21 @@ fn raw_fdatasync(root: &Path) {
         times.sort();
         println!(
             "raw write+fdatasync ({name:9}): median {:>6} µs, p99 {:>6} µs",
-            times[N / 2].as_micros(),
-            times[N * 99 / 100].as_micros()
+            times[n / 2].as_micros(),
+            times[n * 99 / 100].as_micros()
         );
     }
 }
 
-/// `appenders` tasks append and wait in a loop for [`SCENARIO_TIME`]; returns a table row.
-async fn scenario(dir: PathBuf, sync: SyncMode, appenders: usize) -> String {
+/// `appenders` tasks append and wait in a loop for `time`; returns a table row.
+async fn scenario(dir: PathBuf, sync: SyncMode, appenders: usize, time: Duration) -> String {
     let options = JournalOptions {
         sync,
         ..JournalOptions::new(&dir)
     };
     let (journal, _) = Journal::open(options).await.expect("open");
     let acked = Rc::new(Cell::new(0u64));
-    let deadline = Instant::now() + SCENARIO_TIME;
+    let deadline = Instant::now() + time;
     let tasks: Vec<_> = (0..appenders)
         .map(|i| {
             let journal = Rc::clone(&journal);
