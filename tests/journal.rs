@@ -125,6 +125,25 @@ fn lone_append_is_flushed_at_once_and_survives_reopen() {
 }
 
 #[test]
+fn a_second_journal_on_the_same_directory_is_refused_until_the_first_closes() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    run(move || async move {
+        let (journal, _) = Journal::open(JournalOptions::new(&dir)).await.unwrap();
+        let error = Journal::open(JournalOptions::new(&dir)).await.unwrap_err();
+        assert!(
+            error.to_string().contains("held by another mllpd"),
+            "{error}"
+        );
+        assert_eq!(store(&journal, b"still mine").await, (1, Ok(())));
+        journal.close().await.unwrap();
+        let (journal, recovery) = Journal::open(JournalOptions::new(&dir)).await.unwrap();
+        assert_eq!(recovery.last_seq, Some(1));
+        assert_eq!(store(&journal, b"next").await, (2, Ok(())));
+    });
+}
+
+#[test]
 fn appends_during_a_flush_share_the_next_one() {
     let data = tempfile::tempdir().unwrap();
     let dir = shard_dir(data.path(), 0);
@@ -443,7 +462,8 @@ fn a_failed_fdatasync_poisons_for_good() {
         // Already durable before the failure: still Ok.
         assert_eq!(journal.wait_durable(1).await, Ok(()));
         assert_eq!(journal.wait_durable(2).await, Err(JournalError::Poisoned));
-        // A restart runs recovery and serves again.
+        // A restart runs recovery and serves again (close releases the directory lock).
+        assert_eq!(journal.close().await, Err(JournalError::Poisoned));
         let (journal, recovery) = Journal::open(JournalOptions::new(&dir)).await.unwrap();
         assert!(recovery.next_seq >= 2);
         assert!(!journal.is_poisoned());

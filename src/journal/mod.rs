@@ -18,6 +18,10 @@
 //! - **The shard never blocks**: writes and fdatasync go through glommio's io_uring
 //!   ([`glommio::io::BufferedFile`]). Only [`Journal::open`] reads the existing segments with
 //!   plain `std::fs`, once, before the shard serves.
+//! - **One writer per directory.** [`Journal::open`] takes an exclusive `flock` on
+//!   `shard-N/LOCK` and holds it until the committer stops ([`Journal::close`], or a poisoning
+//!   flush); a second server on the same DATA_DIR fails with [`OpenError::Locked`]. The
+//!   read-only tools never lock.
 //! - **Storage faults.** A write that fails for lack of space (ENOSPC, or a short write) fails
 //!   that batch with [`JournalError::NoSpace`]: the segment is truncated back to its last good
 //!   record and the journal keeps serving. A failed flush poisons the journal: Linux may drop the
@@ -278,9 +282,12 @@ pub enum OpenError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// Not inside a glommio executor, or the committer could not be spawned.
-    #[error("{0}")]
-    Runtime(String),
+    /// Another journal (another mllpd process, or shard) holds this directory.
+    #[error("{}: held by another mllpd (two servers on one DATA_DIR?)", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 /// What recovery found at [`Journal::open`].

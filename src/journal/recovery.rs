@@ -30,6 +30,32 @@ pub struct Recovered {
     pub dedup: Option<DedupWindow>,
 }
 
+/// The exclusive lock of a shard directory: two writers on one journal would interleave their
+/// records, so a second server (or shard) started on the same DATA_DIR fails to open instead.
+pub type DirLock = nix::fcntl::Flock<File>;
+
+/// Name of the lock file in a shard directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// Creates `dir` if missing and takes its exclusive lock (`flock` on `dir/LOCK`, released when
+/// the lock is dropped or the process dies). Readers (`journal stats/export`) never take it.
+pub fn lock(dir: &Path) -> Result<DirLock, OpenError> {
+    std::fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| io_error(&path, source))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => OpenError::Locked { path },
+            errno => io_error(&path, errno.into()),
+        },
+    )
+}
+
 /// Recovers the journal in `options.dir` (created if missing) as of `now`.
 pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, OpenError> {
     let dir = &options.dir;

@@ -72,6 +72,8 @@ struct State {
     room_waiters: Vec<Waker>,
     /// The committer, when it waits for work.
     committer: Option<Waker>,
+    /// The committer has stopped and released the directory lock; `close` waits for it.
+    committer_done: bool,
     /// Counters.
     stats: JournalStats,
 }
@@ -85,9 +87,10 @@ impl Journal {
     pub async fn open(options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
         assert!(options.segment_bytes_max > SEGMENT_HEADER_BYTES as u64);
         assert!(options.batch_bytes_max > 0 && options.batch_records_max > 0);
+        let lock = recovery::lock(&options.dir)?;
         let recovered = recovery::recover(&options, SystemTime::now())?;
         let report = recovered.report.clone();
-        let writer = Writer::open(&options, recovered.segments).await?;
+        let writer = Writer::open(&options, recovered.segments, lock).await?;
         let mut stats = JournalStats {
             last_seq: report.next_seq - 1,
             settled_seq: report.next_seq - 1,
@@ -110,6 +113,7 @@ impl Journal {
                 durable_waiters: Vec::new(),
                 room_waiters: Vec::new(),
                 committer: None,
+                committer_done: false,
                 stats,
             }),
             options,
@@ -230,7 +234,8 @@ impl Journal {
         self.state.borrow_mut().retention_floor = floor;
     }
 
-    /// Flushes what is pending, then stops the committer; later appends fail with `Closed`.
+    /// Flushes what is pending, stops the committer and releases the directory lock; later
+    /// appends fail with `Closed`. Returns the outcome of the last record appended.
     pub async fn close(&self) -> Result<(), JournalError> {
         let last = {
             let mut st = self.state.borrow_mut();
@@ -240,10 +245,30 @@ impl Journal {
             }
             st.next_seq - 1
         };
-        if last == 0 {
-            return Ok(());
+        let outcome = if last == 0 {
+            Ok(())
+        } else {
+            poll_fn(|cx| self.poll_durable(last, cx)).await
+        };
+        poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.committer_done {
+                return Poll::Ready(());
+            }
+            st.room_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        outcome
+    }
+
+    /// Called by the committer as it stops (its files and lock already released).
+    fn committer_stopped(&self) {
+        let mut st = self.state.borrow_mut();
+        st.committer_done = true;
+        for waker in st.room_waiters.drain(..) {
+            waker.wake();
         }
-        poll_fn(|cx| self.poll_durable(last, cx)).await.map(|_| ())
     }
 
     /// Waits for a batch (`Some`) or for the journal to close (`None`).
@@ -400,17 +425,23 @@ async fn next_work(journal: &Journal, retention_on: bool) -> Work {
 }
 
 /// The committer: one per journal, until it is closed or poisoned.
-async fn commit_loop(journal: Rc<Journal>, mut writer: Writer) {
+async fn commit_loop(journal: Rc<Journal>, writer: Writer) {
+    commit(&journal, writer).await;
+    journal.committer_stopped();
+}
+
+/// Flushes batches until the journal is closed or poisoned; consumes (and so closes) the writer.
+async fn commit(journal: &Journal, mut writer: Writer) {
     let retention_on =
         journal.options.retention_age.is_some() || journal.options.retention_bytes.is_some();
     if retention_on {
-        writer.apply_retention(&journal).await;
+        writer.apply_retention(journal).await;
     }
     loop {
-        let (batch, bytes) = match next_work(&journal, retention_on).await {
+        let (batch, bytes) = match next_work(journal, retention_on).await {
             Work::Batch(batch, bytes) => (batch, bytes),
             Work::Tick => {
-                writer.apply_retention(&journal).await;
+                writer.apply_retention(journal).await;
                 continue;
             }
             Work::Closed => break,
@@ -426,7 +457,7 @@ async fn commit_loop(journal: Rc<Journal>, mut writer: Writer) {
             return;
         }
         if retention_on && writer.rotations != rotations {
-            writer.apply_retention(&journal).await;
+            writer.apply_retention(journal).await;
         }
     }
     writer.close().await;
@@ -466,6 +497,8 @@ struct Writer {
     deleted: u64,
     /// Injected faults (tests).
     faults: Option<Rc<FaultPlan>>,
+    /// The exclusive lock on the shard directory, held while the writer lives.
+    _lock: recovery::DirLock,
 }
 
 impl Writer {
@@ -473,6 +506,7 @@ impl Writer {
     async fn open(
         options: &JournalOptions,
         mut segments: Vec<SegmentInfo>,
+        lock: recovery::DirLock,
     ) -> Result<Writer, OpenError> {
         let glommio_error = |path: &std::path::Path, e: GlommioError<()>| OpenError::Io {
             path: path.to_owned(),
@@ -505,6 +539,7 @@ impl Writer {
             rotations: 0,
             deleted: 0,
             faults: options.faults.clone(),
+            _lock: lock,
         })
     }
 
