@@ -250,6 +250,67 @@ mod tests {
         assert_eq!(w.find(&key(b"y"), 0), Some(4));
     }
 
+    /// One step of the journal's use of the window.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Append a record with control id `id` after `dt` µs: find, else insert.
+        Append { id: u8, dt: u64 },
+        /// The batch of the last `n` inserted records failed.
+        Fail { n: usize },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u8..6, 0u64..40).prop_map(|(id, dt)| Op::Append { id, dt }),
+            1 => (1usize..4).prop_map(|n| Op::Fail { n }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a naive oracle (a list searched backwards): the window answers exactly
+        /// "the newest stored, unfailed record with this key received within the window".
+        #[test]
+        fn agrees_with_a_naive_oracle(ops in proptest::collection::vec(op(), 1..200),
+                                      entries_max in 1usize..8) {
+            let window = 100u64;
+            let mut w = DedupWindow::new(Duration::from_micros(window), entries_max);
+            // (id, seq, time, live), in insertion order.
+            let mut oracle: Vec<(u8, u64, u64, bool)> = Vec::new();
+            let (mut now, mut seq) = (1_000u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Append { id, dt } => {
+                        now += dt;
+                        let control = [id];
+                        let got = w.find(&key(&control), now);
+                        // Only the newest `entries_max` insertions can be remembered.
+                        let kept = oracle.len().saturating_sub(entries_max);
+                        let expected = oracle[kept..]
+                            .iter()
+                            .rev()
+                            .find(|e| e.0 == id)
+                            .filter(|e| e.3 && e.2 + window >= now)
+                            .map(|e| e.1);
+                        proptest::prop_assert_eq!(got, expected);
+                        if got.is_none() {
+                            seq += 1;
+                            w.insert(&key(&control), seq, now);
+                            oracle.push((id, seq, now, true));
+                        }
+                    }
+                    Op::Fail { n } => {
+                        let first = seq.saturating_sub(n as u64 - 1).max(1);
+                        w.forget(first, seq);
+                        for e in oracle.iter_mut().filter(|e| e.1 >= first) {
+                            e.3 = false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_oldest_key_goes_when_full_and_offsets_stay_right() {
         let mut w = DedupWindow::new(Duration::from_secs(1), 2);
