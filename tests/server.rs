@@ -521,10 +521,6 @@ fn mllpd_send_against_the_server_prints_one_line_per_message() {
         .output()
         .expect("run mllpd send");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "an AR makes send exit 1: {stdout}"
-    );
+    assert_eq!(output.status.code(), Some(1), "an AR makes send exit 1: {stdout}");
     assert!(stdout.starts_with("BAD-1 AR"), "{stdout}");
 }
