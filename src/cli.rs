@@ -47,6 +47,45 @@ pub enum Command {
     CheckConfig(SettingsArgs),
     /// Send HL7 messages to an MLLP server and print each ACK.
     Send(SendArgs),
+    /// Read the journals of a data directory (read-only; safe while the server runs).
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+/// `mllpd journal …`.
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
+pub enum JournalCommand {
+    /// Print segments, records, bytes and first/last sequence number per shard.
+    Stats {
+        /// The data directory (DATA_DIR of the server).
+        #[arg(
+            long,
+            env = "DATA_DIR",
+            value_name = "DIR",
+            default_value = "./mllpd-data"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Write every journaled message as an MLLP frame, in journal order, shard by shard.
+    Export {
+        /// The data directory (DATA_DIR of the server).
+        #[arg(
+            long,
+            env = "DATA_DIR",
+            value_name = "DIR",
+            default_value = "./mllpd-data"
+        )]
+        data_dir: PathBuf,
+        /// Only this shard.
+        #[arg(long, value_name = "N")]
+        shard: Option<usize>,
+        /// Only records with this sequence number or later (per shard).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        from: u64,
+        /// The file to write (`-` for stdout).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 /// The settings of `serve` or `check-config`.
@@ -108,6 +147,21 @@ pub struct Settings {
     /// Longest time to finish in-flight frames after SIGTERM [default: 30s]
     #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+    /// Answer a message whose (MSH-3, MSH-4, MSH-10) was journaled this recently AA again without
+    /// storing it twice, e.g. 10m [default: off]
+    #[arg(long, env = "DEDUP_WINDOW", value_name = "DURATION")]
+    pub dedup_window: Option<String>,
+    /// Delete closed journal segments older than this, or off [default: 7days]
+    #[arg(long, env = "RETENTION_AGE", value_name = "DURATION")]
+    pub retention_age: Option<String>,
+    /// Delete the oldest closed journal segments while a shard's journal is larger, e.g. 20GiB
+    /// [default: off]
+    #[arg(long, env = "RETENTION_BYTES", value_name = "BYTES")]
+    pub retention_bytes: Option<String>,
+    /// When to send AA: journal (once durable) or receipt (UNSAFE, benchmarks and tests only)
+    /// [default: journal]
+    #[arg(long, env = "ACK_AFTER", value_name = "WHEN")]
+    pub ack_after: Option<String>,
 }
 
 /// Arguments of `mllpd send`.
@@ -137,6 +191,8 @@ pub enum Invocation {
     CheckConfig(Overrides),
     /// Send messages.
     Send(SendArgs),
+    /// Read journals.
+    Journal(JournalCommand),
 }
 
 /// Parses a command line (the first item is the program name). Environment variables are read
@@ -154,6 +210,7 @@ where
         Some(Command::Serve(_)) => Invocation::Serve(overrides(&matches, sub_matches)),
         Some(Command::CheckConfig(_)) => Invocation::CheckConfig(overrides(&matches, sub_matches)),
         Some(Command::Send(args)) => Invocation::Send(args),
+        Some(Command::Journal(command)) => Invocation::Journal(command),
     })
 }
 
@@ -245,6 +302,40 @@ mod tests {
             panic!("not serve");
         };
         assert_eq!(o.get(Setting::IdleTimeout), Some(("7s", Source::Flag)));
+    }
+
+    #[test]
+    fn journal_subcommands_parse() {
+        let Ok(Invocation::Journal(JournalCommand::Export {
+            data_dir,
+            shard,
+            from,
+            output,
+        })) = parse_from([
+            "mllpd",
+            "journal",
+            "export",
+            "--data-dir",
+            "d",
+            "--shard",
+            "1",
+            "--from",
+            "5",
+            "--output",
+            "-",
+        ])
+        else {
+            panic!("not export");
+        };
+        assert_eq!(
+            (data_dir, shard, from, output),
+            ("d".into(), Some(1), 5, "-".into())
+        );
+        assert!(matches!(
+            parse_from(["mllpd", "journal", "stats", "--data-dir", "d"]),
+            Ok(Invocation::Journal(JournalCommand::Stats { .. }))
+        ));
+        assert!(parse_from(["mllpd", "journal", "export", "--data-dir", "d"]).is_err());
     }
 
     #[test]

@@ -50,6 +50,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// When an accepting ACK (AA/CA) may be sent (ACK_AFTER).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AckAfter {
+    /// Once the message is durable in the shard's journal (the default).
+    #[default]
+    Journal,
+    /// As soon as the message is received and valid, before it is durable. UNSAFE: a crash
+    /// loses messages the sender was told it may forget. For benchmarks and tests only.
+    Receipt,
+}
+
 /// The validated configuration of a server.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -85,6 +96,17 @@ pub struct Config {
     pub pre_shutdown_delay: Duration,
     /// Longest time to drain after SIGTERM (DRAIN_TIMEOUT).
     pub drain_timeout: Duration,
+    /// A (MSH-3, MSH-4, MSH-10) journaled within this time is a duplicate; `None`: off
+    /// (DEDUP_WINDOW).
+    pub dedup_window: Option<Duration>,
+    /// Closed journal segments older than this may be deleted; `None`: no age bound
+    /// (RETENTION_AGE).
+    pub retention_age: Option<Duration>,
+    /// The oldest closed journal segments are deleted while a shard's journal is larger;
+    /// `None`: no size bound (RETENTION_BYTES).
+    pub retention_bytes: Option<u64>,
+    /// When an accepting ACK may be sent (ACK_AFTER).
+    pub ack_after: AckAfter,
 }
 
 impl Default for Config {
@@ -108,6 +130,10 @@ impl Default for Config {
             config_file: None,
             pre_shutdown_delay: PRE_SHUTDOWN_DELAY_DEFAULT,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+            dedup_window: None,
+            retention_age: Some(crate::journal::RETENTION_AGE_DEFAULT),
+            retention_bytes: None,
+            ack_after: AckAfter::Journal,
         }
     }
 }
@@ -148,11 +174,19 @@ pub enum Setting {
     PreShutdownDelay,
     /// DRAIN_TIMEOUT.
     DrainTimeout,
+    /// DEDUP_WINDOW.
+    DedupWindow,
+    /// RETENTION_AGE.
+    RetentionAge,
+    /// RETENTION_BYTES.
+    RetentionBytes,
+    /// ACK_AFTER.
+    AckAfter,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and `check-config` list them.
-    pub const ALL: [Setting; 16] = [
+    pub const ALL: [Setting; 20] = [
         Setting::ListenAddr,
         Setting::IdleTimeout,
         Setting::FrameTimeout,
@@ -169,6 +203,10 @@ impl Setting {
         Setting::LogFormat,
         Setting::PreShutdownDelay,
         Setting::DrainTimeout,
+        Setting::DedupWindow,
+        Setting::RetentionAge,
+        Setting::RetentionBytes,
+        Setting::AckAfter,
     ];
 
     /// (environment name, YAML key and clap id, flag).
@@ -202,6 +240,10 @@ impl Setting {
                 "--pre-shutdown-delay",
             ),
             Setting::DrainTimeout => ("DRAIN_TIMEOUT", "drain_timeout", "--drain-timeout"),
+            Setting::DedupWindow => ("DEDUP_WINDOW", "dedup_window", "--dedup-window"),
+            Setting::RetentionAge => ("RETENTION_AGE", "retention_age", "--retention-age"),
+            Setting::RetentionBytes => ("RETENTION_BYTES", "retention_bytes", "--retention-bytes"),
+            Setting::AckAfter => ("ACK_AFTER", "ack_after", "--ack-after"),
         }
     }
 
@@ -319,6 +361,18 @@ pub struct FileSettings {
     /// DRAIN_TIMEOUT.
     #[serde(default, deserialize_with = "scalar")]
     pub drain_timeout: Option<String>,
+    /// DEDUP_WINDOW.
+    #[serde(default, deserialize_with = "scalar")]
+    pub dedup_window: Option<String>,
+    /// RETENTION_AGE.
+    #[serde(default, deserialize_with = "scalar")]
+    pub retention_age: Option<String>,
+    /// RETENTION_BYTES.
+    #[serde(default, deserialize_with = "scalar")]
+    pub retention_bytes: Option<String>,
+    /// ACK_AFTER.
+    #[serde(default, deserialize_with = "scalar")]
+    pub ack_after: Option<String>,
 }
 
 impl FileSettings {
@@ -353,6 +407,10 @@ impl FileSettings {
             Setting::LogFormat => &self.log_format,
             Setting::PreShutdownDelay => &self.pre_shutdown_delay,
             Setting::DrainTimeout => &self.drain_timeout,
+            Setting::DedupWindow => &self.dedup_window,
+            Setting::RetentionAge => &self.retention_age,
+            Setting::RetentionBytes => &self.retention_bytes,
+            Setting::AckAfter => &self.ack_after,
         };
         value.as_deref()
     }
@@ -469,6 +527,9 @@ impl Config {
             Invocation::Send(_) => Err(ConfigError::Usage(
                 "`mllpd send` takes no server configuration".to_owned(),
             )),
+            Invocation::Journal(_) => Err(ConfigError::Usage(
+                "`mllpd journal` takes no server configuration".to_owned(),
+            )),
         }
     }
 
@@ -572,6 +633,10 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
         Setting::DrainTimeout => {
             config.drain_timeout = parse_duration(text, Duration::from_nanos(1))?
         }
+        Setting::DedupWindow => config.dedup_window = parse_optional_duration(text)?,
+        Setting::RetentionAge => config.retention_age = parse_optional_duration(text)?,
+        Setting::RetentionBytes => config.retention_bytes = parse_retention_bytes(text)?,
+        Setting::AckAfter => config.ack_after = parse_ack_after(text)?,
     }
     Ok(())
 }
@@ -604,6 +669,67 @@ fn parse_duration(text: &str, min: Duration) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+/// A duration more than 0, or `off` (also `none`, `0`, `0s`) for `None`.
+fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
+    if is_off(text) {
+        return Ok(None);
+    }
+    parse_duration(text, Duration::from_nanos(1))
+        .map(Some)
+        .map_err(|e| format!("{e} (or off)"))
+}
+
+/// Whether `text` switches a bound off.
+fn is_off(text: &str) -> bool {
+    ["off", "none", "0", "0s"]
+        .iter()
+        .any(|off| text.eq_ignore_ascii_case(off))
+}
+
+/// RETENTION_BYTES: a byte count with an optional binary suffix (`500MiB`, `20GiB`, `1TiB`),
+/// at least one segment, or `off` for `None`.
+fn parse_retention_bytes(text: &str) -> Result<Option<u64>, String> {
+    if is_off(text) {
+        return Ok(None);
+    }
+    let invalid = || format!("invalid size '{text}' (expected bytes, e.g. 20GiB, or off)");
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return Err(invalid()),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(invalid)?;
+    let min = crate::journal::SEGMENT_BYTES_MAX_DEFAULT;
+    if bytes < min {
+        return Err(format!(
+            "size {bytes} is less than one journal segment ({min} bytes)"
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// ACK_AFTER: `journal` or `receipt`, case-insensitive.
+fn parse_ack_after(text: &str) -> Result<AckAfter, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "journal" => Ok(AckAfter::Journal),
+        "receipt" => Ok(AckAfter::Receipt),
+        _ => Err(format!(
+            "invalid value '{text}' (expected journal or receipt)"
+        )),
+    }
 }
 
 /// A byte count, plain or with a binary suffix (`2097152`, `512KiB`, `2MiB`, `1GiB`), within
@@ -847,6 +973,15 @@ fn render(config: &Config, setting: Setting) -> String {
         Setting::LogFormat => format!("{:?}", config.log_format).to_ascii_lowercase(),
         Setting::PreShutdownDelay => duration(config.pre_shutdown_delay),
         Setting::DrainTimeout => duration(config.drain_timeout),
+        Setting::DedupWindow => config.dedup_window.map_or("off".to_owned(), duration),
+        Setting::RetentionAge => config.retention_age.map_or("off".to_owned(), duration),
+        Setting::RetentionBytes => config
+            .retention_bytes
+            .map_or("off".to_owned(), |b| format!("{b} bytes")),
+        Setting::AckAfter => match config.ack_after {
+            AckAfter::Journal => "journal".to_owned(),
+            AckAfter::Receipt => "receipt (UNSAFE: ACK before durable)".to_owned(),
+        },
     }
 }
 
@@ -1125,6 +1260,32 @@ mod tests {
             1,
             "probe left behind"
         );
+    }
+
+    #[test]
+    fn journal_settings_parse_and_can_be_off() {
+        let overrides = given(&[
+            (Setting::DedupWindow, "10m", Source::Env),
+            (Setting::RetentionAge, "off", Source::Flag),
+            (Setting::RetentionBytes, "20GiB", Source::Flag),
+            (Setting::AckAfter, "Receipt", Source::Env),
+        ]);
+        let config = Config::resolve(&overrides).unwrap().config;
+        assert_eq!(config.dedup_window, Some(Duration::from_secs(600)));
+        assert_eq!(config.retention_age, None);
+        assert_eq!(config.retention_bytes, Some(20 << 30));
+        assert_eq!(config.ack_after, AckAfter::Receipt);
+        let defaults = Config::default();
+        assert_eq!(defaults.dedup_window, None);
+        assert_eq!(defaults.ack_after, AckAfter::Journal);
+        assert_eq!(parse_optional_duration("0s"), Ok(None));
+        assert_eq!(parse_retention_bytes("off"), Ok(None));
+        let min = crate::journal::SEGMENT_BYTES_MAX_DEFAULT;
+        assert_eq!(parse_retention_bytes(&min.to_string()), Ok(Some(min)));
+        assert!(parse_retention_bytes(&(min - 1).to_string()).is_err());
+        assert!(parse_retention_bytes("20GB").is_err());
+        assert!(error_of(Setting::AckAfter, "delivery").starts_with("ACK_AFTER (--ack-after)"));
+        assert!(error_of(Setting::DedupWindow, "soon").starts_with("DEDUP_WINDOW (--dedup-window)"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod fuzzing;
 pub mod hl7;
+pub mod journal;
 pub mod limits;
 pub mod logging;
 pub mod mllp;

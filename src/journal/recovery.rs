@@ -1,0 +1,225 @@
+//! Recovery at open: find the segments, keep every complete record, truncate a torn tail,
+//! continue the sequence, and rebuild the dedup window.
+//!
+//! Runs once per shard before it serves, with plain `std::fs` (a startup scan, not the hot
+//! path). Only the last segment can be torn: a segment is closed only after its last batch was
+//! flushed, so damage in an earlier one is not a crash artefact but corruption, and recovery
+//! refuses to guess ([`OpenError::Corrupt`]). The last segment is read to its end; a record
+//! that is short, fails its CRC or does not increase the sequence ends it, and the file is cut
+//! there (with a warning naming the file, offset and bytes dropped). Earlier segments are read
+//! only when they may hold keys of the dedup window; the others have their header checked. A last segment too short to
+//! hold its header was created by a crash before anything was written to it, and is removed.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::dedup::DedupWindow;
+use super::retention::SegmentInfo;
+use super::segment::{self, Next, SegmentReader};
+use super::{JournalOptions, OpenError, Recovery, DEDUP_KEYS_MAX};
+
+/// What recovery hands the writer.
+#[derive(Debug)]
+pub struct Recovered {
+    /// What was found, for the caller.
+    pub report: Recovery,
+    /// Every segment kept, oldest first; the last one is appended to.
+    pub segments: Vec<SegmentInfo>,
+    /// The rebuilt dedup window (when DEDUP_WINDOW is set).
+    pub dedup: Option<DedupWindow>,
+}
+
+/// The exclusive lock of a shard directory: two writers on one journal would interleave their
+/// records, so a second server (or shard) started on the same DATA_DIR fails to open instead.
+pub type DirLock = nix::fcntl::Flock<File>;
+
+/// Name of the lock file in a shard directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// Creates `dir` if missing and takes its exclusive lock (`flock` on `dir/LOCK`, released when
+/// the lock is dropped or the process dies). Readers (`journal stats/export`) never take it.
+pub fn lock(dir: &Path) -> Result<DirLock, OpenError> {
+    std::fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| io_error(&path, source))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => OpenError::Locked { path },
+            errno => io_error(&path, errno.into()),
+        },
+    )
+}
+
+/// Recovers the journal in `options.dir` (created if missing) as of `now`.
+pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, OpenError> {
+    let dir = &options.dir;
+    std::fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    let mut report = Recovery::default();
+    let mut found = segment::list(dir)?;
+    report.removed_segments = remove_headerless_tail(&mut found)?;
+    let mut dedup = options
+        .dedup_window
+        .map(|window| DedupWindow::new(window, DEDUP_KEYS_MAX));
+    let mut segments = Vec::with_capacity(found.len());
+    for (i, (first_seq, path)) in found.iter().enumerate() {
+        let last = i + 1 == found.len();
+        let info = info_of(*first_seq, path)?;
+        let in_window = options
+            .dedup_window
+            .is_some_and(|w| info.modified.checked_add(w).is_none_or(|end| end >= now));
+        if !(last || in_window) {
+            // Not read: its header at least must be one of ours.
+            SegmentReader::open(path)?;
+        }
+        if last || in_window {
+            let scan = Scan {
+                path,
+                first_seq: *first_seq,
+                last,
+                since_micros: options
+                    .dedup_window
+                    .map(|w| micros(now).saturating_sub(micros_of(w))),
+            };
+            scan.run(&mut report, dedup.as_mut())?;
+        }
+        segments.push(info_of(*first_seq, path)?);
+    }
+    report.segments = segments.len();
+    let named_next = segments.last().map_or(1, |s| s.first_seq);
+    report.next_seq = report
+        .last_seq
+        .map_or(named_next, |s| s + 1)
+        .max(named_next);
+    report.dedup_keys = dedup.as_ref().map_or(0, DedupWindow::len);
+    Ok(Recovered {
+        report,
+        segments,
+        dedup,
+    })
+}
+
+/// Removes trailing segments too short to hold a header; returns how many.
+fn remove_headerless_tail(found: &mut Vec<(u64, PathBuf)>) -> Result<usize, OpenError> {
+    let mut removed = 0;
+    while let Some((_, path)) = found.last() {
+        if SegmentReader::open(path)?.is_some() {
+            break;
+        }
+        tracing::warn!(segment = %path.display(), "removing a journal segment without a header");
+        std::fs::remove_file(path).map_err(|source| io_error(path, source))?;
+        found.pop();
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Reads one segment: counts records, feeds the dedup window, cuts a torn tail (last only).
+struct Scan<'a> {
+    /// The segment.
+    path: &'a Path,
+    /// The sequence number its name says it starts at.
+    first_seq: u64,
+    /// Whether it is the last segment (the only one that may be torn).
+    last: bool,
+    /// Keys of records received before this (µs) are outside the dedup window.
+    since_micros: Option<u64>,
+}
+
+impl Scan<'_> {
+    /// Runs the scan.
+    fn run(
+        &self,
+        report: &mut Recovery,
+        mut dedup: Option<&mut DedupWindow>,
+    ) -> Result<(), OpenError> {
+        let corrupt = |offset, reason| OpenError::Corrupt {
+            path: self.path.to_owned(),
+            offset,
+            reason,
+        };
+        let Some(mut reader) = SegmentReader::open(self.path)? else {
+            return Err(corrupt(0, "segment shorter than its header"));
+        };
+        if reader.first_seq() != self.first_seq {
+            return Err(corrupt(0, "segment header disagrees with its file name"));
+        }
+        loop {
+            let next = reader
+                .next_record()
+                .map_err(|source| io_error(self.path, source))?;
+            match next {
+                Next::Record(record) => {
+                    report.records_scanned += 1;
+                    report.last_seq = Some(record.seq);
+                    let fresh = self
+                        .since_micros
+                        .is_some_and(|since| record.receive_time_unix_micros >= since);
+                    if let (Some(window), Some(key), true) =
+                        (dedup.as_deref_mut(), record.dedup_key, fresh)
+                    {
+                        window.insert(&key, record.seq, record.receive_time_unix_micros);
+                    }
+                }
+                Next::End => return Ok(()),
+                Next::Torn { offset, reason } if self.last => {
+                    let dropped = reader.len() - offset;
+                    truncate(self.path, offset)?;
+                    tracing::warn!(segment = %self.path.display(), offset, dropped_bytes = dropped,
+                        reason, "truncated a torn journal tail");
+                    report.truncated_bytes += dropped;
+                    return Ok(());
+                }
+                Next::Torn { offset, reason } => return Err(corrupt(offset, reason)),
+            }
+        }
+    }
+}
+
+/// Cuts `path` to `len` bytes and makes that durable.
+fn truncate(path: &Path, len: u64) -> Result<(), OpenError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|source| io_error(path, source))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| io_error(path, source))
+}
+
+/// Size and modification time of a segment.
+fn info_of(first_seq: u64, path: &Path) -> Result<SegmentInfo, OpenError> {
+    let metadata = File::open(path)
+        .and_then(|f| f.metadata())
+        .map_err(|source| io_error(path, source))?;
+    Ok(SegmentInfo {
+        first_seq,
+        path: path.to_owned(),
+        bytes: metadata.len(),
+        modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    })
+}
+
+/// µs since the Unix epoch (0 before it).
+pub fn micros(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, micros_of)
+}
+
+/// A duration in µs, saturating.
+fn micros_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// An IO error on `path`.
+fn io_error(path: &Path, source: std::io::Error) -> OpenError {
+    OpenError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

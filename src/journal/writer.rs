@@ -1,0 +1,752 @@
+//! The [`Journal`] handle and its committer task: appends gather in a pending batch; the
+//! committer writes each batch with one write and makes it durable with one flush.
+//!
+//! Invariants: only the committer touches files; `State` is borrowed only between awaits (never
+//! across one); a waiter for sequence `s` is released only once every batch up to the one
+//! holding `s` settled, in order (`settled_seq` only grows). The pending buffer is swapped out
+//! whole when a flush starts, so appends never wait for IO and copy each record once.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Instant, SystemTime};
+
+use futures_lite::future::poll_fn;
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::GlommioError;
+
+use super::dedup::DedupWindow;
+use super::fault::FaultPlan;
+use super::recovery::{self, micros};
+use super::retention::{self, Bounds, SegmentInfo};
+use super::segment::{self, SEGMENT_HEADER_BYTES};
+use super::{
+    record, Append, JournalError, JournalOptions, JournalStats, OpenError, RecordRef, Recovery,
+    SyncMode,
+};
+
+/// Failed batch ranges remembered for late waiters; older failures are answered conservatively
+/// (a waiter for a sequence at or below the forgotten ones hears `NoSpace`: the sender retries,
+/// nothing is lost).
+const FAILED_RANGES_MAX: usize = 1024;
+
+/// One shard's journal. Single-threaded (`!Send`): it lives on its shard's executor.
+#[derive(Debug)]
+pub struct Journal {
+    /// What it was opened with.
+    options: JournalOptions,
+    /// Everything that changes; borrowed only between awaits.
+    state: RefCell<State>,
+}
+
+/// The mutable state shared by appenders, waiters and the committer.
+#[derive(Debug)]
+struct State {
+    /// Encoded records waiting for the next flush.
+    pending: Vec<u8>,
+    /// Records in `pending`.
+    pending_records: usize,
+    /// Sequence number of the first record in `pending`.
+    pending_first_seq: u64,
+    /// The next sequence number to assign.
+    next_seq: u64,
+    /// Every sequence number up to this one is settled (durable, or failed for lack of space).
+    settled_seq: u64,
+    /// Settled ranges (first, last) that failed for lack of space, oldest first.
+    failed: VecDeque<(u64, u64)>,
+    /// The last sequence number of failed ranges dropped from `failed`.
+    failed_forgotten_through: u64,
+    /// A flush failed: nothing unsettled will ever be durable.
+    poisoned: bool,
+    /// `close` was called: no more appends; the committer stops once `pending` is empty.
+    closed: bool,
+    /// The dedup window, when DEDUP_WINDOW is set.
+    dedup: Option<DedupWindow>,
+    /// Records at or after this sequence number are still needed (retention floor).
+    retention_floor: Option<u64>,
+    /// Tasks waiting for a sequence number to settle.
+    durable_waiters: Vec<(u64, Waker)>,
+    /// Tasks waiting for the pending batch to empty.
+    room_waiters: Vec<Waker>,
+    /// The committer, when it waits for work.
+    committer: Option<Waker>,
+    /// The committer has stopped and released the directory lock; `close` waits for it.
+    committer_done: bool,
+    /// Counters.
+    stats: JournalStats,
+}
+
+impl Journal {
+    /// Opens the journal in `options.dir` (creating it), runs recovery, and spawns the shard's
+    /// committer task on the current glommio executor. Must run inside a glommio executor.
+    ///
+    /// # Panics
+    /// If a bound in `options` is zero, or a segment could not hold a header.
+    pub async fn open(options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
+        assert!(options.segment_bytes_max > SEGMENT_HEADER_BYTES as u64);
+        assert!(options.batch_bytes_max > 0 && options.batch_records_max > 0);
+        let lock = recovery::lock(&options.dir)?;
+        let recovered = recovery::recover(&options, SystemTime::now())?;
+        let report = recovered.report.clone();
+        let writer = Writer::open(&options, recovered.segments, lock).await?;
+        let mut stats = JournalStats {
+            last_seq: report.next_seq - 1,
+            settled_seq: report.next_seq - 1,
+            ..JournalStats::default()
+        };
+        writer.fill_stats(&mut stats);
+        let journal = Rc::new(Journal {
+            state: RefCell::new(State {
+                pending: Vec::new(),
+                pending_records: 0,
+                pending_first_seq: report.next_seq,
+                next_seq: report.next_seq,
+                settled_seq: report.next_seq - 1,
+                failed: VecDeque::new(),
+                failed_forgotten_through: 0,
+                poisoned: false,
+                closed: false,
+                dedup: recovered.dedup,
+                retention_floor: None,
+                durable_waiters: Vec::new(),
+                room_waiters: Vec::new(),
+                committer: None,
+                committer_done: false,
+                stats,
+            }),
+            options,
+        });
+        glommio::spawn_local(commit_loop(Rc::clone(&journal), writer)).detach();
+        Ok((journal, report))
+    }
+
+    /// Copies `record` into the pending batch and wakes the committer. Never waits.
+    ///
+    /// `Ok(Stored(seq))`: await [`Journal::wait_durable`]`(seq)` before acknowledging.
+    /// `Ok(Duplicate(seq))`: its dedup key was journaled within the window as `seq`; it is not
+    /// stored again; await `wait_durable(seq)` before acknowledging again.
+    /// `Err(BatchFull)`: await [`Journal::wait_room`] and append again. `Err(Poisoned)`,
+    /// `Err(Closed)`, `Err(RecordTooLarge)`: not stored, answer AE.
+    pub fn append(&self, record: &RecordRef<'_>) -> Result<Append, JournalError> {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        if st.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        if st.closed {
+            return Err(JournalError::Closed);
+        }
+        let key = record::storable_key(record.dedup_key);
+        let time = record.receive_time_unix_micros;
+        if let (Some(window), Some(key)) = (st.dedup.as_mut(), key) {
+            if let Some(seq) = window.find(&key, time) {
+                st.stats.duplicates += 1;
+                return Ok(Append::Duplicate(seq));
+            }
+        }
+        let size = record::encoded_len(record).ok_or(JournalError::RecordTooLarge)?;
+        let full = st.pending_records >= self.options.batch_records_max
+            || st.pending.len() + size > self.options.batch_bytes_max;
+        if st.pending_records > 0 && full {
+            st.stats.batch_full += 1;
+            return Err(JournalError::BatchFull);
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        if st.pending_records == 0 {
+            st.pending_first_seq = seq;
+        }
+        record::encode(record, seq, &mut st.pending);
+        st.pending_records += 1;
+        st.stats.last_seq = seq;
+        st.stats.pending_records = st.pending_records;
+        if let (Some(window), Some(key)) = (st.dedup.as_mut(), key) {
+            window.insert(&key, seq, time);
+        }
+        if let Some(committer) = st.committer.take() {
+            committer.wake();
+        }
+        Ok(Append::Stored(seq))
+    }
+
+    /// Resolves once the batch holding `seq` settled: `Ok` once durable, `Err(NoSpace)` if its
+    /// write failed for lack of space, `Err(Poisoned)` if a flush failed before it was durable.
+    ///
+    /// # Panics
+    /// If `seq` was never returned by [`Journal::append`].
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        assert!(
+            seq > 0 && seq < self.state.borrow().next_seq,
+            "sequence {seq} was never assigned"
+        );
+        poll_fn(|cx| self.poll_durable(seq, cx)).await
+    }
+
+    /// Polls the outcome of `seq`.
+    fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<Result<(), JournalError>> {
+        let mut st = self.state.borrow_mut();
+        if seq <= st.settled_seq {
+            return Poll::Ready(st.outcome(seq));
+        }
+        if st.poisoned {
+            return Poll::Ready(Err(JournalError::Poisoned));
+        }
+        st.durable_waiters.push((seq, cx.waker().clone()));
+        Poll::Pending
+    }
+
+    /// Resolves when the pending batch is empty again (its flush started), or the journal is
+    /// poisoned or closed; append again after it.
+    pub async fn wait_room(&self) {
+        poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.pending_records == 0 || st.poisoned || st.closed {
+                return Poll::Ready(());
+            }
+            st.room_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether a failed flush poisoned the journal (the process should drain and exit non-zero
+    /// so that recovery runs at restart).
+    pub fn is_poisoned(&self) -> bool {
+        self.state.borrow().poisoned
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> JournalStats {
+        let st = self.state.borrow();
+        JournalStats {
+            pending_records: st.pending_records,
+            poisoned: st.poisoned,
+            settled_seq: st.settled_seq,
+            ..st.stats
+        }
+    }
+
+    /// Records at or after `floor` are still needed: retention keeps every segment holding one.
+    /// The hook for connectors (the slowest cursor); `None` releases the hold.
+    pub fn set_retention_floor(&self, floor: Option<u64>) {
+        self.state.borrow_mut().retention_floor = floor;
+    }
+
+    /// Flushes what is pending, stops the committer and releases the directory lock; later
+    /// appends fail with `Closed`. Returns the outcome of the last record appended.
+    pub async fn close(&self) -> Result<(), JournalError> {
+        let last = {
+            let mut st = self.state.borrow_mut();
+            st.closed = true;
+            if let Some(committer) = st.committer.take() {
+                committer.wake();
+            }
+            st.next_seq - 1
+        };
+        let outcome = if last == 0 {
+            Ok(())
+        } else {
+            poll_fn(|cx| self.poll_durable(last, cx)).await
+        };
+        poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.committer_done {
+                return Poll::Ready(());
+            }
+            st.room_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        outcome
+    }
+
+    /// Called by the committer as it stops (its files and lock already released).
+    fn committer_stopped(&self) {
+        let mut st = self.state.borrow_mut();
+        st.committer_done = true;
+        for waker in st.room_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Waits for a batch (`Some`) or for the journal to close (`None`).
+    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<Option<(Batch, Vec<u8>)>> {
+        let mut st = self.state.borrow_mut();
+        if st.pending_records == 0 {
+            if st.closed {
+                return Poll::Ready(None);
+            }
+            st.committer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        // The next batch will likely be about as big; never reserve past the bound.
+        let capacity = st.pending.len().min(self.options.batch_bytes_max);
+        let bytes = std::mem::replace(&mut st.pending, Vec::with_capacity(capacity));
+        let batch = Batch {
+            bytes: bytes.len(),
+            first_seq: st.pending_first_seq,
+            last_seq: st.next_seq - 1,
+            records: st.pending_records,
+        };
+        st.pending_records = 0;
+        st.stats.pending_records = 0;
+        st.stats.flush_in_progress = true;
+        for waker in st.room_waiters.drain(..) {
+            waker.wake();
+        }
+        Poll::Ready(Some((batch, bytes)))
+    }
+
+    /// Records the outcome of a batch and releases its waiters.
+    fn settle(&self, batch: &Batch, outcome: Result<(), Failure>, started: Instant) {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        st.stats.flush_in_progress = false;
+        let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(()) => {
+                st.settled_seq = batch.last_seq;
+                st.stats.flushes += 1;
+                st.stats.records_flushed += batch.records as u64;
+                st.stats.bytes_flushed += batch.bytes as u64;
+                st.stats.flush_micros_total += elapsed;
+            }
+            Err(Failure::NotStored) => {
+                st.settled_seq = batch.last_seq;
+                st.stats.batches_failed += 1;
+                st.remember_failed(batch.first_seq, batch.last_seq);
+                if let Some(window) = st.dedup.as_mut() {
+                    window.forget(batch.first_seq, batch.last_seq);
+                }
+            }
+            Err(Failure::Poison) => {
+                st.poisoned = true;
+                for waker in st.room_waiters.drain(..) {
+                    waker.wake();
+                }
+            }
+        }
+        let (settled, poisoned) = (st.settled_seq, st.poisoned);
+        st.durable_waiters.retain(|(seq, waker)| {
+            let done = poisoned || *seq <= settled;
+            if done {
+                waker.wake_by_ref();
+            }
+            !done
+        });
+    }
+
+    /// Current retention bounds.
+    fn retention_bounds(&self) -> Bounds {
+        Bounds {
+            age: self.options.retention_age,
+            bytes: self.options.retention_bytes,
+            floor: self.state.borrow().retention_floor,
+        }
+    }
+
+    /// The next sequence number to assign.
+    fn next_seq(&self) -> u64 {
+        self.state.borrow().next_seq
+    }
+}
+
+impl State {
+    /// The outcome of a settled sequence number.
+    fn outcome(&self, seq: u64) -> Result<(), JournalError> {
+        let failed = self.failed.iter().any(|&(a, b)| (a..=b).contains(&seq));
+        if failed || seq <= self.failed_forgotten_through {
+            return Err(JournalError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Remembers a failed range, dropping the oldest past [`FAILED_RANGES_MAX`].
+    fn remember_failed(&mut self, first: u64, last: u64) {
+        if self.failed.len() == FAILED_RANGES_MAX {
+            if let Some((_, end)) = self.failed.pop_front() {
+                self.failed_forgotten_through = end;
+            }
+        }
+        self.failed.push_back((first, last));
+    }
+}
+
+/// A batch taken from the pending buffer.
+#[derive(Debug)]
+struct Batch {
+    /// Bytes of encoded records.
+    bytes: usize,
+    /// First sequence number in it.
+    first_seq: u64,
+    /// Last sequence number in it.
+    last_seq: u64,
+    /// How many records.
+    records: usize,
+}
+
+/// Why a batch was not made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// Not written (no space, or no new segment could be created); the journal is consistent.
+    NotStored,
+    /// A flush (or a write or truncation whose effect is unknown) failed: stop trusting it.
+    Poison,
+}
+
+/// What wakes the committer.
+enum Work {
+    /// A batch to flush, and its bytes.
+    Batch(Batch, Vec<u8>),
+    /// Time to check retention.
+    Tick,
+    /// The journal was closed and nothing is pending.
+    Closed,
+}
+
+/// The next piece of work; ticks only when retention is on.
+async fn next_work(journal: &Journal, retention_on: bool) -> Work {
+    let work = async {
+        match poll_fn(|cx| journal.poll_work(cx)).await {
+            Some((batch, bytes)) => Work::Batch(batch, bytes),
+            None => Work::Closed,
+        }
+    };
+    if !retention_on {
+        return work.await;
+    }
+    let tick = async {
+        glommio::timer::sleep(journal.options.retention_interval).await;
+        Work::Tick
+    };
+    futures_lite::future::or(work, tick).await
+}
+
+/// The committer: one per journal, until it is closed or poisoned.
+async fn commit_loop(journal: Rc<Journal>, writer: Writer) {
+    commit(&journal, writer).await;
+    journal.committer_stopped();
+}
+
+/// Flushes batches until the journal is closed or poisoned; consumes (and so closes) the writer.
+async fn commit(journal: &Journal, mut writer: Writer) {
+    let retention_on =
+        journal.options.retention_age.is_some() || journal.options.retention_bytes.is_some();
+    if retention_on {
+        writer.apply_retention(journal).await;
+    }
+    loop {
+        let (batch, bytes) = match next_work(journal, retention_on).await {
+            Work::Batch(batch, bytes) => (batch, bytes),
+            Work::Tick => {
+                writer.apply_retention(journal).await;
+                continue;
+            }
+            Work::Closed => break,
+        };
+        let rotations = writer.rotations;
+        let started = Instant::now();
+        let outcome = writer.write_batch(&batch, bytes).await;
+        journal.settle(&batch, outcome, started);
+        writer.fill_stats(&mut journal.state.borrow_mut().stats);
+        if outcome == Err(Failure::Poison) {
+            tracing::error!(dir = %writer.dir.display(), "journal poisoned: a flush failed; no more \
+                messages can be made durable until the process restarts and recovery runs");
+            return;
+        }
+        if retention_on && writer.rotations != rotations {
+            writer.apply_retention(journal).await;
+        }
+    }
+    writer.close().await;
+}
+
+/// The active segment.
+#[derive(Debug)]
+struct Active {
+    /// The open file.
+    file: BufferedFile,
+    /// Its path.
+    path: PathBuf,
+    /// The sequence number in its name.
+    first_seq: u64,
+    /// Its length: where the next batch goes.
+    len: u64,
+}
+
+/// The file side of the journal, owned by the committer.
+#[derive(Debug)]
+struct Writer {
+    /// The shard directory.
+    dir: PathBuf,
+    /// The shard directory, open for fsync after a segment is created.
+    dir_handle: Directory,
+    /// Segments are rotated before a batch would take them past this.
+    segment_bytes_max: u64,
+    /// How batches are made durable.
+    sync: SyncMode,
+    /// Closed segments, oldest first.
+    closed: VecDeque<SegmentInfo>,
+    /// The segment appended to (none before the first batch of a new journal).
+    active: Option<Active>,
+    /// Segments created so far (retention runs after each).
+    rotations: u64,
+    /// Segments deleted so far.
+    deleted: u64,
+    /// Injected faults (tests).
+    faults: Option<Rc<FaultPlan>>,
+    /// The exclusive lock on the shard directory, held while the writer lives.
+    _lock: recovery::DirLock,
+}
+
+impl Writer {
+    /// Opens the last recovered segment for appending; the others are closed.
+    async fn open(
+        options: &JournalOptions,
+        mut segments: Vec<SegmentInfo>,
+        lock: recovery::DirLock,
+    ) -> Result<Writer, OpenError> {
+        let glommio_error = |path: &std::path::Path, e: GlommioError<()>| OpenError::Io {
+            path: path.to_owned(),
+            source: e.into(),
+        };
+        let dir_handle = Directory::open(&options.dir)
+            .await
+            .map_err(|e| glommio_error(&options.dir, e))?;
+        let active = match segments.pop() {
+            Some(last) => {
+                let file = open_segment(&last.path, options.sync, false)
+                    .await
+                    .map_err(|e| glommio_error(&last.path, e))?;
+                Some(Active {
+                    file,
+                    first_seq: last.first_seq,
+                    len: last.bytes,
+                    path: last.path,
+                })
+            }
+            None => None,
+        };
+        Ok(Writer {
+            dir: options.dir.clone(),
+            dir_handle,
+            segment_bytes_max: options.segment_bytes_max,
+            sync: options.sync,
+            closed: segments.into(),
+            active,
+            rotations: 0,
+            deleted: 0,
+            faults: options.faults.clone(),
+            _lock: lock,
+        })
+    }
+
+    /// Writes and flushes one batch.
+    async fn write_batch(&mut self, batch: &Batch, bytes: Vec<u8>) -> Result<(), Failure> {
+        if let Some(faults) = &self.faults {
+            let delay = faults.flush_delay.get();
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+        }
+        let len = batch.bytes as u64;
+        let rotate = self.active.as_ref().is_none_or(|a| {
+            a.len > SEGMENT_HEADER_BYTES as u64 && a.len + len > self.segment_bytes_max
+        });
+        if rotate {
+            self.rotate(batch.first_seq).await?;
+        }
+        let Some(active) = self.active.as_mut() else {
+            return Err(Failure::NotStored);
+        };
+        let at = active.len;
+        let fault = self.faults.as_ref().is_some_and(|f| f.take_enospc());
+        let written = write_all(&active.file, bytes, at, fault).await;
+        if written != Ok(batch.bytes) {
+            return truncate_back(active, at, written).await;
+        }
+        active.len += len;
+        self.sync(batch).await
+    }
+
+    /// Makes what was written durable, per the sync mode.
+    async fn sync(&self, batch: &Batch) -> Result<(), Failure> {
+        if self.sync != SyncMode::Data {
+            return Ok(());
+        }
+        let Some(active) = self.active.as_ref() else {
+            return Err(Failure::Poison);
+        };
+        let injected = self.faults.as_ref().is_some_and(|f| f.take_failed_sync());
+        let result = if injected {
+            Err(std::io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            active.file.fdatasync().await.map_err(std::io::Error::from)
+        };
+        result.map_err(|error| {
+            tracing::error!(segment = %active.path.display(), first_seq = batch.first_seq,
+                %error, "journal fdatasync failed");
+            Failure::Poison
+        })
+    }
+
+    /// Closes the active segment and starts one named `first_seq`.
+    async fn rotate(&mut self, first_seq: u64) -> Result<(), Failure> {
+        if let Some(old) = self.active.take() {
+            self.closed.push_back(SegmentInfo {
+                first_seq: old.first_seq,
+                path: old.path,
+                bytes: old.len,
+                modified: SystemTime::now(),
+            });
+            if let Err(error) = old.file.close().await {
+                tracing::warn!(%error, "closing a journal segment failed");
+            }
+        }
+        let path = self.dir.join(segment::file_name(first_seq));
+        let file = open_segment(&path, self.sync, true).await.map_err(|error| {
+            tracing::warn!(segment = %path.display(), %error, "cannot create a journal segment");
+            Failure::NotStored
+        })?;
+        let header = segment::header(first_seq, micros(SystemTime::now())).to_vec();
+        if write_all(&file, header, 0, false).await != Ok(SEGMENT_HEADER_BYTES) {
+            tracing::warn!(segment = %path.display(), "cannot write a journal segment header");
+            let _ = file.remove().await;
+            return Err(Failure::NotStored);
+        }
+        // The new name must survive a crash as much as the records in it.
+        if let Err(error) = self.dir_handle.sync().await {
+            tracing::error!(dir = %self.dir.display(), %error, "journal directory fsync failed");
+            return Err(Failure::Poison);
+        }
+        self.rotations += 1;
+        self.active = Some(Active {
+            file,
+            path,
+            first_seq,
+            len: SEGMENT_HEADER_BYTES as u64,
+        });
+        Ok(())
+    }
+
+    /// Deletes the closed segments retention allows.
+    async fn apply_retention(&mut self, journal: &Journal) {
+        let (next_first, active_bytes) = match &self.active {
+            Some(a) => (a.first_seq, a.len),
+            None => (journal.next_seq(), 0),
+        };
+        let closed = self.closed.make_contiguous();
+        let count = retention::deletable(
+            closed,
+            next_first,
+            active_bytes,
+            journal.retention_bounds(),
+            SystemTime::now(),
+        );
+        for _ in 0..count {
+            let Some(segment) = self.closed.pop_front() else {
+                break;
+            };
+            if let Err(error) = glommio::io::remove(&segment.path).await {
+                tracing::warn!(segment = %segment.path.display(), %error,
+                    "retention could not delete a journal segment");
+                self.closed.push_front(segment);
+                break;
+            }
+            tracing::info!(segment = %segment.path.display(), "retention deleted a journal segment");
+            self.deleted += 1;
+        }
+        self.fill_stats(&mut journal.state.borrow_mut().stats);
+    }
+
+    /// Copies segment counts into `stats`.
+    fn fill_stats(&self, stats: &mut JournalStats) {
+        let active_bytes = self.active.as_ref().map_or(0, |a| a.len);
+        stats.segments = self.closed.len() + usize::from(self.active.is_some());
+        stats.segment_bytes = self.closed.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
+        stats.segments_deleted = self.deleted;
+    }
+
+    /// Closes the active segment.
+    async fn close(self) {
+        if let Some(active) = self.active {
+            if let Err(error) = active.file.close().await {
+                tracing::warn!(%error, "closing a journal segment failed");
+            }
+        }
+    }
+}
+
+/// Opens a segment for writing (`create`: a new, empty one).
+async fn open_segment(
+    path: &std::path::Path,
+    sync: SyncMode,
+    create: bool,
+) -> Result<BufferedFile, GlommioError<()>> {
+    let flags = if sync == SyncMode::Dsync {
+        libc::O_DSYNC
+    } else {
+        0
+    };
+    OpenOptions::new()
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .custom_flags(flags)
+        .buffered_open(path)
+        .await
+}
+
+/// Writes `bytes` at `at`; the bytes written, or the OS error. With `fault`, writes half of
+/// them and reports ENOSPC, as a disk filling up mid-write does.
+async fn write_all(
+    file: &BufferedFile,
+    mut bytes: Vec<u8>,
+    at: u64,
+    fault: bool,
+) -> Result<usize, i32> {
+    if fault {
+        bytes.truncate(bytes.len() / 2);
+        let _ = file.write_at(bytes, at).await;
+        return Err(libc::ENOSPC);
+    }
+    file.write_at(bytes, at).await.map_err(|e| os_error(&e))
+}
+
+/// After a failed or short write: cut the segment back to `at` (its last good record) so the
+/// tail stays clean, and fail the batch.
+async fn truncate_back(
+    active: &Active,
+    at: u64,
+    written: Result<usize, i32>,
+) -> Result<(), Failure> {
+    let no_space = matches!(
+        written,
+        Ok(_) | Err(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+    );
+    if let Err(error) = active.file.truncate(at).await {
+        tracing::error!(segment = %active.path.display(), %error,
+            "cannot truncate a journal segment after a failed write");
+        return Err(Failure::Poison);
+    }
+    if no_space {
+        tracing::warn!(segment = %active.path.display(), "journal write failed: no space left");
+        return Err(Failure::NotStored);
+    }
+    tracing::error!(segment = %active.path.display(), errno = written.err(),
+        "journal write failed");
+    Err(Failure::Poison)
+}
+
+/// The OS error number of a glommio error (EIO when it carries none).
+fn os_error(error: &GlommioError<()>) -> i32 {
+    let code = match error {
+        GlommioError::IoError(e) | GlommioError::EnhancedIoError { source: e, .. } => {
+            e.raw_os_error()
+        }
+        _ => None,
+    };
+    code.unwrap_or(libc::EIO)
+}
