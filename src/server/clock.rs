@@ -32,6 +32,14 @@ pub fn unix_seconds_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The current time as microseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_micros_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 fn write_digits(out: &mut [u8], mut value: u64) {
     for byte in out.iter_mut().rev() {
         *byte = b'0' + (value % 10) as u8;

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Instant;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -15,7 +16,11 @@ use tracing::{debug, info, warn};
 use crate::limits::{READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES};
 use crate::mllp::{Decoded, Decoder, FrameError};
 
-use super::respond::Response;
+use crate::hl7::Message;
+use crate::journal::{Append, DedupKey, JournalError, RecordRef};
+
+use super::clock;
+use super::respond::Verdict;
 use super::shard::{Shard, WakerSlot};
 
 /// Why a connection ended. Logged once at close.
@@ -46,6 +51,8 @@ struct Counts {
     frames: u64,
     /// Frames rejected (AR).
     rejected: u64,
+    /// Messages the journal could not store (AE).
+    not_stored: u64,
     /// Bytes read.
     bytes_in: u64,
     /// Bytes written.
@@ -68,6 +75,10 @@ struct Connection {
     out: Vec<u8>,
     /// Frame decoder.
     decoder: Decoder,
+    /// Frames of the current read and their verdicts, answered together.
+    frames: Vec<Frame>,
+    /// The peer's address (journaled with each message).
+    peer: Option<SocketAddr>,
     /// When the open frame's start block arrived.
     frame_started: Option<Instant>,
     /// Counters.
@@ -86,10 +97,12 @@ pub async fn serve(shard: &Shard, mut stream: TcpStream, id: u64, slot: &WakerSl
         buf_bytes_max: frame_bytes_max + READ_BUFFER_SLACK_BYTES,
         out: Vec::new(),
         decoder: Decoder::new(frame_bytes_max),
+        frames: Vec::new(),
+        peer,
         frame_started: None,
         counts: Counts::default(),
     };
-    let close = conn.run(shard, &mut stream, slot).await;
+    let close = conn.run(shard, id, &mut stream, slot).await;
     log_close(shard, id, peer, &conn, close);
 }
 
@@ -103,7 +116,7 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
     macro_rules! close_event {
         ($level:ident) => {
             $level!(shard = shard.index, conn = id, peer = ?peer, reason = ?close,
-                frames = c.frames, rejected = c.rejected, bytes_in = c.bytes_in,
+                frames = c.frames, rejected = c.rejected, not_stored = c.not_stored, bytes_in = c.bytes_in,
                 bytes_out = c.bytes_out, reads = c.reads, writes = c.writes, noise_bytes = stats.noise_bytes,
                 abandoned_frames = stats.abandoned_frames, "connection closed")
         };
@@ -116,7 +129,13 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
 }
 
 impl Connection {
-    async fn run(&mut self, shard: &Shard, stream: &mut TcpStream, slot: &WakerSlot) -> Close {
+    async fn run(
+        &mut self,
+        shard: &Shard,
+        id: u64,
+        stream: &mut TcpStream,
+        slot: &WakerSlot,
+    ) -> Close {
         loop {
             let in_frame = self.decoder.in_frame();
             if shard.draining() && !in_frame {
@@ -130,7 +149,7 @@ impl Connection {
             self.filled += n;
             self.counts.bytes_in += n as u64;
             self.counts.reads += 1;
-            let frame_error = self.answer_frames(shard);
+            let frame_error = self.answer_frames(shard, id).await;
             if !self.out.is_empty() {
                 if let Err(close) = self.write(shard, stream).await {
                     return close;
@@ -180,28 +199,29 @@ impl Connection {
         })
     }
 
-    /// Decodes every complete frame in the buffer and appends its answer to `out`.
-    fn answer_frames(&mut self, shard: &Shard) -> Option<FrameError> {
-        shard.refresh_clock();
-        let mut responder = shard.responder.borrow_mut();
+    /// Decodes every complete frame of the buffer, stores the good ones in the shard's journal,
+    /// waits until they are durable (one group commit usually covers them all), and appends the
+    /// answers, in frame order, to `out`.
+    async fn answer_frames(&mut self, shard: &Shard, id: u64) -> Option<FrameError> {
+        let received = clock::unix_micros_now();
         let mut pos = 0;
         let mut completed = false;
         let error = loop {
             let window = &self.buf[pos..self.filled];
             match self.decoder.decode(window) {
                 Decoded::Frame { payload, consumed } => {
-                    let response = responder.respond(&window[payload], &mut self.out);
-                    self.counts.frames += 1;
-                    if let Response::Rejected(error) = response {
-                        self.counts.rejected += 1;
-                        debug!(
-                            shard = shard.index,
-                            code = error.code().as_u16(),
-                            offset = error.offset,
-                            reason = error.text(),
-                            "frame rejected"
-                        );
-                    }
+                    let range = pos + payload.start..pos + payload.end;
+                    let record = Origin {
+                        connection_id: id,
+                        peer: self.peer,
+                        received,
+                    };
+                    let (verdict, seq) = admit(shard, &self.buf[range.clone()], &record).await;
+                    self.frames.push(Frame {
+                        range,
+                        verdict,
+                        seq,
+                    });
                     pos += consumed;
                     completed = true;
                 }
@@ -216,9 +236,38 @@ impl Connection {
                 }
             }
         };
+        settle(shard, &mut self.frames).await;
+        self.respond(shard);
         self.consume(pos);
         self.track_frame_start(completed);
         error
+    }
+
+    /// Appends the answers of the frames of this read to `out`.
+    fn respond(&mut self, shard: &Shard) {
+        shard.refresh_clock();
+        let mut responder = shard.responder.borrow_mut();
+        for frame in self.frames.drain(..) {
+            responder.respond(&self.buf[frame.range], frame.verdict, &mut self.out);
+            self.counts.frames += 1;
+            match frame.verdict {
+                Verdict::Accepted => {}
+                Verdict::Rejected(error) => {
+                    self.counts.rejected += 1;
+                    debug!(
+                        shard = shard.index,
+                        code = error.code().as_u16(),
+                        offset = error.offset,
+                        reason = error.text(),
+                        "frame rejected"
+                    );
+                }
+                Verdict::NotStored(error) => {
+                    self.counts.not_stored += 1;
+                    debug!(shard = shard.index, ?error, "message not stored");
+                }
+            }
+        }
     }
 
     fn track_frame_start(&mut self, completed_a_frame: bool) {
@@ -279,5 +328,74 @@ impl Connection {
         if self.out.capacity() > READ_BUFFER_BYTES_INITIAL * 8 {
             self.out = Vec::new();
         }
+    }
+}
+
+/// A frame of the current read: where its payload is, and what was decided.
+#[derive(Debug)]
+struct Frame {
+    /// The payload's offsets in the read buffer.
+    range: Range<usize>,
+    /// The verdict so far.
+    verdict: Verdict,
+    /// The journal sequence number to wait for before answering, if any.
+    seq: Option<u64>,
+}
+
+/// Where and when a frame came from, as journaled.
+struct Origin {
+    /// The connection's id within its shard.
+    connection_id: u64,
+    /// The peer's address.
+    peer: Option<SocketAddr>,
+    /// When the read that completed the frame returned, in µs since the Unix epoch.
+    received: u64,
+}
+
+/// Parses a payload and, when it is a message, appends it to the shard's journal. Returns the
+/// verdict and the sequence number to wait for (none with ACK_AFTER=receipt).
+async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Verdict, Option<u64>) {
+    let message = match Message::parse(payload, shard.responder.borrow().parse_options()) {
+        Ok(message) => message,
+        Err(error) => return (Verdict::Rejected(error), None),
+    };
+    let record = RecordRef {
+        receive_time_unix_micros: origin.received,
+        connection_id: origin.connection_id,
+        peer: origin.peer,
+        payload,
+        dedup_key: Some(DedupKey::of(&message)),
+    };
+    let appended = loop {
+        match shard.journal.append(&record) {
+            Err(JournalError::BatchFull) => shard.journal.wait_room().await,
+            other => break other,
+        }
+    };
+    match appended {
+        Ok(append) if shard.waits_for_journal() => (Verdict::Accepted, Some(append_seq(append))),
+        Ok(_) => (Verdict::Accepted, None),
+        Err(error) => (Verdict::NotStored(error), None),
+    }
+}
+
+fn append_seq(append: Append) -> u64 {
+    match append {
+        Append::Stored(seq) | Append::Duplicate(seq) => seq,
+    }
+}
+
+/// Waits until every journaled frame of this read is durable (or failed). Records of one read
+/// are appended back to back, so the first wait usually covers all of them.
+async fn settle(shard: &Shard, frames: &mut [Frame]) {
+    for frame in frames.iter_mut() {
+        if let Some(seq) = frame.seq.take() {
+            if let Err(error) = shard.journal.wait_durable(seq).await {
+                frame.verdict = Verdict::NotStored(error);
+            }
+        }
+    }
+    if shard.journal.is_poisoned() {
+        shard.fail("journal flush failed; the journal can no longer be trusted");
     }
 }

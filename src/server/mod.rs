@@ -15,10 +15,9 @@ mod respond;
 mod shard;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use tracing::{error, info, warn};
@@ -26,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 
 pub use clock::format_timestamp;
-pub use respond::{Responder, Response};
+pub use respond::{Responder, Verdict};
 
 /// Memory glommio registers per shard for file IO. Sockets do not use it; the journal will
 /// (its issue sizes this). Kept small so several shards fit in an 8 MiB RLIMIT_MEMLOCK.
@@ -55,15 +54,21 @@ pub enum ServerError {
     /// The drain did not finish within DRAIN_TIMEOUT, or a second signal cut it short.
     #[error("shutdown: {0}")]
     Shutdown(String),
+    /// A shard failed in a way that must restart the process (a poisoned journal); the
+    /// server drained first.
+    #[error("fatal: {0}")]
+    Fatal(String),
     /// Any other start-up or runtime failure.
     #[error("{0}")]
     Other(String),
 }
 
 /// What the main thread waits for.
-enum Event {
+pub(crate) enum Event {
     /// SIGTERM or SIGINT.
     Signal(i32),
+    /// A shard failed in a way that must end the process (a poisoned journal).
+    Fatal(String),
     /// Every shard has finished; the strings are the failures.
     ShardsDone(Vec<String>),
 }
@@ -94,6 +99,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         draining: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
         start_unix_seconds: clock::unix_seconds_now(),
+        events: std::sync::Mutex::new(events_tx.clone()),
         config,
     });
     start_shards(&shared, &shard_cpus, events_tx)?;
@@ -141,10 +147,7 @@ fn start_shards(
     .io_memory(SHARD_IO_MEMORY_BYTES)
     .on_all_shards(move || {
         let index = next_index.fetch_add(1, Ordering::Relaxed);
-        async move {
-            let shard = Rc::new(shard::Shard::new(index, shard_shared));
-            shard::run(shard, bound_tx).await;
-        }
+        shard::run(index, shard_shared, bound_tx)
     })
     .map_err(|e| ServerError::Other(format!("cannot start shards: {e}")))?;
     std::thread::Builder::new()
@@ -178,46 +181,73 @@ fn wait_for_shutdown(
     shared: &shard::Shared,
     events: &mpsc::Receiver<Event>,
 ) -> Result<(), ServerError> {
+    let mut fatal = None;
     match events.recv() {
         Ok(Event::Signal(signal)) => {
             info!(signal, delay = ?shared.config.pre_shutdown_delay,
                 "shutdown requested; serving until PRE_SHUTDOWN_DELAY ends");
+            match wait(events, shared.config.pre_shutdown_delay) {
+                Wake::Quiet => {}
+                Wake::Signal => return Err(second_signal()),
+                Wake::Fatal(reason) => fatal = Some(reason),
+                Wake::Done(failures) => return shards_done(failures),
+            }
         }
+        Ok(Event::Fatal(reason)) => fatal = Some(reason),
         Ok(Event::ShardsDone(failures)) => return shards_done(failures),
         Err(_) => return Err(ServerError::Other("event channel closed".to_owned())),
     }
-    if let Some(result) = wait_events(events, shared.config.pre_shutdown_delay) {
-        return result;
-    }
     info!(timeout = ?shared.config.drain_timeout, "draining: no new connections");
     shared.draining.store(true, Ordering::Release);
-    match wait_events(events, shared.config.drain_timeout) {
-        Some(result) => result,
-        None => {
-            error!(timeout = ?shared.config.drain_timeout, "drain did not finish in time");
-            Err(ServerError::Shutdown(
-                "DRAIN_TIMEOUT passed with connections open".to_owned(),
-            ))
+    let deadline = Instant::now() + shared.config.drain_timeout;
+    loop {
+        match wait(events, deadline.saturating_duration_since(Instant::now())) {
+            Wake::Quiet => {
+                error!(timeout = ?shared.config.drain_timeout, "drain did not finish in time");
+                let reason = "DRAIN_TIMEOUT passed with connections open".to_owned();
+                return Err(ServerError::Shutdown(reason));
+            }
+            Wake::Signal => return Err(second_signal()),
+            Wake::Fatal(reason) => {
+                fatal.get_or_insert(reason);
+            }
+            Wake::Done(failures) => {
+                return match fatal {
+                    Some(reason) => Err(ServerError::Fatal(reason)),
+                    None => shards_done(failures),
+                };
+            }
         }
     }
 }
 
-/// Waits up to `period`: `None` when it passed quietly, else how `run` ends.
-fn wait_events(
-    events: &mpsc::Receiver<Event>,
-    period: Duration,
-) -> Option<Result<(), ServerError>> {
+/// What ended a wait of the main thread.
+enum Wake {
+    /// The period passed.
+    Quiet,
+    /// Another signal.
+    Signal,
+    /// A shard reported a fatal failure.
+    Fatal(String),
+    /// Every shard finished.
+    Done(Vec<String>),
+}
+
+fn wait(events: &mpsc::Receiver<Event>, period: Duration) -> Wake {
     match events.recv_timeout(period) {
-        Ok(Event::Signal(signal)) => {
-            warn!(signal, "second signal; exiting without finishing the drain");
-            Some(Err(ServerError::Shutdown("second signal".to_owned())))
-        }
-        Ok(Event::ShardsDone(failures)) => Some(shards_done(failures)),
-        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Ok(Event::Signal(_)) => Wake::Signal,
+        Ok(Event::Fatal(reason)) => Wake::Fatal(reason),
+        Ok(Event::ShardsDone(failures)) => Wake::Done(failures),
+        Err(mpsc::RecvTimeoutError::Timeout) => Wake::Quiet,
         Err(mpsc::RecvTimeoutError::Disconnected) => {
-            Some(Err(ServerError::Other("event channel closed".to_owned())))
+            Wake::Done(vec!["event channel closed".to_owned()])
         }
     }
+}
+
+fn second_signal() -> ServerError {
+    warn!("second signal; exiting without finishing the drain");
+    ServerError::Shutdown("second signal".to_owned())
 }
 
 fn shards_done(failures: Vec<String>) -> Result<(), ServerError> {

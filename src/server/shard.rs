@@ -16,10 +16,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{AckAfter, Config};
 use crate::hl7::ParseOptions;
+use crate::journal::{Journal, JournalOptions};
 
 use super::clock::{self, ControlIds};
 use super::connection;
@@ -47,6 +48,18 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Process start time, for ACK control ids.
     pub start_unix_seconds: u64,
+    /// Where a shard reports a failure that must end the process (after a drain).
+    pub events: std::sync::Mutex<std::sync::mpsc::Sender<super::Event>>,
+}
+
+impl Shared {
+    /// Reports a failure that must end the process: the main thread drains every shard and
+    /// exits non-zero, so the supervisor restarts mllpd and recovery runs.
+    pub fn fail(&self, reason: String) {
+        if let Ok(events) = self.events.lock() {
+            let _ = events.send(super::Event::Fatal(reason));
+        }
+    }
 }
 
 /// Per-shard counters (a later metrics endpoint reads them).
@@ -106,6 +119,10 @@ pub struct Shard {
     pub responder: RefCell<Responder>,
     /// Last second the responder's timestamp was set for.
     clock_second: Cell<u64>,
+    /// The shard's journal.
+    pub journal: Rc<Journal>,
+    /// Whether a fatal failure was already reported.
+    failed: Cell<bool>,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -115,7 +132,7 @@ const ACCEPTOR_WAITER: u64 = 0;
 
 impl Shard {
     /// A shard with the given index.
-    pub fn new(index: usize, shared: Arc<Shared>) -> Self {
+    pub fn new(index: usize, shared: Arc<Shared>, journal: Rc<Journal>) -> Self {
         let parse_options = ParseOptions {
             default_charset: shared.config.default_charset,
         };
@@ -129,6 +146,8 @@ impl Shard {
             next_connection: Cell::new(0),
             responder: RefCell::new(Responder::new(parse_options, control_ids)),
             clock_second: Cell::new(u64::MAX),
+            journal,
+            failed: Cell::new(false),
             stats: ShardStats::default(),
             shared,
         }
@@ -137,6 +156,19 @@ impl Shard {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Whether ACKs wait for the journal's flush (ACK_AFTER=journal).
+    pub fn waits_for_journal(&self) -> bool {
+        self.shared.config.ack_after == AckAfter::Journal
+    }
+
+    /// Reports a failure that must end the process, once per shard.
+    pub fn fail(&self, reason: &str) {
+        if !self.failed.replace(true) {
+            error!(shard = self.index, reason, "fatal: draining and exiting");
+            self.shared.fail(format!("shard {}: {reason}", self.index));
+        }
     }
 
     /// Whether the shard is draining (no new frames are waited for between frames).
@@ -206,20 +238,50 @@ impl Future for DrainSignal<'_> {
     }
 }
 
-/// Runs one shard until it has drained. `bound` is told once the listener is bound.
-pub async fn run(shard: Rc<Shard>, bound: std::sync::mpsc::Sender<Result<usize, String>>) {
-    let config = shard.config();
-    let listener = match listener::listen(shard.shared.listen_addr, config.keep_alive_period) {
-        Ok(listener) => listener,
+/// Runs shard `index` until it has drained: opens its journal (recovery), binds its listener,
+/// serves, drains, closes the journal. `bound` is told once the shard serves, or why not.
+pub async fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    bound: std::sync::mpsc::Sender<Result<usize, String>>,
+) {
+    let config = &shared.config;
+    let (journal, recovery) = match Journal::open(JournalOptions::from_config(config, index)).await
+    {
+        Ok(opened) => opened,
         Err(e) => {
-            let _ = bound.send(Err(format!("shard {}: cannot bind: {e}", shard.index)));
+            let _ = bound.send(Err(format!("shard {index}: cannot open the journal: {e}")));
             return;
         }
     };
-    let _ = bound.send(Ok(shard.index));
+    info!(
+        shard = index,
+        segments = recovery.segments,
+        next_seq = recovery.next_seq,
+        truncated_bytes = recovery.truncated_bytes,
+        dedup_keys = recovery.dedup_keys,
+        "journal recovered"
+    );
+    let listener = match listener::listen(shared.listen_addr, config.keep_alive_period) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = bound.send(Err(format!("shard {index}: cannot bind: {e}")));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(index, shared.clone(), journal));
+    let _ = bound.send(Ok(index));
     let watcher = glommio::spawn_local(watch_shutdown(shard.clone()));
     accept_loop(&shard, &listener).await;
     drop(listener);
+    wait_connections_closed(&shard).await;
+    watcher.cancel().await;
+    if let Err(e) = shard.journal.close().await {
+        warn!(shard = index, error = ?e, "journal close failed");
+    }
+}
+
+async fn wait_connections_closed(shard: &Shard) {
     let pending = shard.open.get();
     if pending > 0 {
         info!(
@@ -237,7 +299,6 @@ pub async fn run(shard: Rc<Shard>, bound: std::sync::mpsc::Sender<Result<usize, 
         }
     })
     .await;
-    watcher.cancel().await;
 }
 
 async fn watch_shutdown(shard: Rc<Shard>) {
