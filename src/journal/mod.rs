@@ -176,6 +176,7 @@ impl JournalOptions {
             dedup_window: config.dedup_window,
             retention_age: config.retention_age,
             retention_bytes: config.retention_bytes,
+            faults: FaultPlan::from_env().map(Rc::new),
             ..JournalOptions::new(shard_dir(&config.data_dir, shard))
         }
     }
