@@ -142,6 +142,11 @@ fn run_thread(plan: &Plan, shared: &Arc<Shared>, thread: usize) -> Stats {
             }
         }
     });
+    // Stay alive (and so in /proc/PID/task) until the CPU sampler has its end sample.
+    let give_up = Instant::now() + Duration::from_secs(2);
+    while !shared.end_sampled.load(Ordering::Relaxed) && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     stats
 }
 

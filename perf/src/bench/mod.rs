@@ -88,6 +88,9 @@ pub struct Shared {
     pub done: AtomicBool,
     /// Set by the driver once every connection has ended (sampler and progress bar stop).
     pub finished: AtomicBool,
+    /// Set by the CPU sampler after its last sample: generator threads wait for it before
+    /// exiting, because an exited thread's CPU time leaves `/proc/PID/task`.
+    pub end_sampled: AtomicBool,
     /// Nanoseconds from `measure_start` to the moment the count bound was reached.
     pub done_at_ns: AtomicU64,
     /// ACKs recorded inside the window, all connections (for the count bound and progress).
@@ -110,6 +113,7 @@ impl Shared {
             count: plan.count,
             done: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            end_sampled: AtomicBool::new(false),
             done_at_ns: AtomicU64::new(0),
             measured: AtomicU64::new(0),
             acked: AtomicU64::new(0),

@@ -235,10 +235,9 @@ fn spawn_sampler(
         };
         sleep_until(shared.measure_start, &shared);
         let (s0, c0) = sample();
-        while Instant::now() < shared.measure_end && !shared.over() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        sleep_until(shared.measure_end, &shared);
         let (s1, c1) = sample();
+        shared.end_sampled.store(true, Ordering::Relaxed);
         let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
         CpuWindow {
             server_ns: delta(s0, s1),
@@ -249,7 +248,8 @@ fn spawn_sampler(
 
 fn sleep_until(when: Instant, shared: &Shared) {
     while Instant::now() < when && !shared.over() {
-        std::thread::sleep((when - Instant::now()).min(Duration::from_millis(5)));
+        // Short naps: the count bound may end the window early.
+        std::thread::sleep((when - Instant::now()).min(Duration::from_millis(1)));
     }
 }
 
