@@ -5,12 +5,14 @@
 # CPU $CLIENT_CPU. Every server is first checked for correct ACKs (mllp-bench --check): a
 # server that answers wrongly is reported as wrong and not timed. Then, per connection count,
 # a closed-loop run (one message in flight per connection) records msgs/s, latency and the
-# server's CPU time per message (from /proc/PID/task/*/schedstat over the measured window).
+# server's CPU time per message (from /proc/PID/task/*/schedstat over the measured window);
+# mllpd and the floors also run open loop at one fixed rate (equal offered load).
 # Last, mllpd with 1 and 2 shards at 64 connections, nothing pinned (the scaling note).
 #
 # Writes perf/results/<UTC date-time>.{json,md,svg}; raw runs stay in perf/results/tmp/.
 # Environment: DURATION (5s), WARMUP (1s), CONNS ("1 16 64 256"), SERVERS (all; e.g.
-# "floor-uring mllpd"), MLLPD_BIN (default: this checkout's release build), SKIP_SCALING=1.
+# "floor-uring mllpd"), OPEN_RATE (20000) and OPEN_CONNS ("16 64") for the equal-load runs of
+# mllpd and the floors, MLLPD_BIN (default: this checkout's release build), SKIP_SCALING=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,6 +23,8 @@ CONNS=${CONNS:-"1 16 64 256"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-27575}
+OPEN_RATE=${OPEN_RATE:-20000}
+OPEN_CONNS=${OPEN_CONNS:-"16 64"}
 ALL_SERVERS="mllpd-receipt mllpd-journal floor-glommio floor-uring floor-tokio python-hl7 medplum"
 SERVERS=${SERVERS:-$ALL_SERVERS}
 
@@ -102,15 +106,16 @@ stop_server() {
   done
 }
 
-# bench NAME CONNS CLIENT_PIN_ARGS...: one timed run into $RAW/NAME__CONNS.json.
+# bench NAME CONNS EXTRA_ARGS...: one timed run into $RAW/NAME__CONNS.json (NAME__open-CONNS
+# when $KEY_PREFIX=open-).
 bench() {
   local name=$1 conns=$2; shift 2
-  local out=$RAW/${name}__${conns}.json
+  local out=$RAW/${name}__${KEY_PREFIX:-}${conns}.json
   if "$BENCH" -a 127.0.0.1:$PORT -c "$conns" -d "$DURATION" --warmup "$WARMUP" \
       --server-pid "$SERVER_PID" --label "$LABEL" --json --no-progress "$@" >"$out" 2>"$RAW/${name}__${conns}.err"; then
-    jq -r '"  \(.connections) conns: \(.msgs_per_s|floor) msgs/s, p50 \(.latency.p50_us) us, p99 \(.latency.p99_us) us, server \(.server_cpu_us_per_msg*100|round/100) us/msg"' "$out"
+    jq -r '"  \(.mode) \(.connections) conns: \(.msgs_per_s|floor) msgs/s, p50 \(.latency.p50_us) us, p99 \(.latency.p99_us) us, server \(.server_cpu_us_per_msg*100|round/100) us/msg"' "$out"
   else
-    echo "  $conns conns: FAILED (mismatches or errors): $(jq -c '{mismatches, mismatch_kinds, errors, lost, error_samples}' "$out" 2>/dev/null || cat "$RAW/${name}__${conns}.err")"
+    echo "  ${KEY_PREFIX:-}$conns conns: FAILED (mismatches or errors): $(jq -c '{mismatches, mismatch_kinds, errors, lost, error_samples}' "$out" 2>/dev/null || cat "$RAW/${name}__${conns}.err")"
   fi
 }
 
@@ -131,6 +136,14 @@ for name in $SERVERS; do
   for conns in $CONNS; do
     bench "$name" "$conns" --cpu "$CLIENT_CPU"
   done
+  # Equal offered load: in a closed loop a slower server batches more per wakeup and so looks
+  # cheaper per message; at a fixed rate every fast server does the same work per second.
+  case $name in
+    mllpd-*|floor-*)
+      for conns in $OPEN_CONNS; do
+        KEY_PREFIX=open- bench "$name" "$conns" --cpu "$CLIENT_CPU" --mode open --rate "$OPEN_RATE"
+      done ;;
+  esac
   stop_server
 done
 
@@ -139,11 +152,13 @@ if [ "${SKIP_SCALING:-0}" != 1 ]; then
     name=mllpd-shards-$shards
     echo "== $name (64 connections, server and generator unpinned)"
     start_server "$name" ""
-    "$BENCH" -a 127.0.0.1:$PORT --check --connect-timeout 30s --label "$LABEL" >/dev/null ||
+    "$BENCH" -a 127.0.0.1:$PORT --check --json --connect-timeout 30s --label "$LABEL" \
+      >"$RAW/${name}__check.json" ||
       { echo "  WRONG ACKs"; stop_server; continue; }
     bench "$name" 64 --threads 2
     stop_server
-    # Connections per shard, from the shards' own "connection opened" log lines.
+    # Connections per shard, from the shards' own "connection opened" log lines (the 4 of
+    # --check included).
     sed 's/\x1b\[[0-9;]*m//g' "$RAW/$name.log" | grep 'connection opened' |
       grep -o 'shard=[0-9]*' | sort | uniq -c | awk '{printf "  %s: %s connections\n", $2, $1}' |
       tee "$RAW/${name}__spread.txt"

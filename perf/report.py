@@ -24,7 +24,7 @@ def load(raw):
     for path in sorted(raw.glob("*__*.json")):
         name, key = path.stem.split("__", 1)
         entry = servers.setdefault(name, {"server": name, "label": name, "check": None,
-                                          "runs": {}})
+                                          "runs": {}, "open": {}})
         try:
             data = json.loads(path.read_text() or "{}")
         except json.JSONDecodeError:
@@ -33,6 +33,8 @@ def load(raw):
             entry["check"] = ("skipped" if data.get("skipped") else data.get("check", "fail"))
             entry["check_steps"] = data.get("steps")
             entry["label"] = data.get("label", name)
+        elif key.startswith("open-"):
+            entry["open"][int(key[5:])] = data
         else:
             entry["runs"][int(key)] = data
             entry["label"] = data.get("label", entry["label"])
@@ -49,13 +51,13 @@ def ok(run):
         and run.get("errors", 1) == 0
 
 
-def cpu(server, conns):
-    run = server["runs"].get(conns) if server else None
+def cpu(server, conns, kind="runs"):
+    run = server[kind].get(conns) if server else None
     return run.get("server_cpu_us_per_msg") if ok(run) else None
 
 
-def rate(server, conns):
-    run = server["runs"].get(conns) if server else None
+def rate(server, conns, kind="runs"):
+    run = server[kind].get(conns) if server else None
     return run.get("msgs_per_s") if ok(run) else None
 
 
@@ -72,10 +74,17 @@ def ratios(servers):
             "floor": best, "ratio": cpu(mllpd, conns) / best_cpu, "goal": "<= 1.15"}
         out[f"receipt_rate_vs_best_floor_{conns}"] = {
             "floor": best, "ratio": rate(mllpd, conns) / rate(by[best], conns), "goal": ">= 0.9"}
-    g, u = cpu(by.get("floor-glommio"), 64), cpu(by.get("floor-uring"), 64)
-    if g and u:
-        out["uring_floor_cpu_saving_vs_glommio_floor_64"] = {
-            "saving": 1 - u / g, "rule": ">= 0.15 means: give shards a batched io_uring path"}
+    for conns in (16, 64):
+        floors = [(cpu(by.get(f), conns, "open"), f) for f in FLOORS if cpu(by.get(f), conns, "open")]
+        if floors and cpu(mllpd, conns, "open"):
+            best_cpu, best = min(floors)
+            out[f"receipt_cpu_vs_best_floor_{conns}_equal_load"] = {
+                "floor": best, "ratio": cpu(mllpd, conns, "open") / best_cpu, "goal": "<= 1.15"}
+    for kind, suffix in (("runs", "closed"), ("open", "equal_load")):
+        g, u = cpu(by.get("floor-glommio"), 64, kind), cpu(by.get("floor-uring"), 64, kind)
+        if g and u:
+            out[f"uring_floor_cpu_saving_vs_glommio_floor_64_{suffix}"] = {
+                "saving": 1 - u / g, "rule": ">= 0.15: give shards a batched io_uring path"}
     j = rate(by.get("mllpd-journal"), 64)
     if j and rate(mllpd, 64):
         out["journal_rate_vs_receipt_64"] = {"ratio": j / rate(mllpd, 64), "goal": ">= 0.7"}
@@ -121,6 +130,24 @@ def markdown(servers, result):
                 f"{fmt(lat['p99_us'], 1)} | {fmt(run.get('server_cpu_us_per_msg'), 2)} | "
                 f"{fmt((run.get('server_cpu_util') or 0) * 100)}% | "
                 f"{fmt((run.get('client_cpu_util') or 0) * 100)}% |")
+    opened = [s for s in servers if s.get("open")]
+    if opened:
+        rate_offered = next(iter(opened[0]["open"].values())).get("rate")
+        lines += ["", f"## Equal offered load: open loop, {fmt(rate_offered)} msgs/s in total", "",
+                  "Latency from each message's intended send time (no coordinated omission; the "
+                  "generator's 1 ms timer adds up to ~1 ms).", "",
+                  "| server | conns | msgs/s | p50 µs | p99 µs | server CPU µs/msg | server core use |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for s in opened:
+            for c, run in sorted(s["open"].items()):
+                if not ok(run):
+                    lines.append(f"| {s['label']} | {c} | **failed** | | | | |")
+                    continue
+                lat = run["latency"]
+                lines.append(
+                    f"| {s['label']} | {c} | {fmt(run['msgs_per_s'])} | {fmt(lat['p50_us'], 1)} | "
+                    f"{fmt(lat['p99_us'], 1)} | {fmt(run.get('server_cpu_us_per_msg'), 2)} | "
+                    f"{fmt((run.get('server_cpu_util') or 0) * 100)}% |")
     lines += ["", "## Ratios", ""]
     for key, value in result["ratios"].items():
         number = value.get("ratio", value.get("saving"))
@@ -196,7 +223,8 @@ def main():
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                     "loadavg": (raw / "loadavg_start.txt").read_text().strip()
                     if (raw / "loadavg_start.txt").exists() else "?"},
-        "servers": [dict(s, runs={str(k): v for k, v in sorted(s["runs"].items())})
+        "servers": [dict(s, runs={str(k): v for k, v in sorted(s["runs"].items())},
+                         open={str(k): v for k, v in sorted(s["open"].items())})
                     for s in servers],
     }
     result["ratios"] = ratios(servers)
