@@ -1,0 +1,452 @@
+//! One connection's sending and ACK checking, and the threads that drive all connections.
+//!
+//! Invariant: `inflight` holds (sequence, time) of every message written and not yet
+//! answered, oldest first; an ACK always settles the oldest.
+
+use super::{control_id, Mode, Plan, Shared};
+use crate::floor::next_frame;
+use crate::message::Template;
+use crate::verify::{check_ack, Mismatch};
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Mismatch kinds, in the order of [`Stats::mismatches`].
+pub const MISMATCH_KINDS: [Mismatch; 6] = [
+    Mismatch::NotHl7,
+    Mismatch::NotAck,
+    Mismatch::NoMsa,
+    Mismatch::Code,
+    Mismatch::ControlId,
+    Mismatch::Unsolicited,
+];
+
+/// What one connection (or, merged, the whole run) saw.
+#[derive(Debug)]
+pub struct Stats {
+    /// Latency of measured ACKs, nanoseconds.
+    pub hist: Histogram<u64>,
+    /// Messages written (warmup included).
+    pub sent: u64,
+    /// Correct ACKs inside the measured window.
+    pub measured: u64,
+    /// Mismatched ACKs by kind (index as in [`MISMATCH_KINDS`]), warmup included.
+    pub mismatches: [u64; 6],
+    /// Connections that failed (connect, read, write, closed by the server).
+    pub errors: u64,
+    /// Messages never answered (in flight when the connection ended or the drain timed out).
+    pub lost: u64,
+    /// The first few error texts.
+    pub error_samples: Vec<String>,
+}
+
+impl Stats {
+    /// Empty stats.
+    pub fn new() -> Stats {
+        Stats {
+            hist: Histogram::new_with_bounds(1, 120_000_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            sent: 0,
+            measured: 0,
+            mismatches: [0; 6],
+            errors: 0,
+            lost: 0,
+            error_samples: Vec::new(),
+        }
+    }
+
+    /// Adds another connection's stats.
+    pub fn merge(&mut self, other: Stats) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.sent += other.sent;
+        self.measured += other.measured;
+        for (a, b) in self.mismatches.iter_mut().zip(other.mismatches) {
+            *a += b;
+        }
+        self.errors += other.errors;
+        self.lost += other.lost;
+        for e in other.error_samples {
+            if self.error_samples.len() < 5 {
+                self.error_samples.push(e);
+            }
+        }
+    }
+
+    fn error(&mut self, text: String) {
+        self.errors += 1;
+        if self.error_samples.len() < 5 {
+            self.error_samples.push(text);
+        }
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+/// Runs the plan on `plan.threads` pinned threads and returns the merged stats.
+pub fn run(plan: &Plan, shared: &Arc<Shared>) -> Stats {
+    let mut handles = Vec::new();
+    for thread in 0..plan.threads {
+        let plan = plan.clone();
+        let shared = shared.clone();
+        handles.push(std::thread::spawn(move || {
+            run_thread(&plan, &shared, thread)
+        }));
+    }
+    let mut total = Stats::new();
+    for handle in handles {
+        match handle.join() {
+            Ok(stats) => total.merge(stats),
+            Err(_) => total.error("generator thread panicked".to_owned()),
+        }
+    }
+    total
+}
+
+fn run_thread(plan: &Plan, shared: &Arc<Shared>, thread: usize) -> Stats {
+    if let Some(&cpu) = plan.cpus.get(thread % plan.cpus.len().max(1)) {
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    let mut stats = Stats::new();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            stats.error(format!("tokio runtime: {e}"));
+            return stats;
+        }
+    };
+    let conns: Vec<usize> = (thread..plan.connections).step_by(plan.threads).collect();
+    // A LocalSet: connection tasks share Cells between their read and write halves.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .map(|conn| tokio::task::spawn_local(connection(plan.clone(), shared.clone(), conn)))
+            .collect();
+        for task in tasks {
+            match task.await {
+                Ok(s) => stats.merge(s),
+                Err(e) => stats.error(format!("connection task: {e}")),
+            }
+        }
+    });
+    // Stay alive (and so in /proc/PID/task) until the CPU sampler has its end sample.
+    let give_up = Instant::now() + Duration::from_secs(2);
+    while !shared.end_sampled.load(Ordering::Relaxed) && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stats
+}
+
+async fn connect(plan: &Plan) -> std::io::Result<TcpStream> {
+    let deadline = Instant::now() + plan.connect_timeout;
+    loop {
+        match TcpStream::connect(plan.addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// One connection from connect to drain.
+async fn connection(plan: Plan, shared: Arc<Shared>, conn: usize) -> Stats {
+    let mut stats = Stats::new();
+    let stream = match connect(&plan).await {
+        Ok(s) => s,
+        Err(e) => {
+            stats.error(format!("connect {}: {e}", plan.addr));
+            return stats;
+        }
+    };
+    let sender = Sender::new(&plan, conn);
+    match plan.mode {
+        Mode::Window { depth } => window_loop(stream, &shared, sender, depth, &mut stats).await,
+        Mode::Open { rate } => {
+            let per_conn = rate / plan.connections as f64;
+            open_loop(
+                stream,
+                &shared,
+                sender,
+                per_conn,
+                plan.drain_timeout,
+                &mut stats,
+            )
+            .await
+        }
+    }
+    stats
+}
+
+/// Builds the frames of one connection: unique control ids, templates rotated.
+struct Sender {
+    /// The run's templates.
+    templates: Arc<Vec<Template>>,
+    /// Accepted MSA-1 codes.
+    accepted_codes: Arc<Vec<Vec<u8>>>,
+    /// Run tag (first part of the control id).
+    run_tag: u32,
+    /// Connection number (second part).
+    conn: u32,
+    /// Next sequence number (third part); a Cell so the open loop's reader can check ACKs
+    /// while its writer pushes.
+    next_seq: Cell<u64>,
+    /// How long to wait for the last ACKs.
+    drain_timeout: Duration,
+}
+
+impl Sender {
+    fn new(plan: &Plan, conn: usize) -> Sender {
+        Sender {
+            templates: plan.templates.clone(),
+            accepted_codes: plan.accepted_codes.clone(),
+            run_tag: plan.run_tag,
+            conn: u32::try_from(conn).unwrap_or(u32::MAX),
+            next_seq: Cell::new(0),
+            drain_timeout: plan.drain_timeout,
+        }
+    }
+
+    /// Appends the next message to `out`; returns its sequence number.
+    fn push(&self, out: &mut Vec<u8>) -> u64 {
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let mut id = [0u8; 32];
+        let len = control_id(self.run_tag, self.conn, seq, &mut id);
+        let n = self.templates.len();
+        let template = &self.templates[((seq as usize) + self.conn as usize) % n];
+        template.write_frame(&id[..len], out);
+        seq
+    }
+
+    /// Checks an ACK payload against message `seq`.
+    fn check(&self, payload: &[u8], seq: u64) -> Result<(), Mismatch> {
+        let mut id = [0u8; 32];
+        let len = control_id(self.run_tag, self.conn, seq, &mut id);
+        check_ack(payload, &id[..len], &self.accepted_codes, false)
+    }
+}
+
+/// Settles every complete ACK in `buf[..filled]` against `inflight`; returns bytes consumed
+/// and how many ACKs were settled.
+fn settle(
+    buf: &[u8],
+    inflight: &mut VecDeque<(u64, Instant)>,
+    sender: &Sender,
+    shared: &Shared,
+    now: Instant,
+    stats: &mut Stats,
+) -> (usize, u64) {
+    let mut used = 0;
+    let mut settled = 0;
+    let mut measured = 0;
+    let in_window = shared.in_window(now);
+    while let Some((payload, consumed)) = next_frame(&buf[used..]) {
+        let payload = &buf[used + payload.start..used + payload.end];
+        used += consumed;
+        settled += 1;
+        let result = match inflight.pop_front() {
+            Some((seq, sent)) => sender.check(payload, seq).map(|()| sent),
+            None => Err(Mismatch::Unsolicited),
+        };
+        match result {
+            Ok(sent) if in_window => {
+                let ns = now.saturating_duration_since(sent).as_nanos();
+                stats
+                    .hist
+                    .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+                measured += 1;
+            }
+            Ok(_) => {}
+            Err(kind) => {
+                let index = MISMATCH_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+                stats.mismatches[index] += 1;
+                shared.mismatches.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if measured > 0 {
+        stats.measured += measured;
+        shared.add_measured(measured, now);
+    }
+    shared.acked.fetch_add(settled, Ordering::Relaxed);
+    (used, settled)
+}
+
+/// Reads more bytes into `buf[*filled..]`, compacting/growing first. `Ok(false)` on EOF.
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    filled: &mut usize,
+) -> std::io::Result<bool> {
+    if *filled == buf.len() {
+        buf.resize(buf.len() * 2, 0);
+    }
+    let n = reader.read(&mut buf[*filled..]).await?;
+    *filled += n;
+    Ok(n > 0)
+}
+
+fn consume(buf: &mut [u8], filled: &mut usize, used: usize) {
+    buf.copy_within(used..*filled, 0);
+    *filled -= used;
+}
+
+/// Closed loop (depth 1) or pipelined (depth D): each settled ACK releases one new message;
+/// all new messages of one read go out in one write.
+async fn window_loop(
+    mut stream: TcpStream,
+    shared: &Shared,
+    sender: Sender,
+    depth: usize,
+    stats: &mut Stats,
+) {
+    let mut inflight = VecDeque::with_capacity(depth);
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    let mut to_send = depth as u64;
+    loop {
+        let now = Instant::now();
+        if !shared.stopping(now) {
+            for _ in 0..to_send {
+                inflight.push_back((sender.push(&mut out), now));
+            }
+            stats.sent += to_send;
+        }
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out).await {
+                stats.lost += inflight.len() as u64;
+                return stats.error(format!("write: {e}"));
+            }
+            out.clear();
+        }
+        if inflight.is_empty() {
+            return;
+        }
+        let read = tokio::time::timeout(
+            sender.drain_timeout,
+            read_more(&mut stream, &mut buf, &mut filled),
+        );
+        match read.await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return lose(stats, &inflight, "server closed the connection"),
+            Ok(Err(e)) => return lose(stats, &inflight, &format!("read: {e}")),
+            Err(_) => return lose(stats, &inflight, "no ACK within the drain timeout"),
+        }
+        let (used, settled) = settle(
+            &buf[..filled],
+            &mut inflight,
+            &sender,
+            shared,
+            Instant::now(),
+            stats,
+        );
+        consume(&mut buf, &mut filled, used);
+        to_send = settled;
+    }
+}
+
+fn lose(stats: &mut Stats, inflight: &VecDeque<(u64, Instant)>, why: &str) {
+    stats.lost += inflight.len() as u64;
+    stats.error(why.to_owned());
+}
+
+/// Open loop: message k of this connection is due at `start + k / rate`; whatever is due is
+/// written at once (one write), whether or not earlier messages were answered. Latency runs
+/// from the due time, so a slow server cannot hide behind a sender that waited for it.
+async fn open_loop(
+    mut stream: TcpStream,
+    shared: &Shared,
+    sender: Sender,
+    rate: f64,
+    drain_timeout: Duration,
+    stats: &mut Stats,
+) {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    let inflight = RefCell::new(VecDeque::new());
+    let writer_done = Cell::new(false);
+    let sent = Cell::new(0u64);
+    let (mut reader, mut writer) = stream.split();
+    let start = Instant::now();
+    let write_side = async {
+        let mut out = Vec::with_capacity(4096);
+        let mut next_due = start;
+        let mut result = Ok(());
+        loop {
+            let now = Instant::now();
+            if shared.stopping(now) {
+                break;
+            }
+            while next_due <= now {
+                let seq = sender.push(&mut out);
+                inflight.borrow_mut().push_back((seq, next_due));
+                sent.set(sent.get() + 1);
+                next_due += interval;
+            }
+            if let Err(e) = writer.write_all(&out).await {
+                result = Err(format!("write: {e}"));
+                break;
+            }
+            out.clear();
+            tokio::time::sleep_until(next_due.into()).await;
+        }
+        writer_done.set(true);
+        result
+    };
+    let read_side = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut filled = 0;
+        let mut local = Stats::new();
+        let mut idle_since = Instant::now();
+        loop {
+            if writer_done.get() && inflight.borrow().is_empty() {
+                return (local, Ok(()));
+            }
+            let read = tokio::time::timeout(
+                Duration::from_millis(50),
+                read_more(&mut reader, &mut buf, &mut filled),
+            );
+            match read.await {
+                Ok(Ok(true)) => idle_since = Instant::now(),
+                Ok(Ok(false)) => return (local, Err("server closed the connection".to_owned())),
+                Ok(Err(e)) => return (local, Err(format!("read: {e}"))),
+                Err(_) if writer_done.get() && idle_since.elapsed() > drain_timeout => {
+                    return (local, Err("no ACK within the drain timeout".to_owned()))
+                }
+                Err(_) => continue,
+            }
+            let now = Instant::now();
+            let (used, _) = settle(
+                &buf[..filled],
+                &mut inflight.borrow_mut(),
+                &sender,
+                shared,
+                now,
+                &mut local,
+            );
+            consume(&mut buf, &mut filled, used);
+        }
+    };
+    let (write_result, (local, read_result)) = tokio::join!(write_side, read_side);
+    stats.merge(local);
+    stats.sent += sent.get();
+    if let Err(e) = read_result.and(write_result) {
+        lose(stats, &inflight.borrow(), &e);
+    }
+}
