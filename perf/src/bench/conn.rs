@@ -404,7 +404,15 @@ async fn open_loop(
                 break;
             }
             out.clear();
-            tokio::time::sleep_until(next_due.into()).await;
+            // tokio's timer has 1 ms ticks; sleeping to the due time would send up to 1 ms
+            // late and in bursts. Sleep to 1 ms before it, then yield (a busy generator core,
+            // but on its own core, and the latency measured is the server's).
+            let wait = next_due.saturating_duration_since(Instant::now());
+            if wait > Duration::from_millis(2) {
+                tokio::time::sleep_until((next_due - Duration::from_millis(1)).into()).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
         }
         writer_done.set(true);
         result
