@@ -74,6 +74,13 @@ def ratios(servers):
             "floor": best, "ratio": cpu(mllpd, conns) / best_cpu, "goal": "<= 1.15"}
         out[f"receipt_rate_vs_best_floor_{conns}"] = {
             "floor": best, "ratio": rate(mllpd, conns) / rate(by[best], conns), "goal": ">= 0.9"}
+    # Same runtime as mllpd: what mllpd's own work costs above its runtime's floor.
+    for kind, suffix in (("runs", "closed"), ("open", "equal_load")):
+        for conns in (16, 64):
+            g = cpu(by.get("floor-glommio"), conns, kind)
+            if g and cpu(mllpd, conns, kind):
+                out[f"receipt_cpu_vs_glommio_floor_{conns}_{suffix}"] = {
+                    "ratio": cpu(mllpd, conns, kind) / g}
     for conns in (16, 64):
         floors = [(cpu(by.get(f), conns, "open"), f) for f in FLOORS if cpu(by.get(f), conns, "open")]
         if floors and cpu(mllpd, conns, "open"):
