@@ -378,75 +378,112 @@ async fn open_loop(
     drain_timeout: Duration,
     stats: &mut Stats,
 ) {
+    let side = OpenSide {
+        shared,
+        sender: &sender,
+        inflight: RefCell::new(VecDeque::new()),
+        writer_done: Cell::new(false),
+        sent: Cell::new(0),
+    };
     let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-    let inflight = RefCell::new(VecDeque::new());
-    let writer_done = Cell::new(false);
-    let sent = Cell::new(0u64);
-    let (mut reader, mut writer) = stream.split();
-    let start = Instant::now();
-    let write_side = async {
-        let mut out = Vec::with_capacity(4096);
-        let mut next_due = start;
-        let mut result = Ok(());
-        loop {
-            let now = Instant::now();
-            if shared.stopping(now) {
-                break;
-            }
-            while next_due <= now {
-                let seq = sender.push(&mut out);
-                inflight.borrow_mut().push_back((seq, next_due));
-                sent.set(sent.get() + 1);
-                next_due += interval;
-            }
-            if let Err(e) = writer.write_all(&out).await {
-                result = Err(format!("write: {e}"));
-                break;
-            }
-            out.clear();
-            tokio::time::sleep_until(next_due.into()).await;
-        }
-        writer_done.set(true);
-        result
-    };
-    let read_side = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut filled = 0;
-        let mut local = Stats::new();
-        let mut idle_since = Instant::now();
-        loop {
-            if writer_done.get() && inflight.borrow().is_empty() {
-                return (local, Ok(()));
-            }
-            let read = tokio::time::timeout(
-                Duration::from_millis(50),
-                read_more(&mut reader, &mut buf, &mut filled),
-            );
-            match read.await {
-                Ok(Ok(true)) => idle_since = Instant::now(),
-                Ok(Ok(false)) => return (local, Err("server closed the connection".to_owned())),
-                Ok(Err(e)) => return (local, Err(format!("read: {e}"))),
-                Err(_) if writer_done.get() && idle_since.elapsed() > drain_timeout => {
-                    return (local, Err("no ACK within the drain timeout".to_owned()))
-                }
-                Err(_) => continue,
-            }
-            let now = Instant::now();
-            let (used, _) = settle(
-                &buf[..filled],
-                &mut inflight.borrow_mut(),
-                &sender,
-                shared,
-                now,
-                &mut local,
-            );
-            consume(&mut buf, &mut filled, used);
-        }
-    };
-    let (write_result, (local, read_result)) = tokio::join!(write_side, read_side);
+    let (reader, writer) = stream.split();
+    let (write_result, (local, read_result)) = tokio::join!(
+        open_writer(&side, writer, interval),
+        open_reader(&side, reader, drain_timeout)
+    );
     stats.merge(local);
-    stats.sent += sent.get();
+    stats.sent += side.sent.get();
     if let Err(e) = read_result.and(write_result) {
-        lose(stats, &inflight.borrow(), &e);
+        lose(stats, &side.inflight.borrow(), &e);
+    }
+}
+
+/// State shared by the two halves of an open-loop connection (one task, so Cells suffice).
+struct OpenSide<'a> {
+    /// Run-wide clock and counters.
+    shared: &'a Shared,
+    /// Frames and ACK checks of this connection.
+    sender: &'a Sender,
+    /// Messages written and not yet answered, with their due times.
+    inflight: RefCell<VecDeque<(u64, Instant)>>,
+    /// The writer has stopped; the reader ends once `inflight` is empty.
+    writer_done: Cell<bool>,
+    /// Messages written.
+    sent: Cell<u64>,
+}
+
+async fn open_writer(
+    side: &OpenSide<'_>,
+    mut writer: tokio::net::tcp::WriteHalf<'_>,
+    interval: Duration,
+) -> Result<(), String> {
+    let mut out = Vec::with_capacity(4096);
+    let mut next_due = Instant::now();
+    let mut result = Ok(());
+    while !side.shared.stopping(Instant::now()) {
+        let now = Instant::now();
+        while next_due <= now {
+            let seq = side.sender.push(&mut out);
+            side.inflight.borrow_mut().push_back((seq, next_due));
+            side.sent.set(side.sent.get() + 1);
+            next_due += interval;
+        }
+        if let Err(e) = writer.write_all(&out).await {
+            result = Err(format!("write: {e}"));
+            break;
+        }
+        out.clear();
+        // tokio's timer has 1 ms ticks; sleeping to the due time would send up to 1 ms
+        // late and in bursts. Sleep to 1 ms before it, then yield (a busy generator core,
+        // but on its own core, and the latency measured is the server's).
+        let wait = next_due.saturating_duration_since(Instant::now());
+        if wait > Duration::from_millis(2) {
+            tokio::time::sleep_until((next_due - Duration::from_millis(1)).into()).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+    side.writer_done.set(true);
+    result
+}
+
+async fn open_reader(
+    side: &OpenSide<'_>,
+    mut reader: tokio::net::tcp::ReadHalf<'_>,
+    drain_timeout: Duration,
+) -> (Stats, Result<(), String>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    let mut local = Stats::new();
+    let mut idle_since = Instant::now();
+    loop {
+        if side.writer_done.get() && side.inflight.borrow().is_empty() {
+            return (local, Ok(()));
+        }
+        // A bounded wait: the writer may finish while nothing is in flight.
+        let read = tokio::time::timeout(
+            Duration::from_millis(50),
+            read_more(&mut reader, &mut buf, &mut filled),
+        );
+        match read.await {
+            Ok(Ok(true)) => idle_since = Instant::now(),
+            Ok(Ok(false)) => return (local, Err("server closed the connection".to_owned())),
+            Ok(Err(e)) => return (local, Err(format!("read: {e}"))),
+            Err(_) if side.writer_done.get() && idle_since.elapsed() > drain_timeout => {
+                return (local, Err("no ACK within the drain timeout".to_owned()))
+            }
+            Err(_) => continue,
+        }
+        let mut inflight = side.inflight.borrow_mut();
+        let (used, _) = settle(
+            &buf[..filled],
+            &mut inflight,
+            side.sender,
+            side.shared,
+            Instant::now(),
+            &mut local,
+        );
+        drop(inflight);
+        consume(&mut buf, &mut filled, used);
     }
 }
