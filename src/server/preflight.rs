@@ -27,21 +27,44 @@ fn check_memlock() -> Result<(), ServerError> {
 }
 
 fn check_io_uring() -> Result<(), ServerError> {
-    match io_uring::IoUring::new(4) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let hint = match e.raw_os_error() {
-                Some(libc::ENOSYS) => "the kernel has no io_uring (Linux 5.8 or later is needed)",
-                Some(libc::EPERM) => {
-                    "io_uring is blocked: check the sysctl kernel.io_uring_disabled (must be 0, \
-                     or 1 with this user in kernel.io_uring_group) and the container's seccomp \
-                     profile (docker: --security-opt seccomp=unconfined or a profile allowing \
-                     io_uring_setup/io_uring_enter/io_uring_register)"
-                }
-                Some(libc::ENOMEM) => "not enough locked memory for an io_uring: raise `ulimit -l`",
-                _ => "io_uring_setup failed",
-            };
-            Err(ServerError::IoUringUnavailable(format!("{hint} ({e})")))
+    io_uring::IoUring::new(4)
+        .map(drop)
+        .map_err(|e| ServerError::IoUringUnavailable(explain_io_uring_error(&e)))
+}
+
+/// What an io_uring_setup failure means for the operator, and how to fix it.
+fn explain_io_uring_error(error: &std::io::Error) -> String {
+    let hint = match error.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel has no io_uring (Linux 5.8 or later is needed)",
+        Some(libc::EPERM) => {
+            "io_uring is blocked: check the sysctl kernel.io_uring_disabled (must be 0, or 1 \
+             with this user in kernel.io_uring_group) and the container's seccomp profile \
+             (docker: --security-opt seccomp=unconfined or a profile allowing \
+             io_uring_setup/io_uring_enter/io_uring_register)"
         }
+        Some(libc::ENOMEM) => "not enough locked memory for an io_uring: raise `ulimit -l`",
+        _ => "io_uring_setup failed",
+    };
+    format!("{hint} ({error})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_uring_errors_name_the_cause_and_the_fix() {
+        let text = |errno| explain_io_uring_error(&std::io::Error::from_raw_os_error(errno));
+        assert!(text(libc::ENOSYS).contains("Linux 5.8"));
+        let blocked = text(libc::EPERM);
+        assert!(blocked.contains("kernel.io_uring_disabled") && blocked.contains("seccomp"));
+        assert!(text(libc::ENOMEM).contains("ulimit -l"));
+        assert!(text(libc::EINVAL).starts_with("io_uring_setup failed"));
+    }
+
+    #[test]
+    fn this_machine_passes_the_checks() {
+        // The test suite runs the server; a failure here explains every other failure.
+        assert!(check().is_ok(), "{:?}", check());
     }
 }

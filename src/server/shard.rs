@@ -280,9 +280,16 @@ pub async fn run(
         warn!(shard = index, error = ?e, "journal close failed");
     }
     let stats = shard.journal.stats();
-    info!(shard = index, flushes = stats.flushes, records_flushed = stats.records_flushed,
-        bytes_flushed = stats.bytes_flushed, batches_failed = stats.batches_failed,
-        duplicates = stats.duplicates, last_seq = stats.last_seq, "journal closed");
+    info!(
+        shard = index,
+        flushes = stats.flushes,
+        records_flushed = stats.records_flushed,
+        bytes_flushed = stats.bytes_flushed,
+        batches_failed = stats.batches_failed,
+        duplicates = stats.duplicates,
+        last_seq = stats.last_seq,
+        "journal closed"
+    );
 }
 
 async fn wait_connections_closed(shard: &Shard) {
