@@ -613,3 +613,24 @@ fn too_little_locked_memory_is_reported_at_start() {
     assert!(stderr.contains("RLIMIT_MEMLOCK"), "{stderr}");
     assert!(stderr.contains("ulimit -l"), "says how to fix it: {stderr}");
 }
+
+#[test]
+fn embedded_defaults_serve_from_a_fresh_directory() {
+    // README's first command: no settings at all, DATA_DIR relative to the working directory.
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mllpd"));
+    command.current_dir(cwd.path());
+    // LISTEN_ADDR only moves the port off 2575 so tests can run side by side.
+    let server = Server::start_with(command, &[("DATA_DIR", "./mllpd-data")]);
+    let mut client = server.connect();
+    client.send_message(&adt("DEFAULT-1"));
+    let ack = client.read_ack();
+    assert_eq!(
+        (ack.code().as_str(), ack.control_id().as_str()),
+        ("AA", "DEFAULT-1")
+    );
+    assert!(
+        cwd.path().join("mllpd-data/shard-0").is_dir(),
+        "journal under ./mllpd-data"
+    );
+}

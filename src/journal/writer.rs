@@ -84,8 +84,14 @@ impl Journal {
     ///
     /// # Panics
     /// If a bound in `options` is zero, or a segment could not hold a header.
-    pub async fn open(options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
+    pub async fn open(mut options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
         assert!(options.segment_bytes_max > SEGMENT_HEADER_BYTES as u64);
+        // glommio opens files and directories with io_uring's openat and a relative path fails
+        // there with EBADF (`./mllpd-data`, the default DATA_DIR): work with absolute paths.
+        options.dir = std::path::absolute(&options.dir).map_err(|source| OpenError::Io {
+            path: options.dir.clone(),
+            source,
+        })?;
         assert!(options.batch_bytes_max > 0 && options.batch_records_max > 0);
         let lock = recovery::lock(&options.dir)?;
         let recovered = recovery::recover(&options, SystemTime::now())?;
