@@ -177,6 +177,13 @@ impl JournalOptions {
             retention_age: config.retention_age,
             retention_bytes: config.retention_bytes,
             faults: FaultPlan::from_env().map(Rc::new),
+            // ACK_AFTER=receipt promises no durability wait, so nothing waits for a flush:
+            // records are written (a crash of mllpd loses none of them, the page cache has
+            // them) but not fdatasync'ed (an OS crash or power loss may).
+            sync: match config.ack_after {
+                crate::config::AckAfter::Journal => SyncMode::Data,
+                crate::config::AckAfter::Receipt => SyncMode::Disabled,
+            },
             ..JournalOptions::new(shard_dir(&config.data_dir, shard))
         }
     }
