@@ -224,6 +224,10 @@ fn frame_at_max_frame_size_is_accepted_and_one_byte_more_closes() {
         &["connection closed", "FrameTooLarge"],
         Duration::from_secs(5),
     );
+    server.wait_log(
+        &["frame rejected", "frames_too_large_total=1"],
+        Duration::from_secs(5),
+    );
 }
 
 #[test]

@@ -231,7 +231,10 @@ impl Connection {
                 }
                 Decoded::Error { error, consumed } => {
                     pos += consumed;
-                    warn!(shard = shard.index, %error, "frame rejected; closing connection");
+                    let total = &shard.stats.frames_too_large;
+                    total.set(total.get() + 1);
+                    warn!(shard = shard.index, %error, frames_too_large_total = total.get(),
+                        "frame rejected; closing connection");
                     break Some(error);
                 }
             }

@@ -71,6 +71,8 @@ pub struct ShardStats {
     pub connections_refused: Cell<u64>,
     /// Accept calls that failed (EMFILE, ENFILE, ENOBUFS, …).
     pub accept_errors: Cell<u64>,
+    /// Connections closed because a frame exceeded MAX_FRAME_SIZE.
+    pub frames_too_large: Cell<u64>,
 }
 
 /// A slot for one task's waker, woken when the shard starts draining.
