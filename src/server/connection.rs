@@ -1,6 +1,7 @@
-//! The per-connection driver: read into a bounded buffer, decode every complete frame, answer
-//! each, and write all answers of one read with one write. Pipelined frames are answered in
-//! order. Deadlines: IDLE_TIMEOUT between frames, FRAME_TIMEOUT from a frame's start block (not
+//! The per-connection driver: read into a bounded buffer, decode every complete frame, parse it
+//! and append the good ones to the shard's journal, wait for the group commit that covers them
+//! (ACK_AFTER=journal), then write all answers of one read, in frame order, with one write.
+//! The read buffer is not touched while the answers are pending: verdicts hold offsets into it. Deadlines: IDLE_TIMEOUT between frames, FRAME_TIMEOUT from a frame's start block (not
 //! reset by each byte), WRITE_TIMEOUT for the write of a batch. The buffer grows only while a
 //! frame needs it, up to MAX_FRAME_SIZE + `limits::READ_BUFFER_SLACK_BYTES`.
 
@@ -13,11 +14,10 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::limits::{READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES};
-use crate::mllp::{Decoded, Decoder, FrameError};
-
 use crate::hl7::Message;
 use crate::journal::{Append, DedupKey, JournalError, RecordRef};
+use crate::limits::{READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES};
+use crate::mllp::{Decoded, Decoder, FrameError};
 
 use super::clock;
 use super::respond::Verdict;
