@@ -4,9 +4,14 @@
 //! and error, and each ACK must re-parse with the sender's delimiters, echo MSH-10 in MSA-2,
 //! carry the MSA-1 code an independent reading of §2.9 expects, swap MSH-3/4 with MSH-5/6, and
 //! hold exactly the segments MSH, MSA (and ERR when one is due). Input that does not parse gets
-//! the best-effort AR, which must re-parse with MSA-1 `AR` and an empty MSA-2.
+//! the best-effort AR, which must re-parse with MSA-1 `AR` and an empty MSA-2; and the
+//! rejection the server sends (`build_rejection`), which must re-parse, use the sender's
+//! delimiters and echo MSH-10 whenever MSH is readable, and fall back to the best-effort AR
+//! otherwise.
 
-use crate::ack::{build, build_unparsed, AckError, AckOutcome, AckRequest, Disposition, Severity};
+use crate::ack::{
+    build, build_rejection, build_unparsed, AckError, AckOutcome, AckRequest, Disposition, Severity,
+};
 use crate::hl7::{Delimiters, Message, ParseError, ParseOptions, Path};
 
 /// MSH-7 of every ACK built here.
@@ -163,6 +168,7 @@ fn acknowledge_unparsed(data: &[u8], error: &ParseError) {
         timestamp: TIMESTAMP,
         control_id: ACK_CONTROL_ID,
     };
+    acknowledge_rejected(data, &request);
     let mut out = Vec::new();
     let bytes = build_unparsed(&request, &mut out);
     assert_eq!(bytes, out.len(), "reported ACK size");
@@ -177,4 +183,45 @@ fn acknowledge_unparsed(data: &[u8], error: &ParseError) {
     );
     assert_eq!(field(&parsed, "MSA-1"), b"AR", "MSA-1");
     assert_eq!(field(&parsed, "MSA-2"), b"", "MSA-2 empty");
+}
+
+/// The server's answer to input that failed to parse.
+fn acknowledge_rejected(data: &[u8], request: &AckRequest<'_>) {
+    let mut out = Vec::new();
+    if build_rejection(data, request, &mut out) == AckOutcome::Suppressed {
+        assert!(out.is_empty(), "a suppressed rejection writes nothing");
+        return;
+    }
+    let parsed = match Message::parse(&out, &ParseOptions::default()) {
+        Ok(parsed) => parsed,
+        Err(error) => panic!("rejection does not re-parse: {error}"),
+    };
+    let code = field(&parsed, "MSA-1");
+    match Message::parse_header(data) {
+        Ok(header) => {
+            assert_eq!(
+                parsed.delimiters(),
+                header.delimiters(),
+                "sender's delimiters"
+            );
+            assert_eq!(
+                field(&parsed, "MSA-2"),
+                header.control_id(),
+                "MSA-2 = MSH-10"
+            );
+            assert!(code == b"AR" || code == b"CR", "MSA-1 {code:?}");
+        }
+        Err(_) => {
+            assert_eq!(
+                parsed.delimiters(),
+                &Delimiters::default(),
+                "default delimiters"
+            );
+            assert_eq!(
+                (code, field(&parsed, "MSA-2")),
+                (&b"AR"[..], &b""[..]),
+                "fallback AR"
+            );
+        }
+    }
 }
