@@ -39,15 +39,17 @@ impl Default for Delimiters {
 /// Whether `byte` may serve as a delimiter. CR and LF end segments (§2.5.4); letters and digits
 /// are refused because escape sequences (§2.7: `\F\`, `\X0D\` …) are made of them, so a
 /// letter delimiter would make an escaped value ambiguous.
+/// The full stop is refused too: MSH-12 is required and always reads `2.n`, so a message
+/// whose delimiters include `.` could never carry a valid version (nor could its ACK).
 fn usable_as_delimiter(byte: u8) -> bool {
-    byte != b'\r' && byte != b'\n' && !byte.is_ascii_alphanumeric()
+    byte != b'\r' && byte != b'\n' && byte != b'.' && !byte.is_ascii_alphanumeric()
 }
 
 impl Delimiters {
     /// The delimiters declared by MSH-1 (`field`) and MSH-2 (`encoding`: component,
     /// repetition, escape, subcomponent and, from v2.7, truncation). `None` when MSH-2 has
-    /// fewer than 4 or more than 5 characters, a character repeats, or one is CR, LF, a letter
-    /// or a digit.
+    /// fewer than 4 or more than 5 characters, a character repeats, or one is CR, LF, `.`, a
+    /// letter or a digit.
     pub fn from_msh(field: u8, encoding: &[u8]) -> Option<Delimiters> {
         if !(4..=5).contains(&encoding.len()) {
             return None;
@@ -178,6 +180,11 @@ mod tests {
         );
         assert_eq!(Delimiters::from_msh(b'|', b"^~\n&"), None, "LF escape");
         assert_eq!(Delimiters::from_msh(b'|', b"^~\\A"), None, "letter");
+        assert_eq!(
+            Delimiters::from_msh(b'|', b"^.\\&"),
+            None,
+            "full stop: breaks MSH-12"
+        );
     }
 
     #[test]
