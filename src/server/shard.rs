@@ -336,7 +336,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
         .await;
         match accepted {
             None => break,
-            Some(Ok(stream)) => admit(shard, stream, &mut last_log),
+            Some(Ok(stream)) => admit_connection(shard, stream, &mut last_log),
             Some(Err(e)) => {
                 shard
                     .stats
@@ -352,7 +352,11 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
     shard.waiters.borrow_mut().remove(&ACCEPTOR_WAITER);
 }
 
-fn admit(shard: &Rc<Shard>, stream: glommio::net::TcpStream, last_log: &mut Option<Instant>) {
+fn admit_connection(
+    shard: &Rc<Shard>,
+    stream: glommio::net::TcpStream,
+    last_log: &mut Option<Instant>,
+) {
     let max = shard.config().connections_max;
     let before = shard.shared.connections.fetch_add(1, Ordering::AcqRel);
     if before >= max {
