@@ -240,15 +240,15 @@ impl Connection {
             }
         };
         settle(shard, &mut self.frames).await;
-        self.respond(shard);
+        self.respond(shard, received);
         self.consume(pos);
         self.track_frame_start(completed);
         error
     }
 
     /// Appends the answers of the frames of this read to `out`.
-    fn respond(&mut self, shard: &Shard) {
-        shard.refresh_clock();
+    fn respond(&mut self, shard: &Shard, now_unix_micros: u64) {
+        shard.refresh_clock(now_unix_micros);
         let mut responder = shard.responder.borrow_mut();
         for frame in self.frames.drain(..) {
             responder.respond(&self.buf[frame.range], frame.verdict, &mut self.out);

@@ -183,9 +183,10 @@ impl Shard {
         DrainSignal { shard: self, slot }
     }
 
-    /// Refreshes the ACK timestamp when the wall-clock second changed.
-    pub fn refresh_clock(&self) {
-        let now = clock::unix_seconds_now();
+    /// Refreshes the ACK timestamp when the wall-clock second changed; `now_unix_micros` is
+    /// the clock reading the caller already took for the read (one clock read per read).
+    pub fn refresh_clock(&self, now_unix_micros: u64) {
+        let now = now_unix_micros / 1_000_000;
         if now != self.clock_second.get() {
             self.clock_second.set(now);
             self.responder
