@@ -425,6 +425,16 @@ fn sigterm_drains_a_message_in_flight_and_exits_zero() {
         idle.closed_within(Duration::from_secs(5)),
         "idle connection closed by the drain"
     );
+    // While the frame in flight keeps the server alive, it no longer listens: a new connection
+    // is refused, so a load balancer sends it elsewhere.
+    let refused_by = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(server.addr).is_ok() {
+        assert!(
+            Instant::now() < refused_by,
+            "still listening while draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     busy.send(tail);
     let ack = busy.read_ack();
     assert_eq!(

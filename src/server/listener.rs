@@ -35,14 +35,39 @@ pub fn bind(addr: SocketAddr, keep_alive_period: Duration) -> std::io::Result<So
     Ok(socket)
 }
 
+/// A shard's listening socket: the glommio listener it accepts on, and a second descriptor of the
+/// same socket with which the shard stops listening the moment it starts to drain.
+pub struct Listener {
+    pub accept: glommio::net::TcpListener,
+    control: Socket,
+}
+
+impl Listener {
+    /// Stops listening now: later connection attempts are refused (RST) and any still queued in
+    /// the backlog are reset, so a load balancer or sender moves on to another instance instead
+    /// of waiting on a socket nobody will accept from. Dropping the glommio listener is not
+    /// enough: the accept glommio left submitted in io_uring holds the socket open, and it keeps
+    /// completing handshakes until the ring is torn down, which the kernel does asynchronously
+    /// even after the process has exited. `shutdown(SHUT_RD)` on a listening socket moves it to
+    /// CLOSE at once and fails that pending accept.
+    pub fn stop(&self) {
+        // ENOTCONN can be reported on some kernels even though the socket did stop listening;
+        // nothing else can fail on a valid listening socket.
+        if let Err(e) = self.control.shutdown(std::net::Shutdown::Read) {
+            tracing::debug!(error = %e, "listener shutdown");
+        }
+    }
+}
+
 /// A glommio listener for this shard on `addr` (a concrete port).
-pub fn listen(
-    addr: SocketAddr,
-    keep_alive_period: Duration,
-) -> std::io::Result<glommio::net::TcpListener> {
+pub fn listen(addr: SocketAddr, keep_alive_period: Duration) -> std::io::Result<Listener> {
     let socket = bind(addr, keep_alive_period)?;
     socket.listen(LISTEN_BACKLOG)?;
-    Ok(into_glommio(socket))
+    let control = socket.try_clone()?;
+    Ok(Listener {
+        accept: into_glommio(socket),
+        control,
+    })
 }
 
 #[allow(unsafe_code)]

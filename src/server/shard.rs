@@ -275,7 +275,8 @@ pub async fn run(
     let shard = Rc::new(Shard::new(index, shared.clone(), journal));
     let _ = bound.send(Ok(index));
     let watcher = glommio::spawn_local(watch_shutdown(shard.clone()));
-    accept_loop(&shard, &listener).await;
+    accept_loop(&shard, &listener.accept).await;
+    listener.stop();
     drop(listener);
     wait_connections_closed(&shard).await;
     watcher.cancel().await;
