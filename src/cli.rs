@@ -162,6 +162,10 @@ pub struct Settings {
     /// [default: journal]
     #[arg(long, env = "ACK_AFTER", value_name = "WHEN")]
     pub ack_after: Option<String>,
+    /// How the journal makes a batch durable: fdatasync (a direct write, then fdatasync) or
+    /// dsync (one O_DSYNC direct write; best on devices with FUA) [default: fdatasync]
+    #[arg(long, env = "JOURNAL_SYNC", value_name = "HOW")]
+    pub journal_sync: Option<String>,
 }
 
 /// Arguments of `mllpd send`.

@@ -61,6 +61,19 @@ pub enum AckAfter {
     Receipt,
 }
 
+/// How a shard's journal makes a batch durable (JOURNAL_SYNC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum JournalSync {
+    /// A direct write, then fdatasync on an io_uring worker of the shard's own CPU (default):
+    /// the flush never waits on another CPU's scheduling.
+    #[default]
+    Fdatasync,
+    /// One `O_DSYNC` direct write. On a device with FUA that is one IO and no flush; without
+    /// FUA the kernel flushes from a worker on the CPU that took the disk interrupt, so a busy
+    /// CPU there delays every ACK (measured in perf/BENCH.md).
+    Dsync,
+}
+
 /// The validated configuration of a server.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -107,6 +120,8 @@ pub struct Config {
     pub retention_bytes: Option<u64>,
     /// When an accepting ACK may be sent (ACK_AFTER).
     pub ack_after: AckAfter,
+    /// How the journal makes a batch durable (JOURNAL_SYNC).
+    pub journal_sync: JournalSync,
 }
 
 impl Default for Config {
@@ -134,6 +149,7 @@ impl Default for Config {
             retention_age: Some(crate::journal::RETENTION_AGE_DEFAULT),
             retention_bytes: None,
             ack_after: AckAfter::Journal,
+            journal_sync: JournalSync::Fdatasync,
         }
     }
 }
@@ -182,11 +198,13 @@ pub enum Setting {
     RetentionBytes,
     /// ACK_AFTER.
     AckAfter,
+    /// JOURNAL_SYNC.
+    JournalSync,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and `check-config` list them.
-    pub const ALL: [Setting; 20] = [
+    pub const ALL: [Setting; 21] = [
         Setting::ListenAddr,
         Setting::IdleTimeout,
         Setting::FrameTimeout,
@@ -207,6 +225,7 @@ impl Setting {
         Setting::RetentionAge,
         Setting::RetentionBytes,
         Setting::AckAfter,
+        Setting::JournalSync,
     ];
 
     /// (environment name, YAML key and clap id, flag).
@@ -244,6 +263,7 @@ impl Setting {
             Setting::RetentionAge => ("RETENTION_AGE", "retention_age", "--retention-age"),
             Setting::RetentionBytes => ("RETENTION_BYTES", "retention_bytes", "--retention-bytes"),
             Setting::AckAfter => ("ACK_AFTER", "ack_after", "--ack-after"),
+            Setting::JournalSync => ("JOURNAL_SYNC", "journal_sync", "--journal-sync"),
         }
     }
 
@@ -373,6 +393,9 @@ pub struct FileSettings {
     /// ACK_AFTER.
     #[serde(default, deserialize_with = "scalar")]
     pub ack_after: Option<String>,
+    /// JOURNAL_SYNC.
+    #[serde(default, deserialize_with = "scalar")]
+    pub journal_sync: Option<String>,
 }
 
 impl FileSettings {
@@ -411,6 +434,7 @@ impl FileSettings {
             Setting::RetentionAge => &self.retention_age,
             Setting::RetentionBytes => &self.retention_bytes,
             Setting::AckAfter => &self.ack_after,
+            Setting::JournalSync => &self.journal_sync,
         };
         value.as_deref()
     }
@@ -637,6 +661,7 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
         Setting::RetentionAge => config.retention_age = parse_optional_duration(text)?,
         Setting::RetentionBytes => config.retention_bytes = parse_retention_bytes(text)?,
         Setting::AckAfter => config.ack_after = parse_ack_after(text)?,
+        Setting::JournalSync => config.journal_sync = parse_journal_sync(text)?,
     }
     Ok(())
 }
@@ -728,6 +753,17 @@ fn parse_ack_after(text: &str) -> Result<AckAfter, String> {
         "receipt" => Ok(AckAfter::Receipt),
         _ => Err(format!(
             "invalid value '{text}' (expected journal or receipt)"
+        )),
+    }
+}
+
+/// JOURNAL_SYNC: `fdatasync` or `dsync`, case-insensitive.
+fn parse_journal_sync(text: &str) -> Result<JournalSync, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "fdatasync" => Ok(JournalSync::Fdatasync),
+        "dsync" => Ok(JournalSync::Dsync),
+        _ => Err(format!(
+            "invalid value '{text}' (expected fdatasync or dsync)"
         )),
     }
 }
@@ -981,6 +1017,10 @@ fn render(config: &Config, setting: Setting) -> String {
         Setting::AckAfter => match config.ack_after {
             AckAfter::Journal => "journal".to_owned(),
             AckAfter::Receipt => "receipt (UNSAFE: ACK before durable)".to_owned(),
+        },
+        Setting::JournalSync => match config.journal_sync {
+            JournalSync::Fdatasync => "fdatasync".to_owned(),
+            JournalSync::Dsync => "dsync".to_owned(),
         },
     }
 }
@@ -1269,13 +1309,19 @@ mod tests {
             (Setting::RetentionAge, "off", Source::Flag),
             (Setting::RetentionBytes, "20GiB", Source::Flag),
             (Setting::AckAfter, "Receipt", Source::Env),
+            (Setting::JournalSync, "DSYNC", Source::Flag),
         ]);
         let config = Config::resolve(&overrides).unwrap().config;
         assert_eq!(config.dedup_window, Some(Duration::from_secs(600)));
         assert_eq!(config.retention_age, None);
         assert_eq!(config.retention_bytes, Some(20 << 30));
         assert_eq!(config.ack_after, AckAfter::Receipt);
+        assert_eq!(config.journal_sync, JournalSync::Dsync);
         let defaults = Config::default();
+        assert_eq!(defaults.journal_sync, JournalSync::Fdatasync);
+        assert!(
+            error_of(Setting::JournalSync, "fsync").starts_with("JOURNAL_SYNC (--journal-sync)")
+        );
         assert_eq!(defaults.dedup_window, None);
         assert_eq!(defaults.ack_after, AckAfter::Journal);
         assert_eq!(parse_optional_duration("0s"), Ok(None));

@@ -239,6 +239,15 @@ fn a_batch_is_bounded_in_bytes_but_a_big_record_goes_alone() {
     });
 }
 
+/// The bytes of a segment up to the end of its records: the writer readies zeros after them
+/// (a record never ends with a zero byte here: every test payload ends with a letter or digit).
+fn records_of(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes.truncate(end);
+    bytes
+}
+
 /// Writes records 1..=3 through a journal; returns the segment bytes and where record 3 starts.
 fn three_record_segment() -> (Vec<u8>, usize) {
     let data = tempfile::tempdir().unwrap();
@@ -250,7 +259,7 @@ fn three_record_segment() -> (Vec<u8>, usize) {
             assert_eq!(store(&journal, &message(id)).await.1, Ok(()));
         }
     });
-    let bytes = std::fs::read(&segments(&dir)[0]).unwrap();
+    let bytes = records_of(&segments(&dir)[0]);
     // Record 3's length: its encoded size is the same as the other two (same-length payloads).
     let record_len = (bytes.len() - mllpd::journal::SEGMENT_HEADER_BYTES) / 3;
     (bytes.clone(), bytes.len() - record_len)
@@ -262,19 +271,27 @@ fn a_torn_tail_is_cut_at_every_byte_offset_and_the_sequence_continues() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().to_owned();
     run(move || async move {
-        for cut in third..bytes.len() {
-            let dir = root.join(format!("cut-{cut}"));
+        // Plain: the file ends inside the record. Padded: the torn record is followed by the
+        // zeros the writer readied ahead, as after a crash in the middle of a batch's write.
+        for (cut, padded) in (third..bytes.len()).flat_map(|c| [(c, false), (c, true)]) {
+            let dir = root.join(format!("cut-{cut}-{padded}"));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join("00000000000000000001.seg");
-            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let mut file = bytes[..cut].to_vec();
+            if padded {
+                file.resize(64 * 1024, 0);
+            }
+            std::fs::write(&path, &file).unwrap();
             let (journal, recovery) = Journal::open(JournalOptions::new(&dir)).await.unwrap();
-            assert_eq!(recovery.last_seq, Some(2), "cut at {cut}");
-            assert_eq!(
-                recovery.truncated_bytes,
-                (cut - third) as u64,
-                "cut at {cut}"
-            );
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), third as u64);
+            assert_eq!(recovery.last_seq, Some(2), "cut at {cut}, {padded}");
+            if !padded {
+                assert_eq!(
+                    recovery.truncated_bytes,
+                    (cut - third) as u64,
+                    "cut at {cut}"
+                );
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), third as u64);
+            }
             assert_eq!(
                 store(&journal, &message("4")).await,
                 (3, Ok(())),
@@ -655,7 +672,9 @@ fn stats_and_export_cover_every_shard_and_stop_at_a_tail_being_written() {
     });
     // A half-written record at the end of shard 1, as a live reader may see it.
     let tail = segments(&shard_dir(data.path(), 1))[0].clone();
-    let mut bytes = std::fs::read(&tail).unwrap();
+    // The writer readies zeros after its records; a live reader may find a half-written
+    // record there instead.
+    let mut bytes = records_of(&tail);
     let before = bytes.len();
     bytes.extend_from_slice(&[60, 0, 0, 0, 1, 2]);
     std::fs::write(&tail, &bytes).unwrap();
@@ -815,4 +834,48 @@ fn what_was_acknowledged_is_exactly_what_recovery_finds() {
             assert_eq!(found, expected, "seed {seed}");
         });
     }
+}
+
+#[test]
+fn space_is_readied_ahead_and_a_closed_segment_is_cut_to_its_records() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    let inner = dir.clone();
+    run(move || async move {
+        let options = JournalOptions {
+            segment_bytes_max: 2048,
+            ..JournalOptions::new(&inner)
+        };
+        let (journal, _) = Journal::open(options.clone()).await.unwrap();
+        for i in 0..30 {
+            assert_eq!(store(&journal, &message(&i.to_string())).await.1, Ok(()));
+        }
+        journal.close().await.unwrap();
+        // The zeros after the last record are not a torn tail, and the next start appends
+        // right after the records, into them.
+        let (journal, recovery) = Journal::open(options).await.unwrap();
+        assert_eq!(recovery.truncated_bytes, 0);
+        assert_eq!(recovery.next_seq, 31);
+        for i in 30..32 {
+            assert_eq!(store(&journal, &message(&i.to_string())).await.1, Ok(()));
+        }
+        journal.close().await.unwrap();
+    });
+    let files = segments(&dir);
+    assert!(files.len() >= 3, "rotated: {files:?}");
+    for closed in &files[..files.len() - 1] {
+        let size = std::fs::metadata(closed).unwrap().len();
+        assert_eq!(size, records_of(closed).len() as u64, "{closed:?} cut");
+        assert!(size <= 2048);
+    }
+    let active = files.last().unwrap();
+    assert!(
+        std::fs::metadata(active).unwrap().len() >= 256 * 1024,
+        "the active segment has zeros readied ahead"
+    );
+    let expected: Vec<Vec<u8>> = (0..32).map(|i| message(&i.to_string())).collect();
+    assert_eq!(read_dir_payloads(&dir), expected);
+    // The read-only tools agree: every record, nothing incomplete.
+    let stats = mllpd::journal::export::stats(data.path()).unwrap();
+    assert_eq!((stats[0].records, stats[0].incomplete_bytes), (32, 0));
 }

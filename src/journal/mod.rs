@@ -15,9 +15,12 @@
 //!   forms a batch of its own).
 //! - **Sequence numbers** are per shard, start at 1 and strictly increase in file order. They are
 //!   not necessarily contiguous: a batch that failed for lack of space leaves a gap.
-//! - **The shard never blocks**: writes and fdatasync go through glommio's io_uring
-//!   ([`glommio::io::BufferedFile`]). Only [`Journal::open`] reads the existing segments with
-//!   plain `std::fs`, once, before the shard serves.
+//! - **The shard never blocks**: writes and fdatasync go through glommio's io_uring. Records
+//!   are written with direct IO ([`glommio::io::DmaFile`]) into space made ready ahead (zeros,
+//!   durable), so a batch is an overwrite the kernel issues inline: no io-wq worker, no
+//!   file-system journal commit per batch (see `writer.rs`, measured in perf/BENCH.md). Only
+//!   [`Journal::open`] reads the existing segments with plain `std::fs`, once, before the
+//!   shard serves.
 //! - **One writer per directory.** [`Journal::open`] takes an exclusive `flock` on
 //!   `shard-N/LOCK` and holds it until the committer stops ([`Journal::close`], or a poisoning
 //!   flush); a second server on the same DATA_DIR fails with [`OpenError::Locked`]. The
@@ -62,8 +65,11 @@
 //!         | then the payload exactly as received (between the MLLP start and end blocks)
 //! ```
 //!
-//! A reader stops at the first record that is short, fails its CRC, or whose sequence number
-//! does not increase: at recovery that is a torn tail and is truncated (with a warning); the
+//! The writer readies space ahead of its records by writing zeros, so the file usually goes on
+//! past the last record; eight zero bytes where a record prefix would start end the records
+//! (a valid prefix is never zero: a body is at least 54 bytes). A closed segment is cut to its
+//! records. A reader stops at the first record that is short, fails its CRC, or whose sequence
+//! number does not increase: at recovery that is a torn tail and is truncated (with a warning); the
 //! read-only tools ([`export`]) stop there without touching the file.
 
 mod dedup;
@@ -118,10 +124,11 @@ pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
 /// How a flush makes a batch durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SyncMode {
-    /// One write, then one fdatasync (through io_uring) per batch.
+    /// One direct write, then one fdatasync (through io_uring) per batch (JOURNAL_SYNC=fdatasync).
     #[default]
     Data,
-    /// The segment is opened with `O_DSYNC`: the write itself returns once durable.
+    /// The segment is opened with `O_DSYNC`: the write itself returns once durable
+    /// (JOURNAL_SYNC=dsync).
     Dsync,
     /// No flush at all: NOT durable. For benchmarks and the crash test's control run only.
     Disabled,
@@ -181,7 +188,10 @@ impl JournalOptions {
             // records are written (a crash of mllpd loses none of them, the page cache has
             // them) but not fdatasync'ed (an OS crash or power loss may).
             sync: match config.ack_after {
-                crate::config::AckAfter::Journal => SyncMode::Data,
+                crate::config::AckAfter::Journal => match config.journal_sync {
+                    crate::config::JournalSync::Fdatasync => SyncMode::Data,
+                    crate::config::JournalSync::Dsync => SyncMode::Dsync,
+                },
                 crate::config::AckAfter::Receipt => SyncMode::Disabled,
             },
             ..JournalOptions::new(shard_dir(&config.data_dir, shard))
@@ -350,4 +360,6 @@ pub struct JournalStats {
     pub segments_deleted: u64,
     /// Total time spent in write + flush, µs (divide by `flushes` for the mean).
     pub flush_micros_total: u64,
+    /// Of that, time spent waiting for durability (fdatasync, or the `O_DSYNC` write), µs.
+    pub sync_micros_total: u64,
 }

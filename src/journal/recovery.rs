@@ -86,9 +86,15 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
                     .dedup_window
                     .map(|w| micros(now).saturating_sub(micros_of(w))),
             };
-            scan.run(&mut report, dedup.as_mut())?;
+            let end = scan.run(&mut report, dedup.as_mut())?;
+            // Where the records end, not the file size: the writer readies zeros ahead.
+            segments.push(SegmentInfo {
+                bytes: end,
+                ..info_of(*first_seq, path)?
+            });
+        } else {
+            segments.push(info_of(*first_seq, path)?);
         }
-        segments.push(info_of(*first_seq, path)?);
     }
     report.segments = segments.len();
     let named_next = segments.last().map_or(1, |s| s.first_seq);
@@ -132,12 +138,12 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    /// Runs the scan.
+    /// Runs the scan; returns where the segment's records end.
     fn run(
         &self,
         report: &mut Recovery,
         mut dedup: Option<&mut DedupWindow>,
-    ) -> Result<(), OpenError> {
+    ) -> Result<u64, OpenError> {
         let corrupt = |offset, reason| OpenError::Corrupt {
             path: self.path.to_owned(),
             offset,
@@ -166,14 +172,14 @@ impl Scan<'_> {
                         window.insert(&key, record.seq, record.receive_time_unix_micros);
                     }
                 }
-                Next::End => return Ok(()),
+                Next::End => return Ok(reader.len()),
                 Next::Torn { offset, reason } if self.last => {
                     let dropped = reader.len() - offset;
                     truncate(self.path, offset)?;
                     tracing::warn!(segment = %self.path.display(), offset, dropped_bytes = dropped,
                         reason, "truncated a torn journal tail");
                     report.truncated_bytes += dropped;
-                    return Ok(());
+                    return Ok(offset);
                 }
                 Next::Torn { offset, reason } => return Err(corrupt(offset, reason)),
             }

@@ -112,7 +112,8 @@ pub struct SegmentReader<R> {
     input: R,
     /// Bytes consumed: the end of the last good record.
     offset: u64,
-    /// Length of the segment when opened; bytes appended later are not read.
+    /// Length of the segment when opened (bytes appended later are not read); once the zeros
+    /// after the last record are reached, where the records end.
     len: u64,
     /// The sequence number in the header.
     first_seq: u64,
@@ -186,7 +187,7 @@ impl<R: Read> SegmentReader<R> {
         self.offset
     }
 
-    /// The segment length when opened.
+    /// The segment length when opened, or where its records end once [`Next::End`] was read.
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -208,11 +209,18 @@ impl<R: Read> SegmentReader<R> {
                 reason,
             })
         };
-        if remaining < PREFIX_BYTES as u64 {
+        let mut prefix = [0u8; PREFIX_BYTES];
+        let have = remaining.min(PREFIX_BYTES as u64) as usize;
+        self.input.read_exact(&mut prefix[..have])?;
+        if prefix[..have].iter().all(|&b| b == 0) {
+            // Zeros where a record would start: the space the writer readied ahead of its
+            // records. The segment's records end here.
+            self.len = self.offset;
+            return Ok(Next::End);
+        }
+        if have < PREFIX_BYTES {
             return torn("short record prefix");
         }
-        let mut prefix = [0u8; PREFIX_BYTES];
-        self.input.read_exact(&mut prefix)?;
         let (body_len, crc) = record::read_prefix(&prefix);
         if !(BODY_FIXED_BYTES..=BODY_BYTES_MAX).contains(&body_len) {
             return torn("bad record length");

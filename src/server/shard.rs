@@ -292,6 +292,14 @@ pub async fn run(
         batches_failed = stats.batches_failed,
         duplicates = stats.duplicates,
         last_seq = stats.last_seq,
+        flush_mean_us = stats
+            .flush_micros_total
+            .checked_div(stats.flushes)
+            .unwrap_or(0),
+        sync_mean_us = stats
+            .sync_micros_total
+            .checked_div(stats.flushes)
+            .unwrap_or(0),
         "journal closed"
     );
 }
