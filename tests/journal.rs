@@ -879,3 +879,33 @@ fn space_is_readied_ahead_and_a_closed_segment_is_cut_to_its_records() {
     let stats = mllpd::journal::export::stats(data.path()).unwrap();
     assert_eq!((stats[0].records, stats[0].incomplete_bytes), (32, 0));
 }
+
+#[test]
+fn records_past_zeros_are_cut_at_recovery_not_revived() {
+    let (bytes, third) = three_record_segment();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_owned();
+    // Records 1 and 2, a zero prefix where record 3 began (its first sector never written),
+    // then the rest of record 3 intact, then zeros: what a crash mid-write can leave.
+    let mut file = bytes.clone();
+    file[third..third + 8].fill(0);
+    file.resize(64 * 1024, 0);
+    let path = dir.join("00000000000000000001.seg");
+    std::fs::write(&path, &file).unwrap();
+    let inner = dir.clone();
+    run(move || async move {
+        let (journal, recovery) = Journal::open(JournalOptions::new(&inner)).await.unwrap();
+        assert_eq!(recovery.last_seq, Some(2));
+        // Record 3's body is gone from the file, so a new record 3 of the same size cannot
+        // line up with stale bytes of the old one.
+        let on_disk = std::fs::read(inner.join("00000000000000000001.seg")).unwrap();
+        assert_eq!(on_disk.len(), third, "cut where the records end");
+        assert_eq!(store(&journal, &message("9")).await, (3, Ok(())));
+        assert_eq!(store(&journal, &message("8")).await, (4, Ok(())));
+        journal.close().await.unwrap();
+    });
+    assert_eq!(
+        read_dir_payloads(&dir),
+        [message("1"), message("2"), message("9"), message("8")]
+    );
+}

@@ -87,11 +87,17 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
                     .map(|w| micros(now).saturating_sub(micros_of(w))),
             };
             let end = scan.run(&mut report, dedup.as_mut())?;
-            // Where the records end, not the file size: the writer readies zeros ahead.
-            segments.push(SegmentInfo {
-                bytes: end,
-                ..info_of(*first_seq, path)?
-            });
+            let info = info_of(*first_seq, path)?;
+            if last && info.bytes > end {
+                // The space the writer readied after its records. Past a record prefix that a
+                // crash left unwritten (zeros) it may still hold whole records of that batch,
+                // never acknowledged; sequence numbers continue from the last record kept, so
+                // once new records fill the gap such a stale record would read as valid. Cut
+                // it: the writer readies fresh zeros.
+                truncate(path, end)?;
+            }
+            // Where the records end, not the file size.
+            segments.push(SegmentInfo { bytes: end, ..info });
         } else {
             segments.push(info_of(*first_seq, path)?);
         }
