@@ -166,6 +166,10 @@ pub struct Settings {
     /// dsync (one O_DSYNC direct write; best on devices with FUA) [default: fdatasync]
     #[arg(long, env = "JOURNAL_SYNC", value_name = "HOW")]
     pub journal_sync: Option<String>,
+    /// How shards do socket IO: glommio (its sockets) or uring (the shard's own io_uring with
+    /// one multishot receive per connection and batched sends) [default: glommio]
+    #[arg(long, env = "SOCKET_IO", value_name = "HOW")]
+    pub socket_io: Option<String>,
 }
 
 /// Arguments of `mllpd send`.

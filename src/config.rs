@@ -74,6 +74,18 @@ pub enum JournalSync {
     Dsync,
 }
 
+/// How shards do socket IO (SOCKET_IO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SocketIo {
+    /// glommio's sockets: a `recv` / `send` syscall per read and write, and a poll re-armed per
+    /// message.
+    #[default]
+    Glommio,
+    /// The shard's own io_uring: one multishot receive kept armed per connection (provided
+    /// buffers), the sends of a turn submitted together (`server/uring.rs`).
+    Uring,
+}
+
 /// The validated configuration of a server.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -122,6 +134,8 @@ pub struct Config {
     pub ack_after: AckAfter,
     /// How the journal makes a batch durable (JOURNAL_SYNC).
     pub journal_sync: JournalSync,
+    /// How shards do socket IO (SOCKET_IO).
+    pub socket_io: SocketIo,
 }
 
 impl Default for Config {
@@ -150,6 +164,7 @@ impl Default for Config {
             retention_bytes: None,
             ack_after: AckAfter::Journal,
             journal_sync: JournalSync::Fdatasync,
+            socket_io: SocketIo::Glommio,
         }
     }
 }
@@ -200,11 +215,13 @@ pub enum Setting {
     AckAfter,
     /// JOURNAL_SYNC.
     JournalSync,
+    /// SOCKET_IO.
+    SocketIo,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and `check-config` list them.
-    pub const ALL: [Setting; 21] = [
+    pub const ALL: [Setting; 22] = [
         Setting::ListenAddr,
         Setting::IdleTimeout,
         Setting::FrameTimeout,
@@ -226,6 +243,7 @@ impl Setting {
         Setting::RetentionBytes,
         Setting::AckAfter,
         Setting::JournalSync,
+        Setting::SocketIo,
     ];
 
     /// (environment name, YAML key and clap id, flag).
@@ -264,6 +282,7 @@ impl Setting {
             Setting::RetentionBytes => ("RETENTION_BYTES", "retention_bytes", "--retention-bytes"),
             Setting::AckAfter => ("ACK_AFTER", "ack_after", "--ack-after"),
             Setting::JournalSync => ("JOURNAL_SYNC", "journal_sync", "--journal-sync"),
+            Setting::SocketIo => ("SOCKET_IO", "socket_io", "--socket-io"),
         }
     }
 
@@ -396,6 +415,9 @@ pub struct FileSettings {
     /// JOURNAL_SYNC.
     #[serde(default, deserialize_with = "scalar")]
     pub journal_sync: Option<String>,
+    /// SOCKET_IO.
+    #[serde(default, deserialize_with = "scalar")]
+    pub socket_io: Option<String>,
 }
 
 impl FileSettings {
@@ -435,6 +457,7 @@ impl FileSettings {
             Setting::RetentionBytes => &self.retention_bytes,
             Setting::AckAfter => &self.ack_after,
             Setting::JournalSync => &self.journal_sync,
+            Setting::SocketIo => &self.socket_io,
         };
         value.as_deref()
     }
@@ -662,6 +685,7 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
         Setting::RetentionBytes => config.retention_bytes = parse_retention_bytes(text)?,
         Setting::AckAfter => config.ack_after = parse_ack_after(text)?,
         Setting::JournalSync => config.journal_sync = parse_journal_sync(text)?,
+        Setting::SocketIo => config.socket_io = parse_socket_io(text)?,
     }
     Ok(())
 }
@@ -753,6 +777,17 @@ fn parse_ack_after(text: &str) -> Result<AckAfter, String> {
         "receipt" => Ok(AckAfter::Receipt),
         _ => Err(format!(
             "invalid value '{text}' (expected journal or receipt)"
+        )),
+    }
+}
+
+/// SOCKET_IO: `glommio` or `uring`, case-insensitive.
+fn parse_socket_io(text: &str) -> Result<SocketIo, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "glommio" => Ok(SocketIo::Glommio),
+        "uring" => Ok(SocketIo::Uring),
+        _ => Err(format!(
+            "invalid value '{text}' (expected glommio or uring)"
         )),
     }
 }
@@ -1021,6 +1056,10 @@ fn render(config: &Config, setting: Setting) -> String {
         Setting::JournalSync => match config.journal_sync {
             JournalSync::Fdatasync => "fdatasync".to_owned(),
             JournalSync::Dsync => "dsync".to_owned(),
+        },
+        Setting::SocketIo => match config.socket_io {
+            SocketIo::Glommio => "glommio".to_owned(),
+            SocketIo::Uring => "uring".to_owned(),
         },
     }
 }
@@ -1310,6 +1349,7 @@ mod tests {
             (Setting::RetentionBytes, "20GiB", Source::Flag),
             (Setting::AckAfter, "Receipt", Source::Env),
             (Setting::JournalSync, "DSYNC", Source::Flag),
+            (Setting::SocketIo, "uring", Source::Env),
         ]);
         let config = Config::resolve(&overrides).unwrap().config;
         assert_eq!(config.dedup_window, Some(Duration::from_secs(600)));
@@ -1317,6 +1357,9 @@ mod tests {
         assert_eq!(config.retention_bytes, Some(20 << 30));
         assert_eq!(config.ack_after, AckAfter::Receipt);
         assert_eq!(config.journal_sync, JournalSync::Dsync);
+        assert_eq!(config.socket_io, SocketIo::Uring);
+        assert_eq!(Config::default().socket_io, SocketIo::Glommio);
+        assert!(error_of(Setting::SocketIo, "epoll").starts_with("SOCKET_IO (--socket-io)"));
         let defaults = Config::default();
         assert_eq!(defaults.journal_sync, JournalSync::Fdatasync);
         assert!(

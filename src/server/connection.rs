@@ -85,10 +85,58 @@ struct Connection {
     counts: Counts,
 }
 
+/// A connection's socket: glommio's, or one on the shard's ring (SOCKET_IO).
+enum Socket {
+    /// glommio's socket: a syscall per read and write.
+    Glommio(TcpStream),
+    /// On the shard's ring.
+    Uring(super::uring::Handle),
+}
+
+impl Socket {
+    /// One read, failing with `TimedOut` after `timeout`.
+    async fn read(&mut self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<usize> {
+        match self {
+            Socket::Glommio(stream) => {
+                stream.set_read_timeout(Some(timeout))?;
+                stream.read(buf).await
+            }
+            Socket::Uring(handle) => {
+                let expired = async {
+                    glommio::timer::sleep(timeout).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                future::or(handle.read(buf), expired).await
+            }
+        }
+    }
+
+    /// Writes all of `data`, failing with `TimedOut` after `timeout`.
+    async fn write_all(&mut self, data: &[u8], timeout: std::time::Duration) -> io::Result<()> {
+        match self {
+            Socket::Glommio(stream) => {
+                stream.set_write_timeout(Some(timeout))?;
+                stream.write_all(data).await
+            }
+            Socket::Uring(handle) => {
+                let expired = async {
+                    glommio::timer::sleep(timeout).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                future::or(handle.write_all(data), expired).await
+            }
+        }
+    }
+}
+
 /// Serves `stream` until it closes; logs open and close.
-pub async fn serve(shard: &Shard, mut stream: TcpStream, id: u64, slot: &WakerSlot) {
+pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let mut stream = match &shard.sockets {
+        Some(sockets) => Socket::Uring(sockets.adopt(stream)),
+        None => Socket::Glommio(stream),
+    };
     info!(shard = shard.index, conn = id, peer = ?peer, "connection opened");
     let frame_bytes_max = shard.config().frame_bytes_max;
     let mut conn = Connection {
@@ -133,7 +181,7 @@ impl Connection {
         &mut self,
         shard: &Shard,
         id: u64,
-        stream: &mut TcpStream,
+        stream: &mut Socket,
         slot: &WakerSlot,
     ) -> Close {
         loop {
@@ -166,7 +214,7 @@ impl Connection {
     async fn read(
         &mut self,
         shard: &Shard,
-        stream: &mut TcpStream,
+        stream: &mut Socket,
         slot: &WakerSlot,
         in_frame: bool,
     ) -> Result<usize, Close> {
@@ -178,19 +226,19 @@ impl Connection {
             }
             _ => (config.idle_timeout, Close::IdleTimeout),
         };
-        if timeout.is_zero() || stream.set_read_timeout(Some(timeout)).is_err() {
+        if timeout.is_zero() {
             return Err(on_timeout);
         }
         self.make_room()?;
         let buf = &mut self.buf[self.filled..];
         let result = if in_frame {
-            stream.read(buf).await
+            stream.read(buf, timeout).await
         } else {
             let drained = async {
                 shard.drain_signal(slot).await;
                 Err(io::Error::from(io::ErrorKind::Interrupted))
             };
-            future::or(stream.read(buf), drained).await
+            future::or(stream.read(buf, timeout), drained).await
         };
         result.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => on_timeout,
@@ -282,12 +330,9 @@ impl Connection {
     }
 
     /// Writes every answer of this read at once.
-    async fn write(&mut self, shard: &Shard, stream: &mut TcpStream) -> Result<(), Close> {
+    async fn write(&mut self, shard: &Shard, stream: &mut Socket) -> Result<(), Close> {
         let timeout = shard.config().write_timeout;
-        if stream.set_write_timeout(Some(timeout)).is_err() {
-            return Err(Close::WriteTimeout);
-        }
-        let result = stream.write_all(&self.out).await;
+        let result = stream.write_all(&self.out, timeout).await;
         self.counts.bytes_out += self.out.len() as u64;
         self.counts.writes += 1;
         self.out.clear();

@@ -13,6 +13,7 @@ mod placement;
 mod preflight;
 mod respond;
 mod shard;
+mod uring;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

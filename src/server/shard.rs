@@ -123,6 +123,8 @@ pub struct Shard {
     clock_second: Cell<u64>,
     /// The shard's journal.
     pub journal: Rc<Journal>,
+    /// The shard's socket ring (SOCKET_IO=uring), or none (glommio's sockets).
+    pub sockets: Option<Rc<super::uring::Sockets>>,
     /// Whether a fatal failure was already reported.
     failed: Cell<bool>,
     /// Counters.
@@ -134,7 +136,12 @@ const ACCEPTOR_WAITER: u64 = 0;
 
 impl Shard {
     /// A shard with the given index.
-    pub fn new(index: usize, shared: Arc<Shared>, journal: Rc<Journal>) -> Self {
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        journal: Rc<Journal>,
+        sockets: Option<Rc<super::uring::Sockets>>,
+    ) -> Self {
         let parse_options = ParseOptions {
             default_charset: shared.config.default_charset,
         };
@@ -149,6 +156,7 @@ impl Shard {
             responder: RefCell::new(Responder::new(parse_options, control_ids)),
             clock_second: Cell::new(u64::MAX),
             journal,
+            sockets,
             failed: Cell::new(false),
             stats: ShardStats::default(),
             shared,
@@ -272,7 +280,22 @@ pub async fn run(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(index, shared.clone(), journal));
+    let sockets = match config.socket_io {
+        crate::config::SocketIo::Glommio => None,
+        crate::config::SocketIo::Uring => match super::uring::Sockets::new() {
+            Ok(sockets) => Some(sockets),
+            Err(e) => {
+                let _ = bound.send(Err(format!(
+                    "shard {index}: cannot set up the socket ring (SOCKET_IO=uring): {e}"
+                )));
+                return;
+            }
+        },
+    };
+    let driver = sockets
+        .clone()
+        .map(|s| glommio::spawn_local(s.drive()).detach());
+    let shard = Rc::new(Shard::new(index, shared.clone(), journal, sockets));
     let _ = bound.send(Ok(index));
     let watcher = glommio::spawn_local(watch_shutdown(shard.clone()));
     accept_loop(&shard, &listener.accept).await;
@@ -280,6 +303,10 @@ pub async fn run(
     drop(listener);
     wait_connections_closed(&shard).await;
     watcher.cancel().await;
+    if let (Some(sockets), Some(driver)) = (&shard.sockets, driver) {
+        sockets.stop();
+        let _ = driver.await;
+    }
     if let Err(e) = shard.journal.close().await {
         warn!(shard = index, error = ?e, "journal close failed");
     }

@@ -54,6 +54,11 @@ impl Server {
             .env("LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
             .env("DATA_DIR", &data_dir)
+            // The whole end-to-end suite runs on either socket path (`.ci/run` runs both).
+            .env(
+                "SOCKET_IO",
+                std::env::var("MLLPD_TEST_SOCKET_IO").unwrap_or_else(|_| "glommio".to_owned()),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
