@@ -77,6 +77,33 @@ fn hundred_pipelined_frames_are_answered_in_order() {
 }
 
 #[test]
+fn a_burst_far_larger_than_the_socket_buffers_is_answered_in_order() {
+    // 2 000 frames (about 650 KB) written as fast as the socket takes them while the ACKs are
+    // read on another thread, and every flush held 10 ms so the server reads slower than the
+    // sender writes: it must neither lose nor reorder any, and its reading must push back
+    // (bounded buffers; with SOCKET_IO=uring the receive pauses) rather than take it all in.
+    let server = Server::start(&[("MLLPD_FAULT_FLUSH_DELAY", "10ms")]);
+    let mut client = server.connect();
+    let mut writer = client.stream.try_clone().expect("clone");
+    let count = 2000;
+    let sender = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        for i in 0..count {
+            bytes.extend_from_slice(&frame(&adt(&format!("BURST-{i}"))));
+        }
+        writer.write_all(&bytes).expect("write the burst");
+    });
+    for i in 0..count {
+        let ack = client.read_ack();
+        assert_eq!(
+            (ack.code().as_str(), ack.control_id()),
+            ("AA", format!("BURST-{i}"))
+        );
+    }
+    sender.join().expect("sender");
+}
+
+#[test]
 fn five_hundred_concurrent_connections_all_get_aa() {
     let server = Server::start(&[]);
     let mut clients: Vec<Client> = (0..500).map(|_| server.connect()).collect();

@@ -111,6 +111,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards = shard_cpus.len(),
         cpus = ?shard_cpus,
         data_dir = %shared.config.data_dir.display(),
+        socket_io = ?shared.config.socket_io,
         "mllpd started"
     );
     wait_for_shutdown(&shared, &events)

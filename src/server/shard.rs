@@ -286,7 +286,9 @@ pub async fn run(
             Ok(sockets) => Some(sockets),
             Err(e) => {
                 let _ = bound.send(Err(format!(
-                    "shard {index}: cannot set up the socket ring (SOCKET_IO=uring): {e}"
+                    "shard {index}: cannot set up the socket ring (SOCKET_IO=uring needs Linux \
+                     6.1 or later for multishot receive, provided-buffer rings and \
+                     DEFER_TASKRUN; SOCKET_IO=glommio works on older kernels): {e}"
                 )));
                 return;
             }

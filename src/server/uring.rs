@@ -17,9 +17,10 @@
 //! - A connection's slot, and the glommio stream that owns its fd, are freed only once neither
 //!   its Recv nor its Send is armed, so no op ever names a closed or reused fd. A handle
 //!   dropped with ops armed shuts the socket down, which ends both.
-//! - The provided buffers and their ring live as long as the [`Sockets`] (they are freed only in
-//!   its `Drop`, after the ring is closed), and the kernel writes a buffer only between our
-//!   handing it to the ring and the completion that names it.
+//! - The provided buffers and their ring are never freed (4 MiB per shard, once): the kernel
+//!   tears a ring down asynchronously after its fd is closed, so no point after the close is
+//!   provably past its last use of them. The kernel writes a buffer only between our handing
+//!   it to the ring and the completion that names it.
 //! - The inbox is bounded: above [`INBOX_BYTES_MAX`] the multishot Recv is cancelled and the
 //!   kernel's socket buffer pushes back on the sender, as with a read that is not issued.
 #![allow(unsafe_code)]
@@ -78,7 +79,8 @@ impl BufRing {
     /// Allocates the ring and its buffers, registers them as group `BGID` and hands them all over.
     fn new(ring: &IoUring) -> io::Result<BufRing> {
         let (entries_layout, bufs_layout) = BufRing::layouts()?;
-        // SAFETY: both layouts have a non-zero size. Zeroed memory is a valid ring (tail 0).
+        // SAFETY: both layouts have a non-zero size. Zeroed memory is a valid ring (tail 0). The
+        // memory is deliberately never freed (module invariants).
         let (entries, bufs) = unsafe {
             (
                 std::alloc::alloc_zeroed(entries_layout).cast::<types::BufRingEntry>(),
@@ -96,8 +98,7 @@ impl BufRing {
         }
         // SAFETY: `entries` is the first entry of a zeroed, page-aligned ring of BUFS entries.
         this.tail = unsafe { types::BufRingEntry::tail(entries) }.cast::<AtomicU16>();
-        // SAFETY: the ring memory is valid and page-aligned, and outlives the registration:
-        // `Sockets` drops the ring (which unregisters it) before this memory (field order).
+        // SAFETY: the ring memory is valid, page-aligned and never freed.
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(entries as u64, BUFS, BGID, 0)?;
@@ -143,23 +144,6 @@ impl BufRing {
     }
 }
 
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        if let Ok((entries_layout, bufs_layout)) = BufRing::layouts() {
-            // SAFETY: allocated in `new` with these layouts; the ring that used them is closed
-            // (`Inner::ring` is dropped before `Inner::bufs`).
-            unsafe {
-                if !self.entries.is_null() {
-                    std::alloc::dealloc(self.entries.cast(), entries_layout);
-                }
-                if !self.bufs.is_null() {
-                    std::alloc::dealloc(self.bufs, bufs_layout);
-                }
-            }
-        }
-    }
-}
-
 /// One connection's side of the ring.
 struct Slot {
     /// The socket; it owns the fd, closed when the slot is freed.
@@ -194,7 +178,7 @@ struct Slot {
 
 /// The ring's state.
 struct Inner {
-    /// The ring. Declared before `bufs`: dropped (closed) first.
+    /// The ring. Declared before `slots`: closed before the sockets its ops name.
     ring: IoUring,
     /// Provided buffers.
     bufs: BufRing,
@@ -574,8 +558,14 @@ impl Handle {
                 buf[..n].copy_from_slice(&slot.inbox[slot.inbox_read..slot.inbox_read + n]);
                 slot.inbox_read += n;
                 if slot.inbox_read == slot.inbox.len() {
-                    slot.inbox.clear();
                     slot.inbox_read = 0;
+                    if slot.inbox.capacity() > BUF_SIZE {
+                        // A burst grew it: give the memory back (idle connections hold none
+                        // beyond one buffer's worth).
+                        slot.inbox = Vec::new();
+                    } else {
+                        slot.inbox.clear();
+                    }
                 }
                 let resume = slot.recv_paused
                     && !slot.recv_armed
