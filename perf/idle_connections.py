@@ -107,6 +107,8 @@ class Server:
         }
         if shards:
             env["SHARDS"] = str(shards)
+        if os.environ.get("SOCKET_IO"):
+            env["SOCKET_IO"] = os.environ["SOCKET_IO"]
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen([str(binary)], env=env, stdin=subprocess.DEVNULL,
                                         stdout=self.log, stderr=subprocess.STDOUT)
