@@ -67,6 +67,12 @@ pub const ACK_TEXT_BYTES_MAX: usize = 200;
 /// value is still echoed when the frame fits, this only sizes the initial ACK buffer.
 pub const CONTROL_ID_BYTES_TYPICAL: usize = 64;
 
+/// Received bytes a connection may hold on the uring socket path (SOCKET_IO=uring) before its
+/// multishot receive is paused: the connection reads them in buffer-sized steps, and past this
+/// the kernel's socket buffer pushes back on the sender, as it does when glommio issues no
+/// read. Resumed at half. Bounds memory per connection under a flood to this plus its buffer.
+pub const SOCKET_INBOX_BYTES_MAX: usize = 256 * 1024;
+
 const _: () = assert!(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_MAX);
 const _: () = assert!(READ_BUFFER_BYTES_INITIAL <= FRAME_BYTES_MAX_MIN + READ_BUFFER_SLACK_BYTES);

@@ -47,9 +47,8 @@ const BUFS: u16 = 1024;
 const BUF_SIZE: usize = 4096;
 /// The buffer group of the ring.
 const BGID: u16 = 0;
-/// Received bytes a connection may hold before its Recv is paused (the reader reads them in
-/// frame-sized steps; past this the socket buffer pushes back on the sender).
-pub const INBOX_BYTES_MAX: usize = 256 * 1024;
+/// Received bytes a connection may hold before its Recv is paused.
+const INBOX_BYTES_MAX: usize = crate::limits::SOCKET_INBOX_BYTES_MAX;
 /// Kinds of operations, in the low bits of `user_data`.
 const RECV: u64 = 1;
 const SEND: u64 = 2;
