@@ -166,8 +166,10 @@ pub struct Settings {
     /// dsync (one O_DSYNC direct write; best on devices with FUA) [default: fdatasync]
     #[arg(long, env = "JOURNAL_SYNC", value_name = "HOW")]
     pub journal_sync: Option<String>,
-    /// How shards do socket IO: glommio (its sockets) or uring (the shard's own io_uring with
-    /// one multishot receive per connection and batched sends) [default: glommio]
+    /// How shards do socket IO: uring (the shard's own io_uring: one multishot receive per
+    /// connection, the sends of a turn submitted together), glommio (its sockets, a syscall per
+    /// read and write), or auto (uring where the kernel supports it, Linux 6.1+, else glommio)
+    /// [default: auto]
     #[arg(long, env = "SOCKET_IO", value_name = "HOW")]
     pub socket_io: Option<String>,
 }

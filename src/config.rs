@@ -77,9 +77,12 @@ pub enum JournalSync {
 /// How shards do socket IO (SOCKET_IO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SocketIo {
+    /// The shard's own io_uring where the kernel has what it needs (Linux 6.1+), else glommio's
+    /// sockets, with a warning (the default).
+    #[default]
+    Auto,
     /// glommio's sockets: a `recv` / `send` syscall per read and write, and a poll re-armed per
     /// message.
-    #[default]
     Glommio,
     /// The shard's own io_uring: one multishot receive kept armed per connection (provided
     /// buffers), the sends of a turn submitted together (`server/uring.rs`).
@@ -164,7 +167,7 @@ impl Default for Config {
             retention_bytes: None,
             ack_after: AckAfter::Journal,
             journal_sync: JournalSync::Fdatasync,
-            socket_io: SocketIo::Glommio,
+            socket_io: SocketIo::Auto,
         }
     }
 }
@@ -781,13 +784,14 @@ fn parse_ack_after(text: &str) -> Result<AckAfter, String> {
     }
 }
 
-/// SOCKET_IO: `glommio` or `uring`, case-insensitive.
+/// SOCKET_IO: `auto`, `glommio` or `uring`, case-insensitive.
 fn parse_socket_io(text: &str) -> Result<SocketIo, String> {
     match text.to_ascii_lowercase().as_str() {
+        "auto" => Ok(SocketIo::Auto),
         "glommio" => Ok(SocketIo::Glommio),
         "uring" => Ok(SocketIo::Uring),
         _ => Err(format!(
-            "invalid value '{text}' (expected glommio or uring)"
+            "invalid value '{text}' (expected auto, glommio or uring)"
         )),
     }
 }
@@ -1058,6 +1062,7 @@ fn render(config: &Config, setting: Setting) -> String {
             JournalSync::Dsync => "dsync".to_owned(),
         },
         Setting::SocketIo => match config.socket_io {
+            SocketIo::Auto => "auto".to_owned(),
             SocketIo::Glommio => "glommio".to_owned(),
             SocketIo::Uring => "uring".to_owned(),
         },
@@ -1358,7 +1363,9 @@ mod tests {
         assert_eq!(config.ack_after, AckAfter::Receipt);
         assert_eq!(config.journal_sync, JournalSync::Dsync);
         assert_eq!(config.socket_io, SocketIo::Uring);
-        assert_eq!(Config::default().socket_io, SocketIo::Glommio);
+        assert_eq!(Config::default().socket_io, SocketIo::Auto);
+        assert_eq!(parse_socket_io("AUTO"), Ok(SocketIo::Auto));
+        assert_eq!(parse_socket_io("glommio"), Ok(SocketIo::Glommio));
         assert!(error_of(Setting::SocketIo, "epoll").starts_with("SOCKET_IO (--socket-io)"));
         let defaults = Config::default();
         assert_eq!(defaults.journal_sync, JournalSync::Fdatasync);

@@ -506,7 +506,14 @@ fn second_signal_exits_at_once() {
 fn start_line_names_version_address_shards_cpus_and_data_dir() {
     let server = Server::start(&[("SHARDS", "2")]);
     let line = server.wait_log(&["mllpd started"], Duration::from_secs(5));
-    for needle in ["version=", "listen=", "shards=2", "cpus=", "data_dir="] {
+    for needle in [
+        "version=",
+        "listen=",
+        "shards=2",
+        "cpus=",
+        "data_dir=",
+        "socket_io=",
+    ] {
         assert!(line.contains(needle), "{needle} missing from {line}");
     }
     assert!(line.contains(env!("CARGO_PKG_VERSION")));

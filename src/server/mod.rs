@@ -103,7 +103,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         events: std::sync::Mutex::new(events_tx.clone()),
         config,
     });
-    start_shards(&shared, &shard_cpus, events_tx)?;
+    let socket_io = start_shards(&shared, &shard_cpus, events_tx)?;
     drop(reservation);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -111,7 +111,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards = shard_cpus.len(),
         cpus = ?shard_cpus,
         data_dir = %shared.config.data_dir.display(),
-        socket_io = ?shared.config.socket_io,
+        socket_io,
         "mllpd started"
     );
     wait_for_shutdown(&shared, &events)
@@ -138,7 +138,7 @@ fn start_shards(
     shared: &Arc<shard::Shared>,
     shard_cpus: &[usize],
     events: mpsc::Sender<Event>,
-) -> Result<(), ServerError> {
+) -> Result<&'static str, ServerError> {
     let (bound_tx, bound_rx) = mpsc::channel();
     let next_index = Arc::new(AtomicUsize::new(0));
     let shard_shared = shared.clone();
@@ -163,9 +163,16 @@ fn start_shards(
             let _ = events.send(Event::ShardsDone(failures));
         })
         .map_err(|e| ServerError::Other(format!("cannot start the join thread: {e}")))?;
+    // The socket path the shards took (SOCKET_IO=auto decides per shard, all alike in practice).
+    let mut socket_io = None;
     for _ in 0..shard_cpus.len() {
         match bound_rx.recv_timeout(BIND_TIMEOUT) {
-            Ok(Ok(_index)) => {}
+            Ok(Ok(path)) => {
+                socket_io = match socket_io {
+                    Some(seen) if seen != path => Some("mixed"),
+                    _ => Some(path),
+                };
+            }
             Ok(Err(message)) => {
                 shared.draining.store(true, Ordering::Release);
                 return Err(ServerError::Other(message));
@@ -176,7 +183,7 @@ fn start_shards(
             }
         }
     }
-    Ok(())
+    Ok(socket_io.unwrap_or("none"))
 }
 
 fn wait_for_shutdown(

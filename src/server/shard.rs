@@ -250,11 +250,12 @@ impl Future for DrainSignal<'_> {
 }
 
 /// Runs shard `index` until it has drained: opens its journal (recovery), binds its listener,
-/// serves, drains, closes the journal. `bound` is told once the shard serves, or why not.
+/// serves, drains, closes the journal. `bound` is told once the shard serves (and on which socket
+/// path: "uring" or "glommio"), or why not.
 pub async fn run(
     index: usize,
     shared: Arc<Shared>,
-    bound: std::sync::mpsc::Sender<Result<usize, String>>,
+    bound: std::sync::mpsc::Sender<Result<&'static str, String>>,
 ) {
     let config = &shared.config;
     let (journal, recovery) = match Journal::open(JournalOptions::from_config(config, index)).await
@@ -293,12 +294,24 @@ pub async fn run(
                 return;
             }
         },
+        crate::config::SocketIo::Auto => match super::uring::Sockets::new() {
+            Ok(sockets) => Some(sockets),
+            Err(e) => {
+                warn!(shard = index, error = %e, "no socket ring (needs Linux 6.1 or later); \
+                    using glommio's sockets");
+                None
+            }
+        },
     };
     let driver = sockets
         .clone()
         .map(|s| glommio::spawn_local(s.drive()).detach());
     let shard = Rc::new(Shard::new(index, shared.clone(), journal, sockets));
-    let _ = bound.send(Ok(index));
+    let _ = bound.send(Ok(if shard.sockets.is_some() {
+        "uring"
+    } else {
+        "glommio"
+    }));
     let watcher = glommio::spawn_local(watch_shutdown(shard.clone()));
     accept_loop(&shard, &listener.accept).await;
     listener.stop();

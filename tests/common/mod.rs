@@ -57,7 +57,7 @@ impl Server {
             // The whole end-to-end suite runs on either socket path (`.ci/run` runs both).
             .env(
                 "SOCKET_IO",
-                std::env::var("MLLPD_TEST_SOCKET_IO").unwrap_or_else(|_| "glommio".to_owned()),
+                std::env::var("MLLPD_TEST_SOCKET_IO").unwrap_or_else(|_| "auto".to_owned()),
             )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
