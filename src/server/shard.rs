@@ -303,10 +303,18 @@ pub async fn run(
             }
         },
     };
-    let driver = sockets
-        .clone()
-        .map(|s| glommio::spawn_local(s.drive()).detach());
     let shard = Rc::new(Shard::new(index, shared.clone(), journal, sockets));
+    let driver = shard.sockets.clone().map(|sockets| {
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            if let Err(e) = sockets.drive().await {
+                // Its connections can no longer make progress: drain and exit non-zero so the
+                // supervisor restarts the process.
+                shard.fail(&format!("socket ring failed: {e}"));
+            }
+        })
+        .detach()
+    });
     let _ = bound.send(Ok(if shard.sockets.is_some() {
         "uring"
     } else {

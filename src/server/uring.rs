@@ -145,6 +145,9 @@ impl BufRing {
 
 /// One connection's side of the ring.
 struct Slot {
+    /// Which use of this slot index it is: part of every `user_data`, so an operation (a
+    /// cancel) meant for an earlier connection in the slot can never match this one.
+    generation: u32,
     /// The socket; it owns the fd, closed when the slot is freed.
     stream: glommio::net::TcpStream,
     /// Received bytes not yet read.
@@ -185,6 +188,8 @@ struct Inner {
     slots: Vec<Option<Slot>>,
     /// Free slots.
     free: Vec<usize>,
+    /// The generation the next adopted connection gets.
+    generation: u32,
     /// Entries queued since the last turn.
     queue: Vec<squeue::Entry>,
     /// Completions of the current turn, reused.
@@ -243,6 +248,7 @@ impl Sockets {
                 bufs,
                 slots: Vec::new(),
                 free: Vec::new(),
+                generation: 0,
                 queue: Vec::new(),
                 completions: Vec::with_capacity(CQ_ENTRIES as usize),
                 wake: Vec::new(),
@@ -257,7 +263,10 @@ impl Sockets {
     /// Takes over an accepted socket: its receive is armed at once.
     pub fn adopt(self: &Rc<Self>, stream: glommio::net::TcpStream) -> Handle {
         let mut inner = self.inner.borrow_mut();
+        let generation = inner.generation;
+        inner.generation = inner.generation.wrapping_add(1);
         let slot = Slot {
+            generation,
             stream,
             inbox: Vec::new(),
             inbox_read: 0,
@@ -292,8 +301,9 @@ impl Sockets {
         }
     }
 
-    /// Runs the ring until [`Sockets::stop`]; spawn it once per shard.
-    pub async fn drive(self: Rc<Self>) {
+    /// Runs the ring until [`Sockets::stop`]; spawn it once per shard. An error means the
+    /// ring failed: no connection of the shard can make progress any more.
+    pub async fn drive(self: Rc<Self>) -> io::Result<()> {
         let wait = |sockets: Rc<Sockets>| async move { sockets.eventfd.read_at(0, 8).await };
         // The eventfd read stays armed across idle periods; a new one only after it fired.
         let mut fired = Box::pin(wait(Rc::clone(&self)));
@@ -310,20 +320,15 @@ impl Sockets {
                     };
                     match futures_lite::future::or(completions, queued).await {
                         Some(Ok(_)) => fired = Box::pin(wait(Rc::clone(&self))),
-                        Some(Err(e)) => {
-                            tracing::error!(error = %e, "socket ring: cannot wait for its eventfd");
-                            return;
-                        }
+                        Some(Err(e)) => return Err(e.into()),
                         None => {}
                     }
                 }
                 Ok(_) => glommio::executor().yield_now().await,
-                Err(e) => {
-                    tracing::error!(error = %e, "socket ring failed");
-                    return;
-                }
+                Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 
     /// Resolves once a connection queued an entry while the driver was idle.
@@ -420,15 +425,28 @@ impl Inner {
         slot.recv_armed = true;
         slot.recv_paused = false;
         let entry = opcode::RecvMulti::new(fd, BGID).build();
-        self.queue.push(entry.user_data(tag(index, RECV)));
+        self.queue
+            .push(entry.user_data(tag(index, slot.generation, RECV)));
     }
 
     /// Handles one completion.
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
-        let index = (user_data >> 2) as usize;
+        let (index, generation) = untag(user_data);
+        let current = self
+            .slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.generation == generation);
         match user_data & 3 {
-            RECV => self.received(index, result, flags),
-            SEND => self.sent(index, result),
+            RECV if current => self.received(index, result, flags),
+            SEND if current => self.sent(index, result),
+            // Not expected (a slot is freed only when none of its ops is armed), but a buffer
+            // must never be lost.
+            RECV => {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    self.bufs.recycle(bid);
+                }
+            }
             _ => {}
         }
     }
@@ -470,8 +488,10 @@ impl Inner {
         if full && slot.recv_armed && !slot.recv_paused {
             // Stop receiving until the reader catches up.
             slot.recv_paused = true;
-            let entry = opcode::AsyncCancel::new(tag(index, RECV)).build();
-            self.queue.push(entry.user_data(tag(index, CANCEL)));
+            let generation = slot.generation;
+            let entry = opcode::AsyncCancel::new(tag(index, generation, RECV)).build();
+            self.queue
+                .push(entry.user_data(tag(index, generation, CANCEL)));
         } else if !slot.recv_armed && !ended && !full {
             // The multishot ended (ENOBUFS, or the kernel stopped it): arm it again.
             self.arm_recv(index);
@@ -512,7 +532,8 @@ impl Inner {
             .flags(libc::MSG_NOSIGNAL)
             .build();
         slot.send_armed = true;
-        self.queue.push(entry.user_data(tag(index, SEND)));
+        self.queue
+            .push(entry.user_data(tag(index, slot.generation, SEND)));
     }
 
     /// Frees a released slot once no op refers to it (closing its fd).
@@ -529,9 +550,17 @@ impl Inner {
     }
 }
 
-/// `user_data` of an operation on slot `index`.
-fn tag(index: usize, kind: u64) -> u64 {
-    ((index as u64) << 2) | kind
+/// `user_data` of an operation of kind `kind` on slot `index` in its use `generation`.
+fn tag(index: usize, generation: u32, kind: u64) -> u64 {
+    (u64::from(generation) << 32) | (((index as u64) & 0x3fff_ffff) << 2) | kind
+}
+
+/// The slot index and generation in a `user_data`.
+fn untag(user_data: u64) -> (usize, u32) {
+    (
+        ((user_data >> 2) & 0x3fff_ffff) as usize,
+        (user_data >> 32) as u32,
+    )
 }
 
 /// A connection's socket on the shard's ring.
