@@ -674,3 +674,22 @@ impl Drop for Handle {
         inner.maybe_free(self.slot);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_names_its_slot_generation_and_kind() {
+        for (index, generation) in [(0, 0), (1, 7), (1023, u32::MAX), (0x3fff_ffff, 1)] {
+            for kind in [RECV, SEND, CANCEL] {
+                let t = tag(index, generation, kind);
+                assert_eq!(untag(t), (index, generation));
+                assert_eq!(t & 3, kind);
+            }
+        }
+        // The same slot in its next use never matches an operation of the previous one.
+        assert_ne!(tag(5, 1, RECV), tag(5, 2, RECV));
+        assert_ne!(tag(5, 1, RECV), tag(6, 1, RECV));
+    }
+}
