@@ -909,3 +909,38 @@ fn records_past_zeros_are_cut_at_recovery_not_revived() {
         [message("1"), message("2"), message("9"), message("8")]
     );
 }
+
+#[test]
+fn a_restart_on_a_large_segment_ending_mid_block_keeps_appending() {
+    // Recovery cuts the active segment where its records end, which is rarely on a block
+    // boundary; past the first step of readied space the next step must still be written in
+    // whole blocks (direct IO refuses anything else with EINVAL).
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    let inner = dir.clone();
+    run(move || async move {
+        let options = JournalOptions::new(&inner);
+        let (journal, _) = Journal::open(options.clone()).await.unwrap();
+        let payload = vec![b'p'; 997];
+        let mut last = 0;
+        for _ in 0..400 {
+            let seq = journal
+                .append(&record(&payload, None, now_micros()))
+                .unwrap()
+                .seq();
+            last = seq;
+        }
+        assert_eq!(journal.wait_durable(last).await, Ok(()));
+        journal.close().await.unwrap();
+        for round in 0..3 {
+            let (journal, recovery) = Journal::open(options.clone()).await.unwrap();
+            assert_eq!(recovery.truncated_bytes, 0);
+            let (seq, outcome) = store(&journal, &message(&format!("after-{round}"))).await;
+            assert_eq!(outcome, Ok(()), "round {round}");
+            assert_eq!(seq, 401 + round);
+            assert!(!journal.is_poisoned());
+            journal.close().await.unwrap();
+        }
+    });
+    assert_eq!(read_dir_payloads(&dir).len(), 403);
+}

@@ -815,7 +815,8 @@ async fn extend(active: &mut Active, end: u64, sync: SyncMode) -> Result<(), Fai
     }
     let from = align_up(active.ready, align);
     let step = active.ready.clamp(EXTEND_STEP_MIN, EXTEND_STEP_MAX);
-    let to = align_up(end, align).max(from + step);
+    // Whole blocks only: `ready` is mid-block after recovery cut the segment at its records.
+    let to = align_up(end.max(from + step), align);
     let mut zeros = active
         .fill
         .alloc_dma_buffer(usize::try_from(to - from).unwrap_or(0));
