@@ -1,0 +1,461 @@
+//! `floor-uring2`: the reference receiver on a raw io_uring loop that uses what kernel 6.x
+//! offers to cut the CPU per message (one thread, pinned).
+//!
+//! Against `floor-uring` (one Recv re-armed per message), this loop:
+//! - sets the ring up `SINGLE_ISSUER | DEFER_TASKRUN`: completion work (the socket copy of a
+//!   recv, the retry of a send) runs only inside our `io_uring_enter(GETEVENTS)`, batched, with
+//!   no IPIs or task-work interrupts of the running loop (`--setup coop` / `plain` to compare);
+//! - registers the ring fd, so each enter skips the fd table lookup;
+//! - accepts with one multishot Accept and receives with one multishot Recv per connection
+//!   drawing from a provided-buffer ring: a connection's recv stays armed across messages, so no
+//!   SQE is needed per message for receiving and an idle connection holds no buffer
+//!   (`--recv single` re-arms a one-shot buffer-select Recv per message instead, to compare);
+//! - sends all ACKs of a loop turn for a connection in one Send;
+//! - does one `submit_and_wait(1)` per loop turn and handles every completion of the turn.
+//!
+//! A received buffer is parsed in place when the connection has no unfinished frame (the
+//! steady state: one message per read), else appended to the connection's `partial`; either
+//! way the buffer goes back to the ring in the same turn, so the ring empties only when a turn
+//! brings more reads than it has buffers (`-ENOBUFS`: the Recv ends and is re-armed).
+//!
+//! SAFETY invariants for the `unsafe` blocks: a Send points into `flight[sent..]`, which is not
+//! resized, cleared or dropped while `send_armed`; a connection (and its fd) is freed only when
+//! neither its Recv nor its Send is armed, so no op refers to a closed or reused fd. The
+//! provided buffers and the buffer ring live for the whole process (never freed), and the
+//! kernel only writes a buffer between our handing it to the ring and its completion naming it.
+
+use clap::{Parser, ValueEnum};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use mllpd_perf::floor;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// Reference MLLP receiver on a raw io_uring loop with multishot recv and provided buffers.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Address to listen on (port 0 picks one; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:2579")]
+    listen: SocketAddr,
+    /// CPU to pin the one thread to.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Ring setup flags (for measuring what each one is worth).
+    #[arg(long, value_enum, default_value_t = Setup::Defer)]
+    setup: Setup,
+    /// How connections receive (for measuring what multishot is worth).
+    #[arg(long, value_enum, default_value_t = RecvMode::Multi)]
+    recv: RecvMode,
+    /// Do not register the ring fd.
+    #[arg(long)]
+    no_ring_fd: bool,
+}
+
+/// Ring setup variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Setup {
+    /// SINGLE_ISSUER | DEFER_TASKRUN.
+    Defer,
+    /// COOP_TASKRUN | TASKRUN_FLAG (| SINGLE_ISSUER).
+    Coop,
+    /// No flags.
+    Plain,
+}
+
+/// Receive variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RecvMode {
+    /// One multishot Recv per connection, kept armed.
+    Multi,
+    /// One one-shot buffer-select Recv per message.
+    Single,
+}
+
+/// Connections beyond this are closed at accept.
+const CONNECTIONS_MAX: usize = 1024;
+/// Submission queue entries: a Send and a Recv per connection at most, plus the accept.
+const RING_ENTRIES: u32 = 4096;
+/// Completion queue entries: multishot ops may post many per turn.
+const CQ_ENTRIES: u32 = 16384;
+/// Provided buffers (a power of two, at most 32768).
+const BUFS: u16 = 2048;
+/// Bytes per provided buffer: a typical HL7 message fits one.
+const BUF_SIZE: usize = 4096;
+/// The buffer group id of our one buffer ring.
+const BGID: u16 = 0;
+/// Operation kind in the low bits of `user_data`.
+const ACCEPT: u64 = 0;
+const RECV: u64 = 1;
+const SEND: u64 = 2;
+
+/// A provided-buffer ring: `BUFS` entries the kernel picks recv buffers from.
+struct BufRing {
+    /// The entries, shared with the kernel (page-aligned, never freed).
+    entries: *mut types::BufRingEntry,
+    /// The ring's tail as the kernel reads it (inside entry 0).
+    tail: *const AtomicU16,
+    /// Our tail: entries up to here are filled; published by `publish`.
+    local_tail: u16,
+    /// The buffers' memory, `BUFS * BUF_SIZE` bytes (never freed).
+    bufs: *mut u8,
+}
+
+impl BufRing {
+    /// Allocates the ring and its buffers and registers them as group `BGID`, all buffers given.
+    fn new(ring: &IoUring) -> std::io::Result<Self> {
+        let layout = |size| std::alloc::Layout::from_size_align(size, 4096);
+        let entries_layout = layout(BUFS as usize * std::mem::size_of::<types::BufRingEntry>())
+            .map_err(std::io::Error::other)?;
+        let bufs_layout = layout(BUFS as usize * BUF_SIZE).map_err(std::io::Error::other)?;
+        // SAFETY: both layouts have a non-zero size; the memory is zeroed (a valid BufRingEntry
+        // and a valid tail of 0) and is deliberately never freed, so the kernel's view of it
+        // stays valid for the life of the ring.
+        let (entries, bufs) = unsafe {
+            (
+                std::alloc::alloc_zeroed(entries_layout).cast::<types::BufRingEntry>(),
+                std::alloc::alloc_zeroed(bufs_layout),
+            )
+        };
+        if entries.is_null() || bufs.is_null() {
+            return Err(std::io::ErrorKind::OutOfMemory.into());
+        }
+        // SAFETY: `entries` is the first entry of a zeroed, page-aligned ring of BUFS entries.
+        let tail = unsafe { types::BufRingEntry::tail(entries) }.cast::<AtomicU16>();
+        // SAFETY: the ring memory is valid, page-aligned and lives forever (see above).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, BUFS, BGID, 0)?;
+        }
+        let mut ring = BufRing {
+            entries,
+            tail,
+            local_tail: 0,
+            bufs,
+        };
+        for bid in 0..BUFS {
+            ring.recycle(bid);
+        }
+        ring.publish();
+        Ok(ring)
+    }
+
+    /// Gives buffer `bid` back to the ring (seen by the kernel after `publish`).
+    fn recycle(&mut self, bid: u16) {
+        let bid = bid % BUFS;
+        let index = (self.local_tail % BUFS) as usize;
+        // SAFETY: `index < BUFS`, inside the ring; the kernel reads only entries before the
+        // published tail, and this one is at or after it. `bid < BUFS` so the address is inside
+        // `bufs`, and the buffer is ours: its completion has been handled.
+        unsafe {
+            let entry = &mut *self.entries.add(index);
+            entry.set_addr(self.bufs.add(bid as usize * BUF_SIZE) as u64);
+            entry.set_len(BUF_SIZE as u32);
+            entry.set_bid(bid);
+        }
+        self.local_tail = self.local_tail.wrapping_add(1);
+    }
+
+    /// Makes every recycled buffer visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: `tail` points into the live ring; the kernel reads it atomically, and the
+        // Release store orders the entry writes before it.
+        unsafe { (*self.tail).store(self.local_tail, Ordering::Release) };
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion has just handed us.
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        let len = len.min(BUF_SIZE);
+        // SAFETY: `bid % BUFS` names a buffer inside `bufs`; the kernel wrote it before posting
+        // the completion and does not touch it again until we `recycle` it.
+        unsafe { std::slice::from_raw_parts(self.bufs.add((bid % BUFS) as usize * BUF_SIZE), len) }
+    }
+}
+
+/// One accepted connection.
+struct Conn {
+    /// The socket; dropping it closes the fd.
+    stream: TcpStream,
+    /// An unfinished frame carried to the next read (empty in the steady state).
+    partial: Vec<u8>,
+    /// ACKs built this turn, or waiting for the in-flight Send to finish.
+    pending: Vec<u8>,
+    /// ACKs being sent.
+    flight: Vec<u8>,
+    /// Bytes of `flight` already sent.
+    sent: usize,
+    /// The connection's Recv is armed (multishot: until a completion without `F_MORE`).
+    recv_armed: bool,
+    /// A Send is in flight.
+    send_armed: bool,
+    /// Queued in `dirty` to have its ACKs sent at the end of the turn.
+    dirty: bool,
+    /// Peer closed or an error happened: no new ops; freed once nothing is armed.
+    closing: bool,
+}
+
+/// The loop's state.
+struct Server {
+    /// The listening socket.
+    listener: TcpListener,
+    /// Receive variant.
+    recv_mode: RecvMode,
+    /// The provided buffers.
+    bufs: BufRing,
+    /// Connections by slot.
+    slots: Vec<Option<Conn>>,
+    /// Free slots.
+    free: Vec<usize>,
+    /// Connections that got ACKs this turn.
+    dirty: Vec<usize>,
+    /// SQEs queued during this turn, pushed before the next submit.
+    queue: Vec<squeue::Entry>,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    if let Some(cpu) = args.cpu {
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    let listener = TcpListener::bind(args.listen)?;
+    println!("listening on {}", listener.local_addr()?);
+    let mut builder = IoUring::builder();
+    builder.setup_cqsize(CQ_ENTRIES);
+    match args.setup {
+        Setup::Defer => builder.setup_single_issuer().setup_defer_taskrun(),
+        Setup::Coop => builder
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag(),
+        Setup::Plain => &mut builder,
+    };
+    let mut ring = builder.build(RING_ENTRIES)?;
+    if !args.no_ring_fd {
+        ring.submitter().register_ring_fd()?;
+    }
+    let mut server = Server {
+        listener,
+        recv_mode: args.recv,
+        bufs: BufRing::new(&ring)?,
+        slots: Vec::new(),
+        free: Vec::new(),
+        dirty: Vec::new(),
+        queue: Vec::new(),
+    };
+    server.arm_accept();
+    let mut completions = Vec::with_capacity(CQ_ENTRIES as usize);
+    loop {
+        server.bufs.publish();
+        for entry in server.queue.drain(..) {
+            // SAFETY: see the module invariants; every entry's buffer outlives its op.
+            while unsafe { ring.submission().push(&entry) }.is_err() {
+                ring.submit()?;
+            }
+        }
+        ring.submit_and_wait(1)?;
+        completions.extend(
+            ring.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for (user_data, result, flags) in completions.drain(..) {
+            server.complete(user_data, result, flags);
+        }
+        server.flush_sends();
+    }
+}
+
+impl Server {
+    fn arm_accept(&mut self) {
+        let fd = types::Fd(self.listener.as_raw_fd());
+        let entry = opcode::AcceptMulti::new(fd)
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ACCEPT);
+        self.queue.push(entry);
+    }
+
+    fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
+        let slot = (user_data >> 2) as usize;
+        match user_data & 3 {
+            ACCEPT => self.accepted(result, flags),
+            RECV => self.received(slot, result, flags),
+            _ => self.sent(slot, result),
+        }
+    }
+
+    fn accepted(&mut self, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.arm_accept();
+        }
+        if result < 0 {
+            return;
+        }
+        // SAFETY: a non-negative Accept result is a new fd that nothing else owns.
+        let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(result) });
+        let live = self.slots.len() - self.free.len();
+        if live >= CONNECTIONS_MAX || stream.set_nodelay(true).is_err() {
+            return;
+        }
+        let conn = Conn {
+            stream,
+            partial: Vec::new(),
+            pending: Vec::new(),
+            flight: Vec::new(),
+            sent: 0,
+            recv_armed: false,
+            send_armed: false,
+            dirty: false,
+            closing: false,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(conn);
+                slot
+            }
+            None => {
+                self.slots.push(Some(conn));
+                self.slots.len() - 1
+            }
+        };
+        self.arm_recv(slot);
+    }
+
+    fn arm_recv(&mut self, slot: usize) {
+        let Some(conn) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let fd = types::Fd(conn.stream.as_raw_fd());
+        let entry = match self.recv_mode {
+            RecvMode::Multi => opcode::RecvMulti::new(fd, BGID).build(),
+            RecvMode::Single => opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+                .buf_group(BGID)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT),
+        };
+        conn.recv_armed = true;
+        self.queue
+            .push(entry.user_data(((slot as u64) << 2) | RECV));
+    }
+
+    fn received(&mut self, slot: usize, result: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        let more = cqueue::more(flags);
+        let Some(conn) = self.slots[slot].as_mut() else {
+            // Unreachable by the free rule; still give the buffer back.
+            if let Some(bid) = bid {
+                self.bufs.recycle(bid);
+            }
+            return;
+        };
+        if !more {
+            conn.recv_armed = false;
+        }
+        if let Some(bid) = bid {
+            if result > 0 && !conn.closing {
+                let data = self.bufs.bytes(bid, result as usize);
+                answer(conn, data);
+                if !conn.dirty && !conn.pending.is_empty() {
+                    conn.dirty = true;
+                    self.dirty.push(slot);
+                }
+            }
+            self.bufs.recycle(bid);
+        }
+        if result == 0 || (result < 0 && result != -libc::ENOBUFS) {
+            conn.closing = true;
+        }
+        if conn.closing {
+            if conn.recv_armed {
+                // A multishot Recv still armed on a connection we gave up on: end it.
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
+            return self.maybe_free(slot);
+        }
+        if !conn.recv_armed {
+            // Multishot ended (ENOBUFS, or the kernel stopped it), or one-shot mode: re-arm.
+            self.arm_recv(slot);
+        }
+    }
+
+    /// Starts a Send on every connection that got ACKs this turn and has none in flight.
+    fn flush_sends(&mut self) {
+        for index in 0..self.dirty.len() {
+            let slot = self.dirty[index];
+            let Some(conn) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            conn.dirty = false;
+            if !conn.send_armed && !conn.pending.is_empty() && !conn.closing {
+                std::mem::swap(&mut conn.pending, &mut conn.flight);
+                conn.sent = 0;
+                self.arm_send(slot);
+            }
+        }
+        self.dirty.clear();
+    }
+
+    fn arm_send(&mut self, slot: usize) {
+        let Some(conn) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let rest = &conn.flight[conn.sent..];
+        let entry = opcode::Send::new(
+            types::Fd(conn.stream.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len() as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(((slot as u64) << 2) | SEND);
+        conn.send_armed = true;
+        self.queue.push(entry);
+    }
+
+    fn sent(&mut self, slot: usize, result: i32) {
+        let Some(conn) = self.slots[slot].as_mut() else {
+            return;
+        };
+        conn.send_armed = false;
+        if result < 0 || conn.closing {
+            conn.closing = true;
+            if conn.recv_armed {
+                // End the multishot Recv so the connection can be freed.
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
+            return self.maybe_free(slot);
+        }
+        conn.sent += result as usize;
+        if conn.sent < conn.flight.len() {
+            return self.arm_send(slot);
+        }
+        conn.flight.clear();
+        if !conn.pending.is_empty() {
+            std::mem::swap(&mut conn.pending, &mut conn.flight);
+            conn.sent = 0;
+            self.arm_send(slot);
+        }
+    }
+
+    /// Frees a closing connection once no op refers to it.
+    fn maybe_free(&mut self, slot: usize) {
+        let idle = self.slots[slot]
+            .as_ref()
+            .is_some_and(|c| c.closing && !c.recv_armed && !c.send_armed);
+        if idle {
+            self.slots[slot] = None;
+            self.free.push(slot);
+        }
+    }
+}
+
+/// Answers the complete frames of `data` (parsed in place when nothing is carried over),
+/// keeping an unfinished frame in `partial`.
+fn answer(conn: &mut Conn, data: &[u8]) {
+    if conn.partial.is_empty() {
+        let used = floor::answer(data, &mut conn.pending);
+        conn.partial.extend_from_slice(&data[used..]);
+    } else {
+        conn.partial.extend_from_slice(data);
+        let used = floor::answer(&conn.partial, &mut conn.pending);
+        conn.partial.drain(..used);
+    }
+}
