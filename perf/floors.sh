@@ -51,7 +51,7 @@ run_one() {
   taskset -c "$SERVER_CPU" "$BIN/$name" --listen 127.0.0.1:0 --cpu "$SERVER_CPU" "${flags[@]}" >"$log" 2>&1 &
   local pid=$! port=""
   for _ in $(seq 100); do
-    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log")
+    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log" 2>/dev/null || true)
     [ -n "$port" ] && break
     sleep 0.05
   done

@@ -61,6 +61,21 @@ struct Args {
     /// Completions to wait for when `--min-wait-us` is set.
     #[arg(long, default_value_t = 32)]
     wait_nr: usize,
+    /// How the loop sleeps: in `io_uring_enter` (the floor), or as a ring nested in another
+    /// event loop would (mllpd's shards inside glommio): an eventfd registered with the ring,
+    /// a blocking read of it when a non-waiting enter found nothing. Measures what the nesting
+    /// costs.
+    #[arg(long, value_enum, default_value_t = Wake::Enter)]
+    wake: Wake,
+}
+
+/// Sleep variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Wake {
+    /// `submit_and_wait(1)`.
+    Enter,
+    /// Enter without waiting; sleep in `read(eventfd)` when nothing completed.
+    Eventfd,
 }
 
 /// Ring setup variants.
@@ -252,6 +267,21 @@ fn main() -> std::io::Result<()> {
         ring.submitter()
             .register_files_sparse(CONNECTIONS_MAX as u32)?;
     }
+    let eventfd = match args.wake {
+        Wake::Enter => None,
+        Wake::Eventfd => {
+            // SAFETY: eventfd(2) has no memory arguments; a non-negative result is a new fd
+            // that nothing else owns.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: as above.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            ring.submitter().register_eventfd(fd.as_raw_fd())?;
+            Some(fd)
+        }
+    };
     let timeout = types::Timespec::new().sec(1);
     let wait_args = types::SubmitArgs::new()
         .timespec(&timeout)
@@ -280,7 +310,27 @@ fn main() -> std::io::Result<()> {
                 ring.submit()?;
             }
         }
-        if args.min_wait_us == 0 {
+        if let Some(eventfd) = &eventfd {
+            let pending = ring.submission().len() as u32;
+            let getevents = io_uring::EnterFlags::GETEVENTS.bits();
+            // SAFETY: no argument struct is passed; `pending` SQEs were pushed above.
+            unsafe {
+                ring.submitter()
+                    .enter::<libc::sigset_t>(pending, 0, getevents, None)?
+            };
+            if ring.completion().is_empty() {
+                // Nothing completed (task work included): sleep until the kernel signals the
+                // eventfd for new completion work, as a host event loop polling it would.
+                let mut count = 0u64;
+                // SAFETY: reads 8 bytes into `count`, which is 8 bytes and lives on the stack.
+                let read =
+                    unsafe { libc::read(eventfd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+                if read < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                continue;
+            }
+        } else if args.min_wait_us == 0 {
             ring.submit_and_wait(1)?;
         } else {
             match ring.submitter().submit_with_args(args.wait_nr, &wait_args) {
