@@ -28,7 +28,7 @@ use clap::{Parser, ValueEnum};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mllpd_perf::floor;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 /// Reference MLLP receiver on a raw io_uring loop with multishot recv and provided buffers.
@@ -76,6 +76,8 @@ enum Wake {
     Enter,
     /// Enter without waiting; sleep in `read(eventfd)` when nothing completed.
     Eventfd,
+    /// Run as a task of a glommio executor; sleep in glommio, awaiting a read of the eventfd.
+    Glommio,
 }
 
 /// Ring setup variants.
@@ -244,109 +246,205 @@ struct Server {
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    if args.wake == Wake::Glommio {
+        return host_in_glommio(args);
+    }
     if let Some(cpu) = args.cpu {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
-    let listener = TcpListener::bind(args.listen)?;
-    println!("listening on {}", listener.local_addr()?);
-    let mut builder = IoUring::builder();
-    builder.setup_cqsize(CQ_ENTRIES);
-    match args.setup {
-        Setup::Defer => builder.setup_single_issuer().setup_defer_taskrun(),
-        Setup::Coop => builder
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag(),
-        Setup::Plain => &mut builder,
-    };
-    let mut ring = builder.build(RING_ENTRIES)?;
-    if !args.no_ring_fd {
-        ring.submitter().register_ring_fd()?;
-    }
-    if args.fixed_files {
-        ring.submitter()
-            .register_files_sparse(CONNECTIONS_MAX as u32)?;
-    }
-    let eventfd = match args.wake {
-        Wake::Enter => None,
-        Wake::Eventfd => {
-            // SAFETY: eventfd(2) has no memory arguments; a non-negative result is a new fd
-            // that nothing else owns.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: as above.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            ring.submitter().register_eventfd(fd.as_raw_fd())?;
-            Some(fd)
-        }
-    };
-    let timeout = types::Timespec::new().sec(1);
-    let wait_args = types::SubmitArgs::new()
-        .timespec(&timeout)
-        .min_wait_usec(args.min_wait_us);
-    let mut server = Server {
-        listener,
-        recv_mode: args.recv,
-        fixed_files: args.fixed_files,
-        file_updates: Vec::new(),
-        bufs: BufRing::new(&ring)?,
-        slots: Vec::new(),
-        free: Vec::new(),
-        dirty: Vec::new(),
-        queue: Vec::new(),
-    };
-    server.arm_accept();
-    let mut completions = Vec::with_capacity(CQ_ENTRIES as usize);
+    let mut event_loop = EventLoop::new(&args)?;
+    let eventfd = event_loop.eventfd.take();
     loop {
-        server.bufs.publish();
-        for (index, fd) in server.file_updates.drain(..) {
-            ring.submitter().register_files_update(index, &[fd])?;
-        }
-        for entry in server.queue.drain(..) {
-            // SAFETY: see the module invariants; every entry's buffer outlives its op.
-            while unsafe { ring.submission().push(&entry) }.is_err() {
-                ring.submit()?;
-            }
-        }
-        if let Some(eventfd) = &eventfd {
-            let pending = ring.submission().len() as u32;
-            let getevents = io_uring::EnterFlags::GETEVENTS.bits();
-            // SAFETY: no argument struct is passed; `pending` SQEs were pushed above.
-            unsafe {
-                ring.submitter()
-                    .enter::<libc::sigset_t>(pending, 0, getevents, None)?
-            };
-            if ring.completion().is_empty() {
-                // Nothing completed (task work included): sleep until the kernel signals the
-                // eventfd for new completion work, as a host event loop polling it would.
-                let mut count = 0u64;
-                // SAFETY: reads 8 bytes into `count`, which is 8 bytes and lives on the stack.
-                let read =
-                    unsafe { libc::read(eventfd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
-                if read < 0 {
-                    return Err(std::io::Error::last_os_error());
+        event_loop.push()?;
+        match &eventfd {
+            Some(eventfd) => {
+                if event_loop.enter_nowait()? == 0 {
+                    // Nothing completed (task work included): sleep until the kernel signals
+                    // the eventfd for new completion work, as a host event loop polling it
+                    // would.
+                    read_eventfd(eventfd)?;
                 }
                 continue;
             }
-        } else if args.min_wait_us == 0 {
-            ring.submit_and_wait(1)?;
-        } else {
-            match ring.submitter().submit_with_args(args.wait_nr, &wait_args) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
-                Err(e) => return Err(e),
+            None if args.min_wait_us == 0 => {
+                event_loop.ring.submit_and_wait(1)?;
+            }
+            None => {
+                let timeout = types::Timespec::new().sec(1);
+                let wait_args = types::SubmitArgs::new()
+                    .timespec(&timeout)
+                    .min_wait_usec(args.min_wait_us);
+                let submitter = event_loop.ring.submitter();
+                match submitter.submit_with_args(args.wait_nr, &wait_args) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
-        completions.extend(
-            ring.completion()
+        event_loop.handle();
+    }
+}
+
+/// `--wake glommio`: the loop as one task of a pinned glommio executor (set up like
+/// floor-glommio and an mllpd shard). It enters the ring without waiting; when nothing has
+/// completed it awaits a read of the ring's eventfd through glommio's own ring, so glommio's
+/// reactor is what sleeps. This is the shape mllpd's shards would take.
+fn host_in_glommio(args: Args) -> std::io::Result<()> {
+    let placement = args
+        .cpu
+        .map_or(glommio::Placement::Unbound, glommio::Placement::Fixed);
+    let executor = glommio::LocalExecutorBuilder::new(placement)
+        .name("floor-uring2")
+        .io_memory(1 << 20)
+        .make()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    executor.run(async move {
+        // Built on the executor's thread: SINGLE_ISSUER binds the ring to it.
+        let mut event_loop = EventLoop::new(&args)?;
+        let Some(eventfd) = event_loop.eventfd.take() else {
+            return Err(std::io::Error::other("no eventfd"));
+        };
+        // SAFETY: the fd is ours (taken out of `event_loop`) and now owned by the file.
+        let eventfd = unsafe { glommio::io::BufferedFile::from_raw_fd(eventfd.into_raw_fd()) };
+        loop {
+            event_loop.push()?;
+            if event_loop.enter_nowait()? == 0 {
+                eventfd
+                    .read_at(0, 8)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            } else {
+                // Let glommio's other tasks and timers run between busy turns.
+                glommio::yield_if_needed().await;
+            }
+        }
+    })
+}
+
+/// Blocks until the eventfd is signalled and resets it.
+fn read_eventfd(eventfd: &OwnedFd) -> std::io::Result<()> {
+    let mut count = 0u64;
+    // SAFETY: reads 8 bytes into `count`, which is 8 bytes and lives on the stack.
+    let read = unsafe { libc::read(eventfd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    if read < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The ring, the server state, and the eventfd when the loop sleeps elsewhere.
+struct EventLoop {
+    /// The ring.
+    ring: IoUring,
+    /// Connections, buffers and queued SQEs.
+    server: Server,
+    /// Completions copied out of the CQ, handled after the CQ is released.
+    completions: Vec<(u64, i32, u32)>,
+    /// Registered with the ring (`--wake eventfd|glommio`).
+    eventfd: Option<OwnedFd>,
+}
+
+impl EventLoop {
+    /// Binds, prints the address, sets the ring up as `args` say, and arms the accept.
+    fn new(args: &Args) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(args.listen)?;
+        println!("listening on {}", listener.local_addr()?);
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(CQ_ENTRIES);
+        match args.setup {
+            Setup::Defer => builder.setup_single_issuer().setup_defer_taskrun(),
+            Setup::Coop => builder
+                .setup_single_issuer()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag(),
+            Setup::Plain => &mut builder,
+        };
+        let ring = builder.build(RING_ENTRIES)?;
+        if !args.no_ring_fd {
+            ring.submitter().register_ring_fd()?;
+        }
+        if args.fixed_files {
+            ring.submitter()
+                .register_files_sparse(CONNECTIONS_MAX as u32)?;
+        }
+        let eventfd = match args.wake {
+            Wake::Enter => None,
+            Wake::Eventfd | Wake::Glommio => {
+                // SAFETY: eventfd(2) has no memory arguments; a non-negative result is a new
+                // fd that nothing else owns.
+                let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: as above.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                ring.submitter().register_eventfd(fd.as_raw_fd())?;
+                Some(fd)
+            }
+        };
+        let mut server = Server {
+            listener,
+            recv_mode: args.recv,
+            fixed_files: args.fixed_files,
+            file_updates: Vec::new(),
+            bufs: BufRing::new(&ring)?,
+            slots: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            queue: Vec::new(),
+        };
+        server.arm_accept();
+        Ok(EventLoop {
+            ring,
+            server,
+            completions: Vec::with_capacity(CQ_ENTRIES as usize),
+            eventfd,
+        })
+    }
+
+    /// Publishes recycled buffers, applies file-table updates, and pushes the queued SQEs.
+    fn push(&mut self) -> std::io::Result<()> {
+        self.server.bufs.publish();
+        for (index, fd) in self.server.file_updates.drain(..) {
+            self.ring.submitter().register_files_update(index, &[fd])?;
+        }
+        for entry in self.server.queue.drain(..) {
+            // SAFETY: see the module invariants; every entry's buffer outlives its op.
+            while unsafe { self.ring.submission().push(&entry) }.is_err() {
+                self.ring.submit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits, runs pending task work (GETEVENTS) without waiting, handles what completed;
+    /// returns how many completions there were.
+    fn enter_nowait(&mut self) -> std::io::Result<usize> {
+        let pending = self.ring.submission().len() as u32;
+        let getevents = io_uring::EnterFlags::GETEVENTS.bits();
+        // SAFETY: no argument struct is passed; `pending` SQEs were pushed.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(pending, 0, getevents, None)?
+        };
+        Ok(self.handle())
+    }
+
+    /// Handles every completion in the CQ, then starts the turn's Sends; returns the count.
+    fn handle(&mut self) -> usize {
+        self.completions.extend(
+            self.ring
+                .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
-        for (user_data, result, flags) in completions.drain(..) {
-            server.complete(user_data, result, flags);
+        let count = self.completions.len();
+        for (user_data, result, flags) in self.completions.drain(..) {
+            self.server.complete(user_data, result, flags);
         }
-        server.flush_sends();
+        self.server.flush_sends();
+        count
     }
 }
 
