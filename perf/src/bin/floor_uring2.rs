@@ -67,6 +67,10 @@ struct Args {
     /// costs.
     #[arg(long, value_enum, default_value_t = Wake::Enter)]
     wake: Wake,
+    /// Provided buffers in the ring: a power of two, 1..=32768 (a small ring exercises the
+    /// `-ENOBUFS` re-arm path).
+    #[arg(long, default_value_t = BUFS_DEFAULT)]
+    bufs: u16,
 }
 
 /// Sleep variants.
@@ -106,8 +110,8 @@ const CONNECTIONS_MAX: usize = 1024;
 const RING_ENTRIES: u32 = 4096;
 /// Completion queue entries: multishot ops may post many per turn.
 const CQ_ENTRIES: u32 = 16384;
-/// Provided buffers (a power of two, at most 32768).
-const BUFS: u16 = 2048;
+/// Provided buffers by default (`--bufs`).
+const BUFS_DEFAULT: u16 = 2048;
 /// Bytes per provided buffer: a typical HL7 message fits one.
 const BUF_SIZE: usize = 4096;
 /// The buffer group id of our one buffer ring.
@@ -117,25 +121,30 @@ const ACCEPT: u64 = 0;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 
-/// A provided-buffer ring: `BUFS` entries the kernel picks recv buffers from.
+/// A provided-buffer ring: `count` entries the kernel picks recv buffers from.
 struct BufRing {
+    /// Entries and buffers: a power of two, so `u16` tail wrap-around stays consistent.
+    count: u16,
     /// The entries, shared with the kernel (page-aligned, never freed).
     entries: *mut types::BufRingEntry,
     /// The ring's tail as the kernel reads it (inside entry 0).
     tail: *const AtomicU16,
     /// Our tail: entries up to here are filled; published by `publish`.
     local_tail: u16,
-    /// The buffers' memory, `BUFS * BUF_SIZE` bytes (never freed).
+    /// The buffers' memory, `count * BUF_SIZE` bytes (never freed).
     bufs: *mut u8,
 }
 
 impl BufRing {
     /// Allocates the ring and its buffers and registers them as group `BGID`, all buffers given.
-    fn new(ring: &IoUring) -> std::io::Result<Self> {
+    fn new(ring: &IoUring, count: u16) -> std::io::Result<Self> {
+        if !count.is_power_of_two() || count > 32768 {
+            return Err(std::io::Error::other("--bufs: a power of two up to 32768"));
+        }
         let layout = |size| std::alloc::Layout::from_size_align(size, 4096);
-        let entries_layout = layout(BUFS as usize * std::mem::size_of::<types::BufRingEntry>())
+        let entries_layout = layout(count as usize * std::mem::size_of::<types::BufRingEntry>())
             .map_err(std::io::Error::other)?;
-        let bufs_layout = layout(BUFS as usize * BUF_SIZE).map_err(std::io::Error::other)?;
+        let bufs_layout = layout(count as usize * BUF_SIZE).map_err(std::io::Error::other)?;
         // SAFETY: both layouts have a non-zero size; the memory is zeroed (a valid BufRingEntry
         // and a valid tail of 0) and is deliberately never freed, so the kernel's view of it
         // stays valid for the life of the ring.
@@ -148,20 +157,21 @@ impl BufRing {
         if entries.is_null() || bufs.is_null() {
             return Err(std::io::ErrorKind::OutOfMemory.into());
         }
-        // SAFETY: `entries` is the first entry of a zeroed, page-aligned ring of BUFS entries.
+        // SAFETY: `entries` is the first entry of a zeroed, page-aligned ring of `count` entries.
         let tail = unsafe { types::BufRingEntry::tail(entries) }.cast::<AtomicU16>();
         // SAFETY: the ring memory is valid, page-aligned and lives forever (see above).
         unsafe {
             ring.submitter()
-                .register_buf_ring_with_flags(entries as u64, BUFS, BGID, 0)?;
+                .register_buf_ring_with_flags(entries as u64, count, BGID, 0)?;
         }
         let mut ring = BufRing {
+            count,
             entries,
             tail,
             local_tail: 0,
             bufs,
         };
-        for bid in 0..BUFS {
+        for bid in 0..count {
             ring.recycle(bid);
         }
         ring.publish();
@@ -170,10 +180,10 @@ impl BufRing {
 
     /// Gives buffer `bid` back to the ring (seen by the kernel after `publish`).
     fn recycle(&mut self, bid: u16) {
-        let bid = bid % BUFS;
-        let index = (self.local_tail % BUFS) as usize;
-        // SAFETY: `index < BUFS`, inside the ring; the kernel reads only entries before the
-        // published tail, and this one is at or after it. `bid < BUFS` so the address is inside
+        let bid = bid % self.count;
+        let index = (self.local_tail % self.count) as usize;
+        // SAFETY: `index < count`, inside the ring; the kernel reads only entries before the
+        // published tail, and this one is at or after it. `bid < count` so the address is inside
         // `bufs`, and the buffer is ours: its completion has been handled.
         unsafe {
             let entry = &mut *self.entries.add(index);
@@ -194,9 +204,11 @@ impl BufRing {
     /// The first `len` bytes of buffer `bid`, which a completion has just handed us.
     fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         let len = len.min(BUF_SIZE);
-        // SAFETY: `bid % BUFS` names a buffer inside `bufs`; the kernel wrote it before posting
+        // SAFETY: `bid % count` names a buffer inside `bufs`; the kernel wrote it before posting
         // the completion and does not touch it again until we `recycle` it.
-        unsafe { std::slice::from_raw_parts(self.bufs.add((bid % BUFS) as usize * BUF_SIZE), len) }
+        unsafe {
+            std::slice::from_raw_parts(self.bufs.add((bid % self.count) as usize * BUF_SIZE), len)
+        }
     }
 }
 
@@ -388,7 +400,7 @@ impl EventLoop {
             recv_mode: args.recv,
             fixed_files: args.fixed_files,
             file_updates: Vec::new(),
-            bufs: BufRing::new(&ring)?,
+            bufs: BufRing::new(&ring, args.bufs)?,
             slots: Vec::new(),
             free: Vec::new(),
             dirty: Vec::new(),
