@@ -12,7 +12,7 @@
 #
 # Environment: FLOORS ("floor-tokio floor-glommio floor-uring floor-uring2"; a floor may carry
 # its own flags after colons, e.g. "floor-uring2:--recv:single"), ROUNDS (3), DURATION (5s),
-# WARMUP (1s), CONNS ("1 16 64 256"), OPEN_RATE (20000), OPEN_CONNS (64; "" for none),
+# WARMUP (1s), CONNS ("1 16 64 256"; "" for none), OPEN_RATE (20000), OPEN_CONNS (64; "" for none),
 # SERVER_CPU (0), CLIENT_CPU (1), NO_BUILD=1. Raw JSON stays in perf/results/tmp/floors-<stamp>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ FLOORS=${FLOORS:-"floor-tokio floor-glommio floor-uring floor-uring2"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
-CONNS=${CONNS:-"1 16 64 256"}
+CONNS=${CONNS-"1 16 64 256"}
 OPEN_RATE=${OPEN_RATE:-20000}
 OPEN_CONNS=${OPEN_CONNS-64}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -79,9 +79,9 @@ for point in "${POINTS[@]}"; do
   done
 done
 
-python3 - "$RAW" "$FLOORS" "${POINTS[@]}" <<'EOF'
+python3 - "$RAW" "$FLOORS" "$OPEN_RATE" "${POINTS[@]}" <<'EOF'
 import json, statistics, sys, glob, os
-raw, floors, points = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+raw, floors, open_rate, points = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4:]
 def runs(spec, point):
     mode, conns = point.split(":")
     key = spec.replace(":", "_").replace(" ", "_")
@@ -107,7 +107,7 @@ for spec in floors:
                 len(rs),
             )
 base = next((f for f in floors if f.split(":")[0] == "floor-tokio"), None)
-label = lambda p: f"{p.split(':')[1]} conns" + (" open" if p.startswith("open") else "")
+label = lambda p: f"{p.split(':')[1]} conns" + (f" open {open_rate}/s" if p.startswith("open") else "")
 print("Server CPU µs/msg (median over rounds), msgs/s, p50 µs, ratio of CPU/msg to floor-tokio:\n")
 print("| floor | " + " | ".join(label(p) for p in points) + " |")
 print("|---|" + "---:|" * len(points))
