@@ -63,6 +63,10 @@ struct Args {
     /// Trades up to this much latency for fewer wakeups per message.
     #[arg(long, default_value_t = 0)]
     min_wait_us: u32,
+    /// Bound every wait by this timeout (ms), as a loop that sleeps until its nearest
+    /// connection deadline would: one kernel timer per wait. 0: no timeout.
+    #[arg(long, default_value_t = 0)]
+    wait_timeout_ms: u64,
     /// Completions to wait for when `--min-wait-us` is set.
     #[arg(long, default_value_t = 32)]
     wait_nr: usize,
@@ -283,16 +287,24 @@ fn main() -> std::io::Result<()> {
                 }
                 continue;
             }
-            None if args.min_wait_us == 0 => {
+            None if args.min_wait_us == 0 && args.wait_timeout_ms == 0 => {
                 event_loop.ring.submit_and_wait(1)?;
             }
             None => {
-                let timeout = types::Timespec::new().sec(1);
+                let timeout = match args.wait_timeout_ms {
+                    0 => types::Timespec::new().sec(1),
+                    ms => types::Timespec::from(std::time::Duration::from_millis(ms)),
+                };
                 let wait_args = types::SubmitArgs::new()
                     .timespec(&timeout)
                     .min_wait_usec(args.min_wait_us);
+                let want = if args.min_wait_us == 0 {
+                    1
+                } else {
+                    args.wait_nr
+                };
                 let submitter = event_loop.ring.submitter();
-                match submitter.submit_with_args(args.wait_nr, &wait_args) {
+                match submitter.submit_with_args(want, &wait_args) {
                     Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
                     Err(e) => return Err(e),
