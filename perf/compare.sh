@@ -25,7 +25,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-27575}
 OPEN_RATE=${OPEN_RATE:-20000}
 OPEN_CONNS=${OPEN_CONNS:-"16 64"}
-ALL_SERVERS="mllpd-receipt mllpd-journal floor-glommio floor-uring floor-tokio python-hl7 medplum"
+ALL_SERVERS="mllpd-receipt mllpd-journal floor-glommio floor-uring floor-uring2 floor-tokio python-hl7 medplum"
 SERVERS=${SERVERS:-$ALL_SERVERS}
 
 echo "== build (release)"
