@@ -104,6 +104,53 @@ fn a_burst_far_larger_than_the_socket_buffers_is_answered_in_order() {
 }
 
 #[test]
+fn connections_reset_mid_frame_leak_nothing_and_others_are_answered() {
+    // Churn: 300 connections each send half a frame and are reset (RST) while the server still
+    // has a receive armed for them, and their slots get reused; a steady connection is answered
+    // throughout, and afterwards the server holds no more descriptors than before.
+    let server = Server::start(&[("SHARDS", "1")]);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .expect("fd dir")
+            .count()
+    };
+    let mut steady = server.connect();
+    steady.send_message(&adt("STEADY-0"));
+    assert_eq!(steady.read_ack().code(), "AA");
+    let before = fds();
+    let half = frame(&adt("HALF"));
+    for i in 0..300 {
+        let mut c = server.connect();
+        c.send(&half[..half.len() / 2]);
+        // SO_LINGER 0: close sends a reset.
+        socket2::SockRef::from(&c.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(c);
+        if i % 50 == 0 {
+            steady.send_message(&adt(&format!("STEADY-{i}")));
+            let ack = steady.read_ack();
+            assert_eq!(
+                (ack.code().as_str(), ack.control_id()),
+                ("AA", format!("STEADY-{i}"))
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fds() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        fds() <= before,
+        "descriptors leaked: {} before, {} after",
+        before,
+        fds()
+    );
+    steady.send_message(&adt("STEADY-END"));
+    assert_eq!(steady.read_ack().code(), "AA");
+}
+
+#[test]
 fn five_hundred_concurrent_connections_all_get_aa() {
     let server = Server::start(&[]);
     let mut clients: Vec<Client> = (0..500).map(|_| server.connect()).collect();
