@@ -341,6 +341,7 @@ pub async fn run(
         bytes_flushed = stats.bytes_flushed,
         batches_failed = stats.batches_failed,
         duplicates = stats.duplicates,
+        batch_full = stats.batch_full,
         last_seq = stats.last_seq,
         flush_mean_us = stats
             .flush_micros_total

@@ -49,6 +49,8 @@ const BUF_SIZE: usize = 4096;
 const BGID: u16 = 0;
 /// Received bytes a connection may hold before its Recv is paused.
 const INBOX_BYTES_MAX: usize = crate::limits::SOCKET_INBOX_BYTES_MAX;
+/// How long an idle driver sleeps at most before looking at the ring again (see `drive`).
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Kinds of operations, in the low bits of `user_data`.
 const RECV: u64 = 1;
 const SEND: u64 = 2;
@@ -225,7 +227,8 @@ impl Sockets {
         builder
             .setup_cqsize(CQ_ENTRIES)
             .setup_single_issuer()
-            .setup_defer_taskrun();
+            .setup_defer_taskrun()
+            .setup_taskrun_flag();
         let ring = builder.build(RING_ENTRIES)?;
         let bufs = BufRing::new(&ring)?;
         // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new fd nobody owns.
@@ -309,7 +312,7 @@ impl Sockets {
         let mut fired = Box::pin(wait(Rc::clone(&self)));
         while !self.stopping.get() {
             match self.turn() {
-                Ok(0) if self.inner.borrow().queue.is_empty() => {
+                Ok(0) if self.idle() => {
                     let completions = async {
                         let result = (&mut fired).await;
                         Some(result)
@@ -318,7 +321,14 @@ impl Sockets {
                         self.queued().await;
                         None
                     };
-                    match futures_lite::future::or(completions, queued).await {
+                    // A safety net, not the mechanism: if a wake-up were ever missed, the ring
+                    // is looked at again after this long rather than never.
+                    let lapse = async {
+                        glommio::timer::sleep(IDLE_RECHECK).await;
+                        None
+                    };
+                    let woken = futures_lite::future::or(completions, queued);
+                    match futures_lite::future::or(woken, lapse).await {
                         Some(Ok(_)) => fired = Box::pin(wait(Rc::clone(&self))),
                         Some(Err(e)) => return Err(e.into()),
                         None => {}
@@ -329,6 +339,21 @@ impl Sockets {
             }
         }
         Ok(())
+    }
+
+    /// Whether nothing is left to do until the kernel signals: no entries queued, no completion
+    /// work pending in the kernel (a single enter runs only a bounded batch of it, and more work
+    /// queued behind a non-empty list does not signal the eventfd again: TASKRUN_FLAG shows it),
+    /// no completions waiting.
+    fn idle(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if !inner.queue.is_empty() {
+            return false;
+        }
+        let sq = inner.ring.submission();
+        let pending = sq.taskrun() || sq.cq_overflow();
+        drop(sq);
+        !pending && inner.ring.completion().is_empty()
     }
 
     /// Resolves once a connection queued an entry while the driver was idle.
