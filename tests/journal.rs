@@ -944,3 +944,58 @@ fn a_restart_on_a_large_segment_ending_mid_block_keeps_appending() {
     });
     assert_eq!(read_dir_payloads(&dir).len(), 403);
 }
+
+#[test]
+fn while_an_appender_waits_its_turn_nobody_appends_past_it() {
+    // A record that does not fit what is left of the batch waits, in turn, for an empty batch;
+    // meanwhile a small record that would fit is refused too, rather than overtaking it (in a
+    // busy server such overtaking starved the waiting connections for seconds).
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    run(move || async move {
+        let faults = Rc::new(FaultPlan::new());
+        faults.flush_delay.set(Duration::from_millis(100));
+        let options = JournalOptions {
+            batch_bytes_max: 1000,
+            faults: Some(Rc::clone(&faults)),
+            ..JournalOptions::new(&dir)
+        };
+        let (journal, _) = Journal::open(options).await.unwrap();
+        let first = journal
+            .append(&record(&message("1"), None, now_micros()))
+            .unwrap()
+            .seq();
+        glommio::timer::sleep(Duration::from_millis(5)).await; // batch 1 in flight, held
+        journal
+            .append(&record(&message("2"), None, now_micros()))
+            .unwrap();
+        let waiter = {
+            let journal = Rc::clone(&journal);
+            glommio::spawn_local(async move {
+                let mut big = message("big");
+                big.extend_from_slice(&[b'x'; 800]);
+                journal
+                    .append_in_turn(&record(&big, None, now_micros()))
+                    .await
+                    .map(|a| a.seq())
+            })
+        };
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        let small = message("small");
+        assert_eq!(
+            journal
+                .append(&record(&small, None, now_micros()))
+                .map(|a| a.seq()),
+            Err(JournalError::BatchFull),
+            "a record that fits may not overtake the one waiting its turn"
+        );
+        let big = waiter.await.unwrap();
+        let small = journal
+            .append_in_turn(&record(&small, None, now_micros()))
+            .await
+            .map(|a| a.seq())
+            .unwrap();
+        assert!(first < big && big < small, "{first} < {big} < {small}");
+        assert_eq!(journal.wait_durable(small).await, Ok(()));
+    });
+}

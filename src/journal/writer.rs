@@ -70,6 +70,11 @@ struct State {
     durable_waiters: Vec<(u64, Waker)>,
     /// Tasks waiting for the pending batch to empty.
     room_waiters: Vec<Waker>,
+    /// Appenders that found the batch full, in arrival order ([`Journal::append_in_turn`]):
+    /// while any waits, others may not append past them.
+    admission: VecDeque<(u64, Waker)>,
+    /// Ids handed to waiting appenders.
+    admission_ids: u64,
     /// The committer, when it waits for work.
     committer: Option<Waker>,
     /// The committer has stopped and released the directory lock; `close` waits for it.
@@ -118,6 +123,8 @@ impl Journal {
                 retention_floor: None,
                 durable_waiters: Vec::new(),
                 room_waiters: Vec::new(),
+                admission: VecDeque::new(),
+                admission_ids: 0,
                 committer: None,
                 committer_done: false,
                 stats,
@@ -136,6 +143,41 @@ impl Journal {
     /// `Err(BatchFull)`: await [`Journal::wait_room`] and append again. `Err(Poisoned)`,
     /// `Err(Closed)`, `Err(RecordTooLarge)`: not stored, answer AE.
     pub fn append(&self, record: &RecordRef<'_>) -> Result<Append, JournalError> {
+        self.append_inner(record, false)
+    }
+
+    /// Appends `record`, waiting for room if the batch is full, in arrival order: an appender
+    /// that found the batch full is admitted before any that came after it, and nobody appends
+    /// past those waiting. (With plain [`Journal::append`] + [`Journal::wait_room`], appenders
+    /// that never waited could keep filling each new batch first and starve the woken ones.)
+    pub async fn append_in_turn(&self, record: &RecordRef<'_>) -> Result<Append, JournalError> {
+        match self.append_inner(record, false) {
+            Err(JournalError::BatchFull) => {}
+            other => return other,
+        }
+        let id = {
+            let mut st = self.state.borrow_mut();
+            st.admission_ids += 1;
+            st.admission_ids
+        };
+        let mut turn = Turn {
+            journal: self,
+            id,
+            queued: false,
+            need_empty: false,
+        };
+        loop {
+            poll_fn(|cx| turn.poll(cx)).await;
+            match self.append_inner(record, true) {
+                // Too big for what is left: wait at the front for an empty batch.
+                Err(JournalError::BatchFull) => turn.need_empty = true,
+                other => return other,
+            }
+        }
+    }
+
+    /// `append`; `admitted`: the caller's turn came ([`Journal::append_in_turn`]).
+    fn append_inner(&self, record: &RecordRef<'_>, admitted: bool) -> Result<Append, JournalError> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         if st.poisoned {
@@ -143,6 +185,10 @@ impl Journal {
         }
         if st.closed {
             return Err(JournalError::Closed);
+        }
+        if !admitted && !st.admission.is_empty() {
+            st.stats.batch_full += 1;
+            return Err(JournalError::BatchFull);
         }
         let key = record::storable_key(record.dedup_key);
         let time = record.receive_time_unix_micros;
@@ -249,6 +295,9 @@ impl Journal {
             if let Some(committer) = st.committer.take() {
                 committer.wake();
             }
+            for (_, waker) in &st.admission {
+                waker.wake_by_ref();
+            }
             st.next_seq - 1
         };
         let outcome = if last == 0 {
@@ -302,6 +351,10 @@ impl Journal {
         for waker in st.room_waiters.drain(..) {
             waker.wake();
         }
+        // Room for all of them, likely: wake them all, in order; each goes once it is first.
+        for (_, waker) in &st.admission {
+            waker.wake_by_ref();
+        }
         Poll::Ready(Some((batch, bytes)))
     }
 
@@ -332,6 +385,9 @@ impl Journal {
                 for waker in st.room_waiters.drain(..) {
                     waker.wake();
                 }
+                for (_, waker) in &st.admission {
+                    waker.wake_by_ref();
+                }
             }
         }
         let (settled, poisoned) = (st.settled_seq, st.poisoned);
@@ -356,6 +412,66 @@ impl Journal {
     /// The next sequence number to assign.
     fn next_seq(&self) -> u64 {
         self.state.borrow().next_seq
+    }
+}
+
+/// An appender's place in the admission queue ([`Journal::append_in_turn`]); leaves it when
+/// dropped (admitted, or the connection went away), waking the next in line.
+struct Turn<'a> {
+    /// The journal.
+    journal: &'a Journal,
+    /// Its id in the queue.
+    id: u64,
+    /// It is in the queue.
+    queued: bool,
+    /// It needs an empty batch (its record did not fit in what was left).
+    need_empty: bool,
+}
+
+impl Turn<'_> {
+    /// Ready when first in line with room in the batch (or the journal is poisoned or closed).
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.journal.state.borrow_mut();
+        if st.poisoned || st.closed {
+            return Poll::Ready(());
+        }
+        if self.queued {
+            if let Some(entry) = st.admission.iter_mut().find(|(id, _)| *id == self.id) {
+                entry.1 = cx.waker().clone();
+            }
+        } else {
+            st.admission.push_back((self.id, cx.waker().clone()));
+            self.queued = true;
+        }
+        let first = st.admission.front().is_some_and(|(id, _)| *id == self.id);
+        let options = &self.journal.options;
+        let room = if self.need_empty {
+            st.pending_records == 0
+        } else {
+            st.pending_records < options.batch_records_max
+                && st.pending.len() < options.batch_bytes_max
+        };
+        if first && room {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            return;
+        }
+        let mut st = self.journal.state.borrow_mut();
+        let was_first = st.admission.front().is_some_and(|(id, _)| *id == self.id);
+        st.admission.retain(|(id, _)| *id != self.id);
+        if was_first {
+            if let Some((_, waker)) = st.admission.front() {
+                waker.wake_by_ref();
+            }
+        }
     }
 }
 

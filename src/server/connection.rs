@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::hl7::Message;
-use crate::journal::{Append, DedupKey, JournalError, RecordRef};
+use crate::journal::{Append, DedupKey, RecordRef};
 use crate::limits::{READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES};
 use crate::mllp::{Decoded, Decoder, FrameError};
 
@@ -414,12 +414,7 @@ async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Verdict, Opti
         payload,
         dedup_key: Some(DedupKey::of(&message)),
     };
-    let appended = loop {
-        match shard.journal.append(&record) {
-            Err(JournalError::BatchFull) => shard.journal.wait_room().await,
-            other => break other,
-        }
-    };
+    let appended = shard.journal.append_in_turn(&record).await;
     match appended {
         Ok(append) if shard.waits_for_journal() => (Verdict::Accepted, Some(append_seq(append))),
         Ok(_) => (Verdict::Accepted, None),
