@@ -598,7 +598,7 @@ const EXTEND_STEP_MAX: u64 = 8 * 1024 * 1024;
 /// Records go to the segment with `O_DIRECT` writes (glommio [`DmaFile`]) so that a batch is
 /// one io_uring write the kernel issues inline, not a buffered write punted to an io-wq worker
 /// that competes with the shard for its CPU. The space ahead of the records is written with
-/// zeros and made durable in steps ([`Writer::extend`]) before any record goes there, so each
+/// zeros and made durable in steps (`extend`) before any record goes there, so each
 /// batch overwrites allocated, initialised blocks: with `O_DSYNC` such a write is durable
 /// once the device cache is flushed, with no file-system journal commit (no size or extent
 /// change), which is the cheapest durable write the file system offers. A zero record prefix
@@ -706,14 +706,19 @@ impl Writer {
         write_records(active, &bytes, failed_sync && self.sync == SyncMode::Dsync).await?;
         if self.sync == SyncMode::Dsync {
             // The O_DSYNC write is the flush.
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.sync_micros
-                .set(self.sync_micros.get().saturating_add(micros));
+            self.add_sync_time(started);
         }
         if self.sync == SyncMode::Data {
             self.sync(batch, failed_sync).await?;
         }
         Ok(())
+    }
+
+    /// Adds the time since `started` to the time spent waiting for durability.
+    fn add_sync_time(&self, started: Instant) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.sync_micros
+            .set(self.sync_micros.get().saturating_add(micros));
     }
 
     /// fdatasync after the write ([`SyncMode::Data`]).
@@ -726,9 +731,7 @@ impl Writer {
         } else {
             let started = Instant::now();
             let result = active.file.fdatasync().await.map_err(std::io::Error::from);
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.sync_micros
-                .set(self.sync_micros.get().saturating_add(micros));
+            self.add_sync_time(started);
             result
         };
         result.map_err(|error| {
@@ -800,14 +803,10 @@ impl Writer {
         stats.sync_micros_total = self.sync_micros.get();
     }
 
-    /// Closes the active segment, keeping its zeros ahead (the next start appends there).
+    /// Closes the active segment as it is (recovery cuts its zeros ahead at the next start).
     async fn close(self) {
         if let Some(active) = self.active {
-            for file in [active.file, active.fill] {
-                if let Err(error) = file.close().await {
-                    tracing::warn!(%error, "closing a journal segment failed");
-                }
-            }
+            close_files(active).await;
         }
     }
 }
@@ -842,14 +841,10 @@ async fn open_files(
     Ok((file, fill))
 }
 
-/// Opens the last recovered segment to append to it: its records end at `last.bytes`, and any
-/// zeros after them (written ahead by an earlier run) are reused.
+/// Opens the last recovered segment to append to it. Recovery cut it where its records end
+/// (`last.bytes`), so nothing past them is ready yet.
 async fn open_active(last: SegmentInfo, sync: SyncMode) -> Result<Active, OpenError> {
     let (file, fill) = open_files(&last.path, sync, false)
-        .await
-        .map_err(|e| glommio_error(&last.path, e))?;
-    let size = fill
-        .file_size()
         .await
         .map_err(|e| glommio_error(&last.path, e))?;
     let align = file.alignment();
@@ -867,7 +862,7 @@ async fn open_active(last: SegmentInfo, sync: SyncMode) -> Result<Active, OpenEr
         fill,
         first_seq: last.first_seq,
         len: last.bytes,
-        ready: size,
+        ready: last.bytes,
         tail,
         path: last.path,
     })
@@ -913,7 +908,12 @@ async fn close_active(old: Active) {
         tracing::warn!(segment = %old.path.display(), %error,
             "cannot cut a closed journal segment to its records");
     }
-    for file in [old.file, old.fill] {
+    close_files(old).await;
+}
+
+/// Closes both files of a segment.
+async fn close_files(active: Active) {
+    for file in [active.file, active.fill] {
         if let Err(error) = file.close().await {
             tracing::warn!(%error, "closing a journal segment failed");
         }

@@ -101,13 +101,7 @@ impl Socket {
                 stream.set_read_timeout(Some(timeout))?;
                 stream.read(buf).await
             }
-            Socket::Uring(handle) => {
-                let expired = async {
-                    glommio::timer::sleep(timeout).await;
-                    Err(io::ErrorKind::TimedOut.into())
-                };
-                future::or(handle.read(buf), expired).await
-            }
+            Socket::Uring(handle) => within(timeout, handle.read(buf)).await,
         }
     }
 
@@ -118,15 +112,22 @@ impl Socket {
                 stream.set_write_timeout(Some(timeout))?;
                 stream.write_all(data).await
             }
-            Socket::Uring(handle) => {
-                let expired = async {
-                    glommio::timer::sleep(timeout).await;
-                    Err(io::ErrorKind::TimedOut.into())
-                };
-                future::or(handle.write_all(data), expired).await
-            }
+            Socket::Uring(handle) => within(timeout, handle.write_all(data)).await,
         }
     }
+}
+
+/// `io` bounded by `timeout` (`TimedOut` when it passes). The ring's operations are
+/// cancel-safe, so dropping `io` at the deadline leaves nothing dangling.
+async fn within<T>(
+    timeout: std::time::Duration,
+    io: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let expired = async {
+        glommio::timer::sleep(timeout).await;
+        Err(io::ErrorKind::TimedOut.into())
+    };
+    future::or(io, expired).await
 }
 
 /// Serves `stream` until it closes; logs open and close.

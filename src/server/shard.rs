@@ -283,8 +283,13 @@ pub async fn run(
     };
     let sockets = match config.socket_io {
         crate::config::SocketIo::Glommio => None,
-        crate::config::SocketIo::Uring => match super::uring::Sockets::new() {
+        mode => match super::uring::Sockets::new() {
             Ok(sockets) => Some(sockets),
+            Err(e) if mode == crate::config::SocketIo::Auto => {
+                warn!(shard = index, error = %e, "no socket ring (needs Linux 6.1 or later); \
+                    using glommio's sockets");
+                None
+            }
             Err(e) => {
                 let _ = bound.send(Err(format!(
                     "shard {index}: cannot set up the socket ring (SOCKET_IO=uring needs Linux \
@@ -292,14 +297,6 @@ pub async fn run(
                      DEFER_TASKRUN; SOCKET_IO=glommio works on older kernels): {e}"
                 )));
                 return;
-            }
-        },
-        crate::config::SocketIo::Auto => match super::uring::Sockets::new() {
-            Ok(sockets) => Some(sockets),
-            Err(e) => {
-                warn!(shard = index, error = %e, "no socket ring (needs Linux 6.1 or later); \
-                    using glommio's sockets");
-                None
             }
         },
     };
