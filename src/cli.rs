@@ -158,8 +158,9 @@ pub struct Settings {
     /// [default: off]
     #[arg(long, env = "RETENTION_BYTES", value_name = "BYTES")]
     pub retention_bytes: Option<String>,
-    /// When to send AA: journal (once durable) or receipt (UNSAFE, benchmarks and tests only)
-    /// [default: journal]
+    /// When to send AA: journal (once durable) or receipt (UNSAFE, benchmarks and tests only:
+    /// AA at once, before the journal write, so a crash or kill of mllpd itself, not only of
+    /// the OS or the power, loses AA'd messages) [default: journal]
     #[arg(long, env = "ACK_AFTER", value_name = "WHEN")]
     pub ack_after: Option<String>,
     /// How the journal makes a batch durable: fdatasync (a direct write, then fdatasync) or

@@ -56,8 +56,9 @@ pub enum AckAfter {
     /// Once the message is durable in the shard's journal (the default).
     #[default]
     Journal,
-    /// As soon as the message is received and valid, before it is durable. UNSAFE: a crash
-    /// loses messages the sender was told it may forget. For benchmarks and tests only.
+    /// As soon as the message is received and valid, before it is even written (the batch
+    /// is written a moment later, never flushed). UNSAFE: a crash of mllpd itself, not only of
+    /// the OS, loses messages the sender was told it may forget. For benchmarks and tests only.
     Receipt,
 }
 

@@ -73,6 +73,12 @@ pub const CONTROL_ID_BYTES_TYPICAL: usize = 64;
 /// read. Resumed at half. Bounds memory per connection under a flood to this plus its buffer.
 pub const SOCKET_INBOX_BYTES_MAX: usize = 256 * 1024;
 
+/// Wait before entering a shard's socket ring again after `io_uring_enter` failed with EAGAIN
+/// (the kernel lacked memory for new requests for now). The failure is transient, so it is
+/// retried rather than failing the shard; 1 ms lets completions and reclaim free memory without
+/// spinning the shard's CPU, and is small against every socket timeout (WRITE_TIMEOUT: 5 s).
+pub const SOCKET_RING_ENTER_BACKOFF: Duration = Duration::from_millis(1);
+
 const _: () = assert!(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_MAX);
 const _: () = assert!(READ_BUFFER_BYTES_INITIAL <= FRAME_BYTES_MAX_MIN + READ_BUFFER_SLACK_BYTES);

@@ -347,3 +347,29 @@ fn from_args_errors_name_the_setting() {
     let error = Config::from_args(["mllpd", "--bogus"]).unwrap_err();
     assert!(matches!(error, ConfigError::Usage(_)));
 }
+
+#[test]
+fn help_says_ack_after_receipt_loses_messages_on_a_crash_of_mllpd_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["serve", "--help"][..]] {
+        let output = mllpd(dir.path(), args, &[]);
+        assert_eq!(output.status.code(), Some(0));
+        let flat = stdout(&output)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let start = flat.find("--ack-after").unwrap();
+        let end = flat[start..].find("[default: journal]").unwrap() + start;
+        let text = &flat[start..end];
+        for needle in [
+            "UNSAFE",
+            "before the journal write",
+            "a crash or kill of mllpd itself",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{needle:?} missing from {args:?}: {text}"
+            );
+        }
+    }
+}

@@ -12,6 +12,11 @@
 //! inbox (returning the provided buffer at once), wake the readers and writers, then yield so
 //! they run; when a turn finds nothing, wait for the eventfd.
 //!
+//! Which ops a connection has armed, and when its slot may be freed, is decided by [`Conn`], a
+//! pure state type (events in, the driver's [`Action`] out) with unit tests of every transition;
+//! the driver only carries its actions out. A transient `io_uring_enter` failure (EINTR, EAGAIN,
+//! EBUSY) is retried ([`enter_retrying`]); any other fails the shard.
+//!
 //! Invariants, on which every `unsafe` block rests:
 //! - A Send points into its connection's `out[sent..]`; `out` is not touched while `send_armed`.
 //! - A connection's slot, and the glommio stream that owns its fd, are freed only once neither
@@ -21,8 +26,9 @@
 //!   tears a ring down asynchronously after its fd is closed, so no point after the close is
 //!   provably past its last use of them. The kernel writes a buffer only between our handing
 //!   it to the ring and the completion that names it.
-//! - The inbox is bounded: above [`INBOX_BYTES_MAX`] the multishot Recv is cancelled and the
-//!   kernel's socket buffer pushes back on the sender, as with a read that is not issued.
+//! - The inbox is bounded: above [`INBOX_BYTES_MAX`] the multishot Recv is cancelled (or, if
+//!   it ended by itself, not armed again) and the kernel's socket buffer pushes back on the
+//!   sender, as with a read that is not issued; the reader arms it again at half.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -49,6 +55,8 @@ const BUF_SIZE: usize = 4096;
 const BGID: u16 = 0;
 /// Received bytes a connection may hold before its Recv is paused.
 const INBOX_BYTES_MAX: usize = crate::limits::SOCKET_INBOX_BYTES_MAX;
+/// How long to wait before entering the ring again after EAGAIN.
+const ENTER_AGAIN_BACKOFF: std::time::Duration = crate::limits::SOCKET_RING_ENTER_BACKOFF;
 /// How long an idle driver sleeps at most before looking at the ring again (see `drive`).
 const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Kinds of operations, in the low bits of `user_data`.
@@ -145,39 +153,384 @@ impl BufRing {
     }
 }
 
+/// Where a connection's multishot Recv stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecvState {
+    /// Armed: its completions keep coming, each with `F_MORE` but the last.
+    Armed,
+    /// Armed, with a cancel queued because the inbox is full: paused at its last completion.
+    Cancelling,
+    /// Not armed because the inbox is full: armed again once the reader drained it to half.
+    Paused,
+    /// Not armed and never again: the peer closed its side, receiving failed, or the handle
+    /// was dropped.
+    Ended,
+}
+
+/// What one Recv completion reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Received {
+    /// This many bytes, in the buffer the completion names.
+    Bytes(usize),
+    /// The peer closed its side.
+    Eof,
+    /// The shard's provided buffers ran out (`ENOBUFS`); the multishot ended, nothing is wrong.
+    NoBuffers,
+    /// Our cancel (the inbox is full) ended it (`ECANCELED`).
+    Cancelled,
+    /// Receiving failed.
+    Failed(io::ErrorKind),
+}
+
+impl Received {
+    /// The meaning of a Recv completion's `result`.
+    fn of(result: i32) -> Received {
+        match result {
+            0 => Received::Eof,
+            n if n > 0 => Received::Bytes(n as usize),
+            n if n == -libc::ENOBUFS => Received::NoBuffers,
+            n if n == -libc::ECANCELED => Received::Cancelled,
+            n => Received::Failed(io::Error::from_raw_os_error(n.saturating_neg()).kind()),
+        }
+    }
+}
+
+/// What the driver must do after a connection's state changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// Nothing.
+    Nothing,
+    /// Queue the multishot Recv (again).
+    ArmRecv,
+    /// Queue a cancel of the armed Recv: the inbox is full.
+    CancelRecv,
+    /// Queue a Send of the rest of the write.
+    ArmSend,
+    /// Shut the socket down: the handle was dropped with ops armed, and this ends them.
+    Shutdown,
+    /// Free the slot and close its fd: the handle is gone and no op names the slot any more.
+    Release,
+}
+
+/// A write was asked for while an earlier, abandoned one is still in flight.
+#[derive(Debug, PartialEq, Eq)]
+struct SendBusy;
+
+/// A connection's state on the ring, apart from its bytes: which of its ops are armed, and
+/// whether its handle is gone. Pure (no ring, no fd): events in, the driver's [`Action`] out,
+/// so every transition is unit-tested. Its invariant is the module's: [`Action::Release`] comes
+/// once, and only when the handle was dropped and neither the Recv nor a Send is armed.
+#[derive(Debug)]
+struct Conn {
+    /// The multishot Recv.
+    recv: RecvState,
+    /// A Send is in flight.
+    send_armed: bool,
+    /// The handle was dropped: free the slot once nothing is armed.
+    released: bool,
+    /// The peer closed its side (after the inbox).
+    eof: bool,
+    /// Receiving failed.
+    recv_error: Option<io::ErrorKind>,
+}
+
+impl Conn {
+    /// A connection just adopted: its Recv is armed at once (the driver queues it).
+    fn new() -> Conn {
+        Conn {
+            recv: RecvState::Armed,
+            send_armed: false,
+            released: false,
+            eof: false,
+            recv_error: None,
+        }
+    }
+
+    /// Whether a Recv is armed (a completion will still come for it).
+    fn recv_armed(&self) -> bool {
+        matches!(self.recv, RecvState::Armed | RecvState::Cancelling)
+    }
+
+    /// Whether received bytes still go to the inbox (nobody reads them after the drop).
+    fn keeps_bytes(&self) -> bool {
+        !self.released
+    }
+
+    /// After a drop, release once the last armed op completed.
+    fn release_if_idle(&self) -> Action {
+        if self.released && !self.recv_armed() && !self.send_armed {
+            Action::Release
+        } else {
+            Action::Nothing
+        }
+    }
+
+    /// A Recv completion; `more`: it carries `F_MORE` (the multishot stays armed); `unread`:
+    /// the inbox's unread bytes, this completion's included.
+    fn on_recv(&mut self, received: Received, more: bool, unread: usize) -> Action {
+        match received {
+            Received::Eof => self.eof = true,
+            Received::Failed(kind) => self.recv_error = Some(kind),
+            Received::Bytes(_) | Received::NoBuffers | Received::Cancelled => {}
+        }
+        if !self.recv_armed() {
+            // Not expected: only an armed Recv completes.
+            return Action::Nothing;
+        }
+        let full = unread > INBOX_BYTES_MAX;
+        if more {
+            if full && self.recv == RecvState::Armed && !self.released {
+                // Stop receiving until the reader catches up.
+                self.recv = RecvState::Cancelling;
+                return Action::CancelRecv;
+            }
+            return Action::Nothing;
+        }
+        // The multishot ended: its last completion.
+        if self.released || self.eof || self.recv_error.is_some() {
+            self.recv = RecvState::Ended;
+            return self.release_if_idle();
+        }
+        if full {
+            // Whether our cancel or the kernel ended it, the reader resumes it at half.
+            self.recv = RecvState::Paused;
+            return Action::Nothing;
+        }
+        // ENOBUFS, a cancel the reader overtook, or the kernel stopped it: arm it again.
+        self.recv = RecvState::Armed;
+        Action::ArmRecv
+    }
+
+    /// The reader took bytes; `unread`: what is left in the inbox.
+    fn on_read(&mut self, unread: usize) -> Action {
+        if self.recv == RecvState::Paused && !self.released && unread <= INBOX_BYTES_MAX / 2 {
+            self.recv = RecvState::Armed;
+            return Action::ArmRecv;
+        }
+        Action::Nothing
+    }
+
+    /// A write of `bytes` bytes was asked for.
+    fn on_write(&mut self, bytes: usize) -> Result<Action, SendBusy> {
+        if self.send_armed {
+            return Err(SendBusy);
+        }
+        if bytes == 0 {
+            return Ok(Action::Nothing);
+        }
+        self.send_armed = true;
+        Ok(Action::ArmSend)
+    }
+
+    /// A Send completion; `failed`: it reported an error; `left`: bytes of the write still
+    /// unsent. Anything but [`Action::ArmSend`] ends the write.
+    fn on_send(&mut self, failed: bool, left: usize) -> Action {
+        if !self.send_armed {
+            // Not expected: only an armed Send completes.
+            return Action::Nothing;
+        }
+        self.send_armed = false;
+        if !failed && left > 0 && !self.released {
+            self.send_armed = true;
+            return Action::ArmSend;
+        }
+        self.release_if_idle()
+    }
+
+    /// The handle was dropped.
+    fn on_drop(&mut self) -> Action {
+        self.released = true;
+        if self.recv_armed() || self.send_armed {
+            // Ends the armed Recv (EOF) and any Send (error); their completions release it.
+            return Action::Shutdown;
+        }
+        self.recv = RecvState::Ended;
+        Action::Release
+    }
+}
+
+/// Values in reusable slots. Each use of a slot has its own generation, part of every
+/// `user_data`, so a completion of an op meant for an earlier use never finds the current one.
+struct Table<T> {
+    /// By slot index: the generation of its current use, and the value.
+    slots: Vec<Option<(u32, T)>>,
+    /// Free slot indexes.
+    free: Vec<usize>,
+    /// The generation the next use gets.
+    next_generation: u32,
+}
+
+impl<T> Table<T> {
+    /// An empty table.
+    fn new() -> Table<T> {
+        Table {
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_generation: 0,
+        }
+    }
+
+    /// Puts `value` in a free slot; returns its index.
+    fn insert(&mut self, value: T) -> usize {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        match self.free.pop() {
+            Some(index) => {
+                self.slots[index] = Some((generation, value));
+                index
+            }
+            None => {
+                self.slots.push(Some((generation, value)));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// The value in slot `index`, whatever its use.
+    fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.slots
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .map(|(_, value)| value)
+    }
+
+    /// The generation of slot `index`'s current use.
+    fn generation(&self, index: usize) -> Option<u32> {
+        self.slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .map(|(generation, _)| *generation)
+    }
+
+    /// Frees slot `index`, returning its value.
+    fn remove(&mut self, index: usize) -> Option<T> {
+        let value = self.slots.get_mut(index)?.take()?;
+        self.free.push(index);
+        Some(value.1)
+    }
+}
+
+/// What a completion is, once its slot's current generation is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// The Recv of the connection in slot `.0`.
+    Recv(usize),
+    /// A Send of the connection in slot `.0`.
+    Send(usize),
+    /// A cancel's own completion, or an op of a slot's earlier use (not expected: a slot is
+    /// freed only when none of its ops is armed): changes no connection, but a buffer it
+    /// holds must go back.
+    Ignore,
+}
+
+/// Routes the completion `user_data`; `current`: the generation of its slot's current use.
+fn route(user_data: u64, current: Option<u32>) -> Route {
+    let (index, generation) = untag(user_data);
+    if current != Some(generation) {
+        return Route::Ignore;
+    }
+    match user_data & 3 {
+        RECV => Route::Recv(index),
+        SEND => Route::Send(index),
+        _ => Route::Ignore,
+    }
+}
+
+/// How to go on after `io_uring_enter` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// A signal interrupted it (EINTR): enter again at once.
+    Now,
+    /// The completion queue is overflowing (EBUSY): reap completions, then enter again.
+    AfterReaping,
+    /// The kernel lacks resources for new requests for now (EAGAIN): wait
+    /// [`ENTER_AGAIN_BACKOFF`], then enter again.
+    AfterBackOff,
+    /// Anything else: the ring is broken, and so is the shard.
+    Never,
+}
+
+impl Retry {
+    /// How to go on after `error` (io_uring_enter(2), ERRORS).
+    fn of(error: &io::Error) -> Retry {
+        match error.raw_os_error() {
+            Some(libc::EINTR) => Retry::Now,
+            Some(libc::EBUSY) => Retry::AfterReaping,
+            Some(libc::EAGAIN) => Retry::AfterBackOff,
+            _ => Retry::Never,
+        }
+    }
+}
+
+/// The ring as [`enter_retrying`] sees it: a seam, so a test can script failures.
+trait Enter {
+    /// One non-waiting `io_uring_enter`: submits what is pushed, runs deferred completion work.
+    fn enter(&self) -> io::Result<()>;
+    /// Handles the completions waiting in the completion queue; returns how many.
+    fn reap(&self) -> usize;
+    /// Notes that `error` was transient and is retried.
+    fn retrying(&self, error: &io::Error);
+}
+
+/// Enters the ring, retrying while the failure is transient ([`Retry`]): a transient error is
+/// not the end of the shard. Returns how many completions were reaped on the way; an error is
+/// one that is not transient.
+async fn enter_retrying<F: std::future::Future<Output = ()>>(
+    ring: &impl Enter,
+    mut back_off: impl FnMut() -> F,
+) -> io::Result<usize> {
+    let mut reaped = 0;
+    loop {
+        let Err(error) = ring.enter() else {
+            return Ok(reaped);
+        };
+        let retry = Retry::of(&error);
+        if retry == Retry::Never {
+            return Err(error);
+        }
+        ring.retrying(&error);
+        match retry {
+            Retry::AfterReaping => {
+                let n = ring.reap();
+                reaped += n;
+                if n == 0 {
+                    // Nothing to make room with: wait rather than spin.
+                    back_off().await;
+                }
+            }
+            Retry::AfterBackOff => back_off().await,
+            Retry::Now | Retry::Never => {}
+        }
+    }
+}
+
 /// One connection's side of the ring.
 struct Slot {
-    /// Which use of this slot index it is: part of every `user_data`, so an operation (a
-    /// cancel) meant for an earlier connection in the slot can never match this one.
-    generation: u32,
+    /// Which ops are armed, and whether the handle is gone.
+    conn: Conn,
     /// The socket; it owns the fd, closed when the slot is freed.
     stream: glommio::net::TcpStream,
     /// Received bytes not yet read.
     inbox: Vec<u8>,
     /// Where `inbox`'s unread bytes start.
     inbox_read: usize,
-    /// The peer closed its side (after `inbox`).
-    eof: bool,
-    /// Receiving failed.
-    recv_error: Option<io::ErrorKind>,
-    /// The multishot Recv is armed (until a completion without `F_MORE`).
-    recv_armed: bool,
-    /// The Recv was cancelled because the inbox is full; re-armed once it is read.
-    recv_paused: bool,
     /// The task waiting to read.
     reader: Option<Waker>,
     /// Bytes being sent.
     out: Vec<u8>,
     /// Bytes of `out` already sent.
     sent: usize,
-    /// A Send is in flight.
-    send_armed: bool,
     /// The outcome of the last write, once all of `out` went or sending failed.
     send_done: Option<Result<(), io::ErrorKind>>,
     /// The task waiting for its write.
     writer: Option<Waker>,
-    /// The handle was dropped: free once nothing is armed.
-    released: bool,
+}
+
+impl Slot {
+    /// Received bytes not yet read.
+    fn unread(&self) -> usize {
+        self.inbox.len() - self.inbox_read
+    }
 }
 
 /// The ring's state.
@@ -187,12 +540,8 @@ struct Inner {
     /// Provided buffers.
     bufs: BufRing,
     /// Connections by slot.
-    slots: Vec<Option<Slot>>,
-    /// Free slots.
-    free: Vec<usize>,
-    /// The generation the next adopted connection gets.
-    generation: u32,
-    /// Entries queued since the last turn.
+    slots: Table<Slot>,
+    /// Entries queued since the last turn, in order.
     queue: Vec<squeue::Entry>,
     /// Completions of the current turn, reused.
     completions: Vec<(u64, i32, u32)>,
@@ -212,6 +561,8 @@ pub struct Sockets {
     kicked: std::cell::Cell<bool>,
     /// The idle driver, to wake when entries are queued.
     idle_driver: RefCell<Option<Waker>>,
+    /// Transient `io_uring_enter` failures retried so far (the first one is logged).
+    enter_retries: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for Sockets {
@@ -249,9 +600,7 @@ impl Sockets {
             inner: RefCell::new(Inner {
                 ring,
                 bufs,
-                slots: Vec::new(),
-                free: Vec::new(),
-                generation: 0,
+                slots: Table::new(),
                 queue: Vec::new(),
                 completions: Vec::with_capacity(CQ_ENTRIES as usize),
                 wake: Vec::new(),
@@ -260,42 +609,25 @@ impl Sockets {
             stopping: std::cell::Cell::new(false),
             kicked: std::cell::Cell::new(false),
             idle_driver: RefCell::new(None),
+            enter_retries: std::cell::Cell::new(0),
         }))
     }
 
     /// Takes over an accepted socket: its receive is armed at once.
     pub fn adopt(self: &Rc<Self>, stream: glommio::net::TcpStream) -> Handle {
         let mut inner = self.inner.borrow_mut();
-        let generation = inner.generation;
-        inner.generation = inner.generation.wrapping_add(1);
-        let slot = Slot {
-            generation,
+        let index = inner.slots.insert(Slot {
+            conn: Conn::new(),
             stream,
             inbox: Vec::new(),
             inbox_read: 0,
-            eof: false,
-            recv_error: None,
-            recv_armed: false,
-            recv_paused: false,
             reader: None,
             out: Vec::new(),
             sent: 0,
-            send_armed: false,
             send_done: None,
             writer: None,
-            released: false,
-        };
-        let index = match inner.free.pop() {
-            Some(index) => {
-                inner.slots[index] = Some(slot);
-                index
-            }
-            None => {
-                inner.slots.push(Some(slot));
-                inner.slots.len() - 1
-            }
-        };
-        inner.arm_recv(index);
+        });
+        inner.push_recv(index);
         drop(inner);
         self.kick();
         Handle {
@@ -311,7 +643,7 @@ impl Sockets {
         // The eventfd read stays armed across idle periods; a new one only after it fired.
         let mut fired = Box::pin(wait(Rc::clone(&self)));
         while !self.stopping.get() {
-            match self.turn() {
+            match self.turn().await {
                 Ok(0) if self.idle() => {
                     let completions = async {
                         let result = (&mut fired).await;
@@ -341,17 +673,17 @@ impl Sockets {
         Ok(())
     }
 
-    /// Whether nothing is left to do until the kernel signals: no entries queued, no completion
-    /// work pending in the kernel (a single enter runs only a bounded batch of it, and more work
-    /// queued behind a non-empty list does not signal the eventfd again: TASKRUN_FLAG shows it),
-    /// no completions waiting.
+    /// Whether nothing is left to do until the kernel signals: no entries queued or pushed
+    /// and not submitted, no completion work pending in the kernel (a single enter runs only a
+    /// bounded batch of it, and more work queued behind a non-empty list does not signal the
+    /// eventfd again: TASKRUN_FLAG shows it), no completions waiting.
     fn idle(&self) -> bool {
         let mut inner = self.inner.borrow_mut();
         if !inner.queue.is_empty() {
             return false;
         }
         let sq = inner.ring.submission();
-        let pending = sq.taskrun() || sq.cq_overflow();
+        let pending = !sq.is_empty() || sq.taskrun() || sq.cq_overflow();
         drop(sq);
         !pending && inner.ring.completion().is_empty()
     }
@@ -382,29 +714,14 @@ impl Sockets {
         self.kick();
     }
 
-    /// One turn: submit the queued entries, reap and handle every completion, wake the tasks.
-    /// Returns how many completions were handled.
-    fn turn(&self) -> io::Result<usize> {
-        let (handled, mut wake) = {
-            let mut guard = self.inner.borrow_mut();
-            let inner = &mut *guard;
-            inner.bufs.publish();
-            inner.submit()?;
-            let mut completions = std::mem::take(&mut inner.completions);
-            completions.extend(
-                inner
-                    .ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            for &(user_data, result, flags) in &completions {
-                inner.complete(user_data, result, flags);
-            }
-            let handled = completions.len();
-            completions.clear();
-            inner.completions = completions;
-            (handled, std::mem::take(&mut inner.wake))
-        };
+    /// One turn: submit the queued entries (as many as the submission queue holds; the rest
+    /// next turn), reap and handle every completion, wake the tasks. Returns how many
+    /// completions were handled.
+    async fn turn(&self) -> io::Result<usize> {
+        self.inner.borrow_mut().push_queued();
+        let reaped = enter_retrying(self, || glommio::timer::sleep(ENTER_AGAIN_BACKOFF)).await?;
+        let handled = reaped + self.inner.borrow_mut().reap();
+        let mut wake = std::mem::take(&mut self.inner.borrow_mut().wake);
         // Woken outside the borrow: a woken task may run (and borrow) before we return.
         for waker in wake.drain(..) {
             waker.wake();
@@ -417,161 +734,200 @@ impl Sockets {
     }
 }
 
-impl Inner {
-    /// Pushes the queued entries and enters the ring once: submits them and runs the deferred
-    /// completion work (DEFER_TASKRUN), without waiting.
-    fn submit(&mut self) -> io::Result<()> {
-        for entry in self.queue.drain(..) {
-            // SAFETY: every entry's buffer outlives its op (module invariants).
-            while unsafe { self.ring.submission().push(&entry) }.is_err() {
-                self.ring.submit()?;
-            }
+impl Enter for Sockets {
+    fn enter(&self) -> io::Result<()> {
+        self.inner.borrow_mut().enter()
+    }
+
+    fn reap(&self) -> usize {
+        self.inner.borrow_mut().reap()
+    }
+
+    fn retrying(&self, error: &io::Error) {
+        let retries = self.enter_retries.get();
+        self.enter_retries.set(retries.saturating_add(1));
+        if retries == 0 {
+            tracing::warn!(%error, "io_uring_enter failed for now; retrying (logged once)");
+        } else {
+            tracing::debug!(%error, retries, "io_uring_enter failed for now; retrying");
         }
+    }
+}
+
+impl Inner {
+    /// Pushes queued entries, in order, while the submission queue has room; the rest stay
+    /// queued for the next turn.
+    fn push_queued(&mut self) {
+        let mut sq = self.ring.submission();
+        let mut pushed = 0;
+        for entry in &self.queue {
+            // SAFETY: every entry's buffer outlives its op (module invariants).
+            if unsafe { sq.push(entry) }.is_err() {
+                break;
+            }
+            pushed += 1;
+        }
+        drop(sq);
+        self.queue.drain(..pushed);
+    }
+
+    /// Enters the ring once: gives back the recycled buffers, submits the pushed entries and
+    /// runs the deferred completion work (DEFER_TASKRUN), without waiting.
+    fn enter(&mut self) -> io::Result<()> {
+        self.bufs.publish();
         let pending = self.ring.submission().len() as u32;
         let getevents = io_uring::EnterFlags::GETEVENTS.bits();
-        // SAFETY: no argument struct is passed; `pending` entries were pushed above.
-        match unsafe {
+        // SAFETY: no argument struct is passed; `pending` entries were pushed.
+        unsafe {
             self.ring
                 .submitter()
                 .enter::<libc::sigset_t>(pending, 0, getevents, None)
-        } {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
-            Err(e) => Err(e),
         }
+        .map(drop)
     }
 
-    /// Queues the slot's multishot Recv.
-    fn arm_recv(&mut self, index: usize) {
-        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
-            return;
-        };
-        let fd = types::Fd(slot.stream.as_raw_fd());
-        slot.recv_armed = true;
-        slot.recv_paused = false;
-        let entry = opcode::RecvMulti::new(fd, BGID).build();
-        self.queue
-            .push(entry.user_data(tag(index, slot.generation, RECV)));
+    /// Handles every completion waiting in the completion queue; returns how many.
+    fn reap(&mut self) -> usize {
+        let mut completions = std::mem::take(&mut self.completions);
+        completions.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(user_data, result, flags) in &completions {
+            self.complete(user_data, result, flags);
+        }
+        let handled = completions.len();
+        completions.clear();
+        self.completions = completions;
+        handled
     }
 
     /// Handles one completion.
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
-        let (index, generation) = untag(user_data);
-        let current = self
-            .slots
-            .get(index)
-            .and_then(Option::as_ref)
-            .is_some_and(|s| s.generation == generation);
-        match user_data & 3 {
-            RECV if current => self.received(index, result, flags),
-            SEND if current => self.sent(index, result),
-            // Not expected (a slot is freed only when none of its ops is armed), but a buffer
-            // must never be lost.
-            RECV => {
+        let current = self.slots.generation(untag(user_data).0);
+        match route(user_data, current) {
+            Route::Recv(index) => self.received(index, result, flags),
+            Route::Send(index) => self.sent(index, result),
+            Route::Ignore => {
+                // A buffer must never be lost.
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     self.bufs.recycle(bid);
                 }
             }
-            _ => {}
+        }
+    }
+
+    /// Carries out `action` for slot `index`.
+    fn act(&mut self, index: usize, action: Action) {
+        match action {
+            Action::Nothing => {}
+            Action::ArmRecv => self.push_recv(index),
+            Action::CancelRecv => self.push_cancel(index),
+            Action::ArmSend => self.push_send(index),
+            Action::Shutdown => {
+                if let Some(slot) = self.slots.get_mut(index) {
+                    // The peer sees the close as it would with a plain close.
+                    // SAFETY: shutdown(2) on the fd the slot's stream owns, still open.
+                    unsafe { libc::shutdown(slot.stream.as_raw_fd(), libc::SHUT_RDWR) };
+                }
+            }
+            Action::Release => {
+                // Closes the fd: no op names it any more (`Conn`).
+                self.slots.remove(index);
+            }
         }
     }
 
     /// A Recv completion: bytes into the inbox, EOF, an error, or the end of the multishot.
     fn received(&mut self, index: usize, result: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
-        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(index) else {
             if let Some(bid) = bid {
                 self.bufs.recycle(bid);
             }
             return;
         };
-        if !cqueue::more(flags) {
-            slot.recv_armed = false;
-        }
+        let received = Received::of(result);
         if let Some(bid) = bid {
-            if result > 0 && !slot.released {
-                let data = self.bufs.bytes(bid, result as usize);
-                slot.inbox.extend_from_slice(data);
+            if let Received::Bytes(len) = received {
+                if slot.conn.keeps_bytes() {
+                    slot.inbox.extend_from_slice(self.bufs.bytes(bid, len));
+                }
             }
             self.bufs.recycle(bid);
-        }
-        match result {
-            0 => slot.eof = true,
-            r if r < 0 && r != -libc::ENOBUFS && r != -libc::ECANCELED => {
-                slot.recv_error = Some(io::Error::from_raw_os_error(-r).kind());
-            }
-            _ => {}
         }
         if let Some(waker) = slot.reader.take() {
             self.wake.push(waker);
         }
-        let ended = slot.eof || slot.recv_error.is_some();
-        let full = slot.inbox.len() - slot.inbox_read > INBOX_BYTES_MAX;
-        if slot.released {
-            return self.maybe_free(index);
-        }
-        if full && slot.recv_armed && !slot.recv_paused {
-            // Stop receiving until the reader catches up.
-            slot.recv_paused = true;
-            let generation = slot.generation;
-            let entry = opcode::AsyncCancel::new(tag(index, generation, RECV)).build();
-            self.queue
-                .push(entry.user_data(tag(index, generation, CANCEL)));
-        } else if !slot.recv_armed && !ended && !full {
-            // The multishot ended (ENOBUFS, or the kernel stopped it): arm it again.
-            self.arm_recv(index);
-        }
+        let action = slot
+            .conn
+            .on_recv(received, cqueue::more(flags), slot.unread());
+        self.act(index, action);
     }
 
     /// A Send completion: more to send, done, or failed.
     fn sent(&mut self, index: usize, result: i32) {
-        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
-        slot.send_armed = false;
-        if result < 0 {
-            slot.send_done = Some(Err(io::Error::from_raw_os_error(-result).kind()));
-        } else {
+        let failed = result < 0;
+        if !failed {
             slot.sent += result as usize;
-            if slot.sent < slot.out.len() && !slot.released {
-                return self.arm_send(index);
+        }
+        let left = slot.out.len().saturating_sub(slot.sent);
+        let action = slot.conn.on_send(failed, left);
+        if action != Action::ArmSend {
+            slot.send_done = Some(if failed {
+                Err(io::Error::from_raw_os_error(result.saturating_neg()).kind())
+            } else {
+                Ok(())
+            });
+            if let Some(waker) = slot.writer.take() {
+                self.wake.push(waker);
             }
-            slot.send_done = Some(Ok(()));
         }
-        if let Some(waker) = slot.writer.take() {
-            self.wake.push(waker);
-        }
-        if slot.released {
-            self.maybe_free(index);
-        }
+        self.act(index, action);
+    }
+
+    /// Queues the slot's multishot Recv.
+    fn push_recv(&mut self, index: usize) {
+        let Some(generation) = self.slots.generation(index) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let entry = opcode::RecvMulti::new(types::Fd(slot.stream.as_raw_fd()), BGID).build();
+        self.queue
+            .push(entry.user_data(tag(index, generation, RECV)));
+    }
+
+    /// Queues a cancel of the slot's Recv.
+    fn push_cancel(&mut self, index: usize) {
+        let Some(generation) = self.slots.generation(index) else {
+            return;
+        };
+        let entry = opcode::AsyncCancel::new(tag(index, generation, RECV)).build();
+        self.queue
+            .push(entry.user_data(tag(index, generation, CANCEL)));
     }
 
     /// Queues a Send of the slot's `out[sent..]`.
-    fn arm_send(&mut self, index: usize) {
-        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+    fn push_send(&mut self, index: usize) {
+        let Some(generation) = self.slots.generation(index) else {
             return;
         };
-        let rest = &slot.out[slot.sent..];
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let rest = &slot.out[slot.sent.min(slot.out.len())..];
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
         let entry = opcode::Send::new(types::Fd(slot.stream.as_raw_fd()), rest.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build();
-        slot.send_armed = true;
         self.queue
-            .push(entry.user_data(tag(index, slot.generation, SEND)));
-    }
-
-    /// Frees a released slot once no op refers to it (closing its fd).
-    fn maybe_free(&mut self, index: usize) {
-        let idle = self
-            .slots
-            .get(index)
-            .and_then(Option::as_ref)
-            .is_some_and(|s| s.released && !s.recv_armed && !s.send_armed);
-        if idle {
-            self.slots[index] = None;
-            self.free.push(index);
-        }
+            .push(entry.user_data(tag(index, generation, SEND)));
     }
 }
 
@@ -602,10 +958,10 @@ impl Handle {
         poll_fn(|cx| {
             let mut guard = self.sockets.inner.borrow_mut();
             let inner = &mut *guard;
-            let Some(slot) = inner.slots.get_mut(self.slot).and_then(Option::as_mut) else {
+            let Some(slot) = inner.slots.get_mut(self.slot) else {
                 return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
             };
-            let available = slot.inbox.len() - slot.inbox_read;
+            let available = slot.unread();
             if available > 0 && !buf.is_empty() {
                 let n = available.min(buf.len());
                 buf[..n].copy_from_slice(&slot.inbox[slot.inbox_read..slot.inbox_read + n]);
@@ -620,19 +976,17 @@ impl Handle {
                         slot.inbox.clear();
                     }
                 }
-                let resume = slot.recv_paused
-                    && !slot.recv_armed
-                    && slot.inbox.len() - slot.inbox_read <= INBOX_BYTES_MAX / 2;
-                if resume {
-                    inner.arm_recv(self.slot);
+                let action = slot.conn.on_read(slot.unread());
+                if action != Action::Nothing {
+                    inner.act(self.slot, action);
                     self.sockets.kick();
                 }
                 return Poll::Ready(Ok(n));
             }
-            if let Some(kind) = slot.recv_error {
+            if let Some(kind) = slot.conn.recv_error {
                 return Poll::Ready(Err(kind.into()));
             }
-            if slot.eof || buf.is_empty() {
+            if slot.conn.eof || buf.is_empty() {
                 return Poll::Ready(Ok(0));
             }
             slot.reader = Some(cx.waker().clone());
@@ -647,26 +1001,27 @@ impl Handle {
         {
             let mut guard = self.sockets.inner.borrow_mut();
             let inner = &mut *guard;
-            let Some(slot) = inner.slots.get_mut(self.slot).and_then(Option::as_mut) else {
+            let Some(slot) = inner.slots.get_mut(self.slot) else {
                 return Err(io::ErrorKind::NotConnected.into());
             };
-            if slot.send_armed {
-                // An earlier write was abandoned mid-way: the stream is no longer in order.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
+            // Busy: an earlier write was abandoned mid-way, the stream is no longer in order.
+            let action = slot
+                .conn
+                .on_write(data.len())
+                .map_err(|SendBusy| io::Error::from(io::ErrorKind::WouldBlock))?;
             slot.out.clear();
             slot.out.extend_from_slice(data);
             slot.sent = 0;
             slot.send_done = None;
-            if data.is_empty() {
+            if action == Action::Nothing {
                 return Ok(());
             }
-            inner.arm_send(self.slot);
+            inner.act(self.slot, action);
         }
         self.sockets.kick();
         poll_fn(|cx| {
             let mut inner = self.sockets.inner.borrow_mut();
-            let Some(slot) = inner.slots.get_mut(self.slot).and_then(Option::as_mut) else {
+            let Some(slot) = inner.slots.get_mut(self.slot) else {
                 return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
             };
             match slot.send_done.take() {
@@ -684,19 +1039,13 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let mut inner = self.sockets.inner.borrow_mut();
-        let Some(slot) = inner.slots.get_mut(self.slot).and_then(Option::as_mut) else {
+        let Some(slot) = inner.slots.get_mut(self.slot) else {
             return;
         };
-        slot.released = true;
         slot.reader = None;
         slot.writer = None;
-        if slot.recv_armed || slot.send_armed {
-            // Ends the armed Recv (EOF) and any Send (error); the slot is freed by their
-            // completions. The peer sees the close as it would with a plain close.
-            // SAFETY: shutdown(2) on the fd the slot's stream owns, still open.
-            unsafe { libc::shutdown(slot.stream.as_raw_fd(), libc::SHUT_RDWR) };
-        }
-        inner.maybe_free(self.slot);
+        let action = slot.conn.on_drop();
+        inner.act(self.slot, action);
     }
 }
 
@@ -716,5 +1065,424 @@ mod tests {
         // The same slot in its next use never matches an operation of the previous one.
         assert_ne!(tag(5, 1, RECV), tag(5, 2, RECV));
         assert_ne!(tag(5, 1, RECV), tag(6, 1, RECV));
+    }
+
+    /// Inbox levels: below the pause bound, just over it, and the resume level.
+    const SOME: usize = 100;
+    const OVER: usize = INBOX_BYTES_MAX + 1;
+    const HALF: usize = INBOX_BYTES_MAX / 2;
+
+    /// A Recv completion carrying `F_MORE` (the multishot stays armed).
+    const MORE: bool = true;
+    /// The last completion of a multishot Recv.
+    const LAST: bool = false;
+
+    fn bytes() -> Received {
+        Received::Bytes(10)
+    }
+
+    #[test]
+    fn a_recv_completion_result_means_bytes_eof_no_buffers_cancel_or_error() {
+        assert_eq!(Received::of(1), Received::Bytes(1));
+        assert_eq!(Received::of(4096), Received::Bytes(4096));
+        assert_eq!(Received::of(0), Received::Eof);
+        assert_eq!(Received::of(-libc::ENOBUFS), Received::NoBuffers);
+        assert_eq!(Received::of(-libc::ECANCELED), Received::Cancelled);
+        assert_eq!(
+            Received::of(-libc::ECONNRESET),
+            Received::Failed(io::ErrorKind::ConnectionReset)
+        );
+        assert!(matches!(Received::of(i32::MIN), Received::Failed(_)));
+    }
+
+    #[test]
+    fn an_adopted_connection_has_its_recv_armed_and_keeps_it_armed_below_the_bound() {
+        let mut conn = Conn::new();
+        assert_eq!(conn.recv, RecvState::Armed);
+        assert!(conn.keeps_bytes());
+        assert_eq!(conn.on_recv(bytes(), MORE, SOME), Action::Nothing);
+        assert_eq!(
+            conn.on_recv(bytes(), MORE, INBOX_BYTES_MAX),
+            Action::Nothing
+        );
+        assert_eq!(conn.recv, RecvState::Armed);
+        // Reading does not arm a Recv that is armed.
+        assert_eq!(conn.on_read(0), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Armed);
+    }
+
+    #[test]
+    fn a_full_inbox_cancels_the_recv_once_and_pauses_it_at_its_last_completion() {
+        let mut conn = Conn::new();
+        assert_eq!(conn.on_recv(bytes(), MORE, OVER), Action::CancelRecv);
+        assert_eq!(conn.recv, RecvState::Cancelling);
+        assert!(conn.recv_armed());
+        // Bytes still in flight before the cancel lands: no second cancel.
+        assert_eq!(conn.on_recv(bytes(), MORE, OVER + 10), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Cancelling);
+        // Reading while the cancel is in flight does not arm a second Recv.
+        assert_eq!(conn.on_read(0), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Cancelling);
+        // The cancel's completion ends the multishot: paused while the inbox is full.
+        assert_eq!(
+            conn.on_recv(Received::Cancelled, LAST, OVER),
+            Action::Nothing
+        );
+        assert_eq!(conn.recv, RecvState::Paused);
+        assert!(!conn.recv_armed());
+        assert_eq!(conn.recv_error, None, "a cancel is not an error");
+    }
+
+    #[test]
+    fn a_paused_recv_is_armed_again_once_the_reader_drained_the_inbox_to_half() {
+        let mut conn = Conn::new();
+        conn.on_recv(bytes(), MORE, OVER);
+        conn.on_recv(Received::Cancelled, LAST, OVER);
+        assert_eq!(conn.recv, RecvState::Paused);
+        assert_eq!(conn.on_read(INBOX_BYTES_MAX), Action::Nothing);
+        assert_eq!(conn.on_read(HALF + 1), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Paused);
+        assert_eq!(conn.on_read(HALF), Action::ArmRecv);
+        assert_eq!(conn.recv, RecvState::Armed);
+        // Armed once, not once per read.
+        assert_eq!(conn.on_read(0), Action::Nothing);
+    }
+
+    #[test]
+    fn a_cancel_the_reader_overtook_arms_the_recv_again_at_its_completion() {
+        let mut conn = Conn::new();
+        conn.on_recv(bytes(), MORE, OVER);
+        // The reader drained the inbox before the cancel completed.
+        assert_eq!(conn.on_read(0), Action::Nothing);
+        assert_eq!(conn.on_recv(Received::Cancelled, LAST, 0), Action::ArmRecv);
+        assert_eq!(conn.recv, RecvState::Armed);
+    }
+
+    #[test]
+    fn enobufs_arms_the_recv_again_unless_the_inbox_is_full() {
+        let mut conn = Conn::new();
+        assert_eq!(
+            conn.on_recv(Received::NoBuffers, LAST, SOME),
+            Action::ArmRecv
+        );
+        assert_eq!(conn.recv, RecvState::Armed);
+        assert_eq!(conn.recv_error, None, "ENOBUFS is not an error");
+        // Out of buffers while a cancel is in flight and the inbox is full: paused.
+        conn.on_recv(bytes(), MORE, OVER);
+        assert_eq!(
+            conn.on_recv(Received::NoBuffers, LAST, OVER),
+            Action::Nothing
+        );
+        assert_eq!(conn.recv, RecvState::Paused);
+        assert_eq!(conn.on_read(HALF), Action::ArmRecv);
+    }
+
+    #[test]
+    fn a_multishot_ending_without_more_while_armed_is_armed_again_or_paused() {
+        // The kernel may end a multishot on a completion with bytes and no F_MORE.
+        let mut conn = Conn::new();
+        assert_eq!(conn.on_recv(bytes(), LAST, SOME), Action::ArmRecv);
+        assert_eq!(conn.recv, RecvState::Armed);
+        // Ended with the inbox over the bound and no cancel queued: paused, so that the
+        // reader resumes it (not left unarmed with nobody to arm it).
+        assert_eq!(conn.on_recv(bytes(), LAST, OVER), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Paused);
+        assert_eq!(conn.on_read(HALF), Action::ArmRecv);
+        assert_eq!(conn.recv, RecvState::Armed);
+    }
+
+    #[test]
+    fn eof_or_an_error_ends_the_recv_for_good() {
+        let mut conn = Conn::new();
+        assert_eq!(conn.on_recv(Received::Eof, LAST, SOME), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Ended);
+        assert!(conn.eof);
+        assert_eq!(conn.on_read(0), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Ended);
+
+        let mut conn = Conn::new();
+        let reset = Received::Failed(io::ErrorKind::ConnectionReset);
+        assert_eq!(conn.on_recv(reset, LAST, 0), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Ended);
+        assert_eq!(conn.recv_error, Some(io::ErrorKind::ConnectionReset));
+        assert_eq!(conn.on_read(0), Action::Nothing);
+    }
+
+    #[test]
+    fn a_completion_with_no_recv_armed_changes_nothing() {
+        let mut conn = Conn::new();
+        conn.on_recv(Received::Eof, LAST, 0);
+        assert_eq!(conn.on_recv(bytes(), LAST, 0), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Ended);
+        assert_eq!(conn.on_send(false, 0), Action::Nothing);
+        assert!(!conn.send_armed);
+    }
+
+    #[test]
+    fn a_send_is_armed_until_all_bytes_went_and_a_second_write_waits_for_it() {
+        let mut conn = Conn::new();
+        assert_eq!(conn.on_write(0), Ok(Action::Nothing));
+        assert!(!conn.send_armed, "an empty write arms nothing");
+        assert_eq!(conn.on_write(100), Ok(Action::ArmSend));
+        assert!(conn.send_armed);
+        assert_eq!(conn.on_write(100), Err(SendBusy));
+        // A partial send: the rest is sent at once.
+        assert_eq!(conn.on_send(false, 60), Action::ArmSend);
+        assert!(conn.send_armed);
+        assert_eq!(conn.on_write(1), Err(SendBusy));
+        assert_eq!(conn.on_send(false, 0), Action::Nothing);
+        assert!(!conn.send_armed);
+        assert_eq!(conn.on_write(100), Ok(Action::ArmSend));
+        // A failed send ends the write, whatever is left.
+        assert_eq!(conn.on_send(true, 100), Action::Nothing);
+        assert!(!conn.send_armed);
+        assert_eq!(conn.recv, RecvState::Armed, "sending leaves the Recv alone");
+    }
+
+    #[test]
+    fn a_drop_with_nothing_armed_releases_at_once() {
+        let mut conn = Conn::new();
+        conn.on_recv(Received::Eof, LAST, 0);
+        assert_eq!(conn.on_drop(), Action::Release);
+
+        // Paused (the Recv is not armed) and no Send: nothing will complete.
+        let mut conn = Conn::new();
+        conn.on_recv(bytes(), LAST, OVER);
+        assert_eq!(conn.recv, RecvState::Paused);
+        assert_eq!(conn.on_drop(), Action::Release);
+    }
+
+    #[test]
+    fn a_drop_with_the_recv_armed_shuts_down_and_releases_at_its_last_completion() {
+        let mut conn = Conn::new();
+        assert_eq!(conn.on_drop(), Action::Shutdown);
+        assert!(!conn.keeps_bytes(), "nobody reads after the drop");
+        // Bytes that were in flight: not kept, and a full inbox cancels nothing any more.
+        assert_eq!(conn.on_recv(bytes(), MORE, OVER), Action::Nothing);
+        assert_eq!(conn.recv, RecvState::Armed);
+        // The shutdown's EOF ends the multishot.
+        assert_eq!(conn.on_recv(Received::Eof, LAST, 0), Action::Release);
+
+        // ENOBUFS after the drop: released, not armed again.
+        let mut conn = Conn::new();
+        conn.on_drop();
+        assert_eq!(conn.on_recv(Received::NoBuffers, LAST, 0), Action::Release);
+
+        // Dropped while a cancel is in flight: its completion releases.
+        let mut conn = Conn::new();
+        conn.on_recv(bytes(), MORE, OVER);
+        assert_eq!(conn.on_drop(), Action::Shutdown);
+        assert_eq!(
+            conn.on_recv(Received::Cancelled, LAST, OVER),
+            Action::Release
+        );
+    }
+
+    #[test]
+    fn a_drop_with_a_send_armed_releases_only_after_the_recv_and_the_send_completed() {
+        // The Recv's last completion first, then the Send's.
+        let mut conn = Conn::new();
+        conn.on_write(100).ok();
+        assert_eq!(conn.on_drop(), Action::Shutdown);
+        assert_eq!(conn.on_recv(Received::Eof, LAST, 0), Action::Nothing);
+        assert!(conn.send_armed);
+        assert_eq!(conn.on_send(true, 100), Action::Release);
+
+        // The Send's completion first (partial: not sent on after the drop), then the Recv's.
+        let mut conn = Conn::new();
+        conn.on_write(100).ok();
+        assert_eq!(conn.on_drop(), Action::Shutdown);
+        assert_eq!(conn.on_send(false, 40), Action::Nothing);
+        assert!(!conn.send_armed, "nothing is sent after the drop");
+        assert_eq!(conn.on_recv(bytes(), MORE, 0), Action::Nothing);
+        assert_eq!(conn.on_recv(Received::Eof, LAST, 0), Action::Release);
+
+        // The Recv was paused (not armed): the Send's completion alone releases.
+        let mut conn = Conn::new();
+        conn.on_recv(bytes(), LAST, OVER);
+        conn.on_write(100).ok();
+        assert_eq!(conn.on_drop(), Action::Shutdown);
+        assert_eq!(conn.on_send(false, 0), Action::Release);
+    }
+
+    /// Feeds `events` to a fresh connection and returns how often it was released.
+    fn releases(events: &[&dyn Fn(&mut Conn) -> Action]) -> usize {
+        let mut conn = Conn::new();
+        events
+            .iter()
+            .filter(|event| event(&mut conn) == Action::Release)
+            .count()
+    }
+
+    #[test]
+    fn a_connection_is_released_exactly_once_whatever_the_order_of_its_completions() {
+        let write: &dyn Fn(&mut Conn) -> Action = &|c| c.on_write(10).unwrap_or(Action::Nothing);
+        let drop: &dyn Fn(&mut Conn) -> Action = &|c| c.on_drop();
+        let eof: &dyn Fn(&mut Conn) -> Action = &|c| c.on_recv(Received::Eof, LAST, 0);
+        let sent: &dyn Fn(&mut Conn) -> Action = &|c| c.on_send(false, 0);
+        let failed: &dyn Fn(&mut Conn) -> Action = &|c| c.on_send(true, 10);
+        for order in [
+            [write, drop, eof, sent],
+            [write, drop, sent, eof],
+            [write, eof, drop, sent],
+            [write, sent, drop, eof],
+            [write, sent, eof, drop],
+            [write, eof, sent, drop],
+            [write, drop, failed, eof],
+            [write, drop, eof, failed],
+        ] {
+            assert_eq!(releases(&order), 1);
+        }
+    }
+
+    #[test]
+    fn a_slot_in_its_next_use_is_never_found_by_an_op_of_the_previous_one() {
+        let mut table = Table::new();
+        let first = table.insert("first");
+        let old = table.generation(first).unwrap_or(u32::MAX);
+        assert_eq!(table.remove(first), Some("first"));
+        assert_eq!(table.generation(first), None);
+        assert_eq!(table.remove(first), None);
+        let second = table.insert("second");
+        assert_eq!(second, first, "the slot is reused");
+        let new = table.generation(second).unwrap_or(u32::MAX);
+        assert_ne!(new, old);
+        assert_eq!(table.get_mut(second), Some(&mut "second"));
+        // Completions of the first use's ops are not routed to the second's connection.
+        for kind in [RECV, SEND, CANCEL] {
+            assert_eq!(route(tag(first, old, kind), Some(new)), Route::Ignore);
+        }
+        assert_eq!(route(tag(first, new, RECV), Some(new)), Route::Recv(first));
+        assert_eq!(route(tag(first, new, SEND), Some(new)), Route::Send(first));
+        // A cancel's own completion changes no connection.
+        assert_eq!(route(tag(first, new, CANCEL), Some(new)), Route::Ignore);
+        // Nor does any completion for a free slot.
+        table.remove(second);
+        assert_eq!(
+            route(tag(first, new, RECV), table.generation(first)),
+            Route::Ignore
+        );
+    }
+
+    #[test]
+    fn eintr_ebusy_and_eagain_are_retried_and_other_enter_errors_are_fatal() {
+        let error = io::Error::from_raw_os_error;
+        assert_eq!(Retry::of(&error(libc::EINTR)), Retry::Now);
+        assert_eq!(Retry::of(&error(libc::EBUSY)), Retry::AfterReaping);
+        assert_eq!(Retry::of(&error(libc::EAGAIN)), Retry::AfterBackOff);
+        for fatal in [
+            libc::EBADF,
+            libc::EFAULT,
+            libc::EINVAL,
+            libc::ENXIO,
+            libc::EOPNOTSUPP,
+            libc::EBADR,
+            libc::ENOMEM,
+        ] {
+            assert_eq!(Retry::of(&error(fatal)), Retry::Never, "errno {fatal}");
+        }
+        assert_eq!(Retry::of(&io::Error::other("not an errno")), Retry::Never);
+    }
+
+    /// A ring whose enters fail as scripted, then succeed.
+    struct Scripted {
+        /// The errnos the next enters fail with, in order.
+        failures: RefCell<std::collections::VecDeque<i32>>,
+        /// Enters made.
+        enters: std::cell::Cell<usize>,
+        /// Completions each reap finds, in order (then none).
+        reapable: RefCell<std::collections::VecDeque<usize>>,
+        /// Reaps made, and how many enters had been made at each.
+        reaps: RefCell<Vec<usize>>,
+        /// Errnos reported as retried.
+        retried: RefCell<Vec<i32>>,
+    }
+
+    impl Scripted {
+        fn new(failures: &[i32], reapable: &[usize]) -> Scripted {
+            Scripted {
+                failures: RefCell::new(failures.iter().copied().collect()),
+                enters: std::cell::Cell::new(0),
+                reapable: RefCell::new(reapable.iter().copied().collect()),
+                reaps: RefCell::new(Vec::new()),
+                retried: RefCell::new(Vec::new()),
+            }
+        }
+
+        /// Runs the retry loop; returns its result and how many back-offs it waited.
+        fn run(&self) -> (io::Result<usize>, usize) {
+            let back_offs = std::cell::Cell::new(0);
+            let result = futures_lite::future::block_on(enter_retrying(self, || {
+                back_offs.set(back_offs.get() + 1);
+                std::future::ready(())
+            }));
+            (result, back_offs.get())
+        }
+    }
+
+    impl Enter for Scripted {
+        fn enter(&self) -> io::Result<()> {
+            self.enters.set(self.enters.get() + 1);
+            match self.failures.borrow_mut().pop_front() {
+                Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+                None => Ok(()),
+            }
+        }
+
+        fn reap(&self) -> usize {
+            self.reaps.borrow_mut().push(self.enters.get());
+            self.reapable.borrow_mut().pop_front().unwrap_or(0)
+        }
+
+        fn retrying(&self, error: &io::Error) {
+            let errno = error.raw_os_error().unwrap_or(0);
+            self.retried.borrow_mut().push(errno);
+        }
+    }
+
+    #[test]
+    fn eagain_is_retried_after_a_back_off() {
+        let ring = Scripted::new(&[libc::EAGAIN, libc::EAGAIN], &[]);
+        let (result, back_offs) = ring.run();
+        assert_eq!(result.ok(), Some(0));
+        assert_eq!(ring.enters.get(), 3, "entered again after each EAGAIN");
+        assert_eq!(back_offs, 2, "one back-off per EAGAIN");
+        assert_eq!(*ring.retried.borrow(), [libc::EAGAIN, libc::EAGAIN]);
+        assert!(ring.reaps.borrow().is_empty());
+    }
+
+    #[test]
+    fn ebusy_reaps_completions_before_entering_again() {
+        let ring = Scripted::new(&[libc::EBUSY, libc::EBUSY], &[7, 0]);
+        let (result, back_offs) = ring.run();
+        assert_eq!(result.ok(), Some(7), "the reaped completions are counted");
+        assert_eq!(ring.enters.get(), 3);
+        // Reaped after the first and after the second failed enter, before the next.
+        assert_eq!(*ring.reaps.borrow(), [1, 2]);
+        // The second reap found nothing: waited rather than spun.
+        assert_eq!(back_offs, 1);
+    }
+
+    #[test]
+    fn eintr_is_retried_at_once() {
+        let ring = Scripted::new(&[libc::EINTR], &[]);
+        let (result, back_offs) = ring.run();
+        assert_eq!(result.ok(), Some(0));
+        assert_eq!(ring.enters.get(), 2);
+        assert_eq!(back_offs, 0);
+    }
+
+    #[test]
+    fn a_non_transient_enter_error_fails_at_once_even_after_transient_ones() {
+        let ring = Scripted::new(&[libc::EAGAIN, libc::EBADF, libc::EAGAIN], &[]);
+        let (result, _) = ring.run();
+        let error = result.err().map(|e| e.raw_os_error());
+        assert_eq!(error, Some(Some(libc::EBADF)));
+        assert_eq!(ring.enters.get(), 2, "not entered again after EBADF");
+        assert_eq!(*ring.retried.borrow(), [libc::EAGAIN]);
+
+        let ring = Scripted::new(&[libc::EINVAL], &[]);
+        assert!(ring.run().0.is_err());
+        assert_eq!(ring.enters.get(), 1);
     }
 }
