@@ -334,3 +334,64 @@ fn a_well_behaved_connection_keeps_its_latency_during_a_flood_on_its_shard() {
     // holds the shard for seconds.
     assert!(p(0.99) < Duration::from_secs(1), "p99 {:?}", p(0.99));
 }
+
+/// WRITE_TIMEOUT is one deadline for a whole write (issue 8 item 4). The peer reads 300 bytes
+/// every 50 ms from a small window of small segments: the server's socket becomes writable
+/// again every few hundred milliseconds, so a timeout renewed by each partial send (glommio's
+/// `set_write_timeout`, used before) never fires (measured: not cut in 12 s), while one write of
+/// up to 64 KiB at ~6 KB/s needs ten.
+#[test]
+fn a_peer_that_reads_a_few_bytes_at_a_time_is_cut_at_write_timeout() {
+    let write_timeout = Duration::from_secs(1);
+    let server = Server::start(&[
+        ("SHARDS", "1"),
+        ("ACK_AFTER", "receipt"),
+        ("WRITE_TIMEOUT", "1s"),
+    ]);
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_mss(88).expect("TCP_MAXSEG");
+    socket.set_recv_buffer_size(1024).expect("SO_RCVBUF");
+    socket.connect(&server.addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    // A large message first grows the server's read buffer, so the small ones after it are
+    // read in large reads and answered with full writes of ANSWER_BYTES_MAX.
+    let mut payload = big_message(1900 * 1024);
+    for i in 0..60_000 {
+        payload.extend_from_slice(&tiny_message(i));
+    }
+    let mut writer = stream.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&payload);
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 300];
+    let (mut bytes, mut last_read) = (0usize, started);
+    let ended = loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break started.elapsed(),
+            Ok(n) => {
+                bytes += n;
+                last_read = Instant::now();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still connected after 30 s, {bytes} bytes read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = sender.join();
+    let line = close_line(&server, 1);
+    println!("cut after {ended:?}, {bytes} ACK bytes read; {line}");
+    assert!(line.contains("reason=WriteTimeout"), "{line}");
+    // The peer kept reading until the cut: a slow reader, not one that stopped.
+    let quiet = ended.saturating_sub(last_read - started);
+    assert!(
+        quiet < write_timeout,
+        "no byte read for {quiet:?} before the cut"
+    );
+}
