@@ -111,6 +111,35 @@ fn rejected_frames_up_to_the_bound_are_answered_and_one_more_closes() {
     assert_eq!(log_number(&floods[0], "reject_floods_total"), 1);
 }
 
+/// ARs that fit one write: appended while the write holds less than ANSWER_BYTES_MAX.
+fn ars_per_write(ar_bytes: u64) -> usize {
+    ((ANSWER_BYTES_MAX - 1) / ar_bytes + 1) as usize
+}
+
+#[test]
+fn a_read_whose_answer_fits_one_write_is_one_write_and_one_more_ack_is_two() {
+    let server = Server::start(&[("SHARDS", "1")]);
+    let mut client = server.connect();
+    client.send(&EMPTY);
+    let ar_bytes = client.read_frame().expect("an AR").len() as u64 + 3;
+    drop(client);
+    close_line(&server, 1);
+    let fit = ars_per_write(ar_bytes);
+    println!("an AR to an empty frame is {ar_bytes} bytes; {fit} fit one write");
+    for (conn, frames, writes) in [(2, fit, 1), (3, fit + 1, 2)] {
+        let mut client = server.connect();
+        client.send(&empty_frames(frames));
+        for i in 0..frames {
+            assert_eq!(client.read_ack().code(), "AR", "frame {i}");
+        }
+        drop(client);
+        let line = close_line(&server, conn);
+        assert_eq!(log_number(&line, "reads"), 1, "one read: {line}");
+        assert_eq!(log_number(&line, "writes"), writes, "{frames} ARs: {line}");
+        assert!(log_number(&line, "largest_write") <= ANSWER_BYTES_MAX + ar_bytes);
+    }
+}
+
 #[test]
 fn a_flood_of_empty_frames_is_answered_in_bounded_writes_then_cut_logged_once_and_counted() {
     let server = Server::start(&[("SHARDS", "1")]);
