@@ -291,8 +291,8 @@ fn large_reads_of_junk_are_answered_in_bounded_writes_with_bounded_memory() {
     // Each connection holds a read buffer of MAX_FRAME_SIZE + 64 KiB and at most one write's
     // worth of answers; answered whole, one read of junk would hold ~45 times its size.
     let grown_kib = peak_kib.saturating_sub(baseline_kib);
-    // Measured: 24-28 MiB with the bounds, 76-120 MiB without (debug build, both paths).
-    assert!(grown_kib < 48 * 1024, "RSS grew by {grown_kib} KiB");
+    // Measured: 24-33 MiB with the bounds, 76-120 MiB without (debug build, both paths).
+    assert!(grown_kib < 56 * 1024, "RSS grew by {grown_kib} KiB");
 }
 
 #[test]
@@ -359,8 +359,8 @@ fn a_well_behaved_connection_keeps_its_latency_during_a_flood_on_its_shard() {
     );
     assert!(cuts.load(Ordering::Relaxed) > 0);
     // A debug build answers a chunk of 1024 junk frames in tens of milliseconds (measured
-    // p99 45-105 ms on 2 busy cores); answered without a break, one read of junk (up to 2 MiB)
-    // holds the shard for seconds.
+    // p99 45-250 ms on 2 busy cores); answered without a break between chunks, one read of
+    // junk (up to 2 MiB) holds the shard for seconds (measured p99 3.6 s).
     assert!(p(0.99) < Duration::from_secs(1), "p99 {:?}", p(0.99));
 }
 
