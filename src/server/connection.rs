@@ -87,7 +87,7 @@ struct Connection {
     filled: usize,
     /// Largest size `buf` may reach.
     buf_bytes_max: usize,
-    /// ACKs of the current read, written at once.
+    /// ACKs not yet written: at most `ANSWER_BYTES_MAX` plus one ACK.
     out: Vec<u8>,
     /// Frame decoder.
     decoder: Decoder,
