@@ -108,7 +108,8 @@ pub struct Settings {
     /// Deadline for a whole frame from its start block [default: 60s]
     #[arg(long, env = "FRAME_TIMEOUT", value_name = "DURATION")]
     pub frame_timeout: Option<String>,
-    /// Close a connection whose ACK write cannot complete in this time [default: 5s]
+    /// Close a connection whose write of ACKs (at most 64 KiB) is not done this long after it
+    /// started, whatever part went out [default: 5s]
     #[arg(long, env = "WRITE_TIMEOUT", value_name = "DURATION")]
     pub write_timeout: Option<String>,
     /// Largest frame payload in bytes (or with KiB/MiB/GiB) [default: 2097152]

@@ -99,7 +99,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Deadline for a whole frame from its start block (FRAME_TIMEOUT).
     pub frame_timeout: Duration,
-    /// Deadline for writing the ACKs of one read (WRITE_TIMEOUT).
+    /// Deadline for one whole write of ACKs, at most `limits::ANSWER_BYTES_MAX` (WRITE_TIMEOUT).
     pub write_timeout: Duration,
     /// Largest frame payload in bytes (MAX_FRAME_SIZE).
     pub frame_bytes_max: usize,

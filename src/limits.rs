@@ -36,8 +36,11 @@ pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// sender trickling one byte at a time cannot hold a connection open forever.
 pub const FRAME_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
-/// Deadline for writing the ACKs of one read (WRITE_TIMEOUT): a peer that stops reading must
-/// not pin a buffer and a connection slot.
+/// Deadline for one write of ACKs (WRITE_TIMEOUT), from its first byte to its last, on both
+/// socket paths: a peer that stops reading, or reads a few bytes at a time, must not pin a
+/// buffer and a connection slot. A write holds at most [`ANSWER_BYTES_MAX`] (plus one ACK), so a
+/// connection must take at least that much every WRITE_TIMEOUT; the answer to a large read is
+/// several writes, each with its own deadline.
 pub const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Most connections the whole server holds at once (MAX_CONNECTIONS); divided among shards.
@@ -78,6 +81,36 @@ pub const SOCKET_INBOX_BYTES_MAX: usize = 256 * 1024;
 /// retried rather than failing the shard; 1 ms lets completions and reclaim free memory without
 /// spinning the shard's CPU, and is small against every socket timeout (WRITE_TIMEOUT: 5 s).
 pub const SOCKET_RING_ENTER_BACKOFF: Duration = Duration::from_millis(1);
+
+/// Most ACK bytes gathered before they are written: one write carries at most this plus one
+/// ACK. The answers of a read of pipelined messages fit far below it (an 8 KiB read buffer of
+/// real messages earns a few KiB of ACKs), so such a read is still answered with one write; but
+/// a read of tiny frames earns many times its size (`0x0B 0x1C 0x0D` is 3 bytes and earns a
+/// 208-byte AR: a 2 MiB read would be ~145 MB of ACKs held at once). 64 KiB bounds what a
+/// connection holds for its answers while one send still carries ~300 ACKs, so answering a
+/// long pipelined burst costs a send per 300 messages, not one per message.
+pub const ANSWER_BYTES_MAX: usize = 64 * 1024;
+
+/// Most frames decoded, admitted and waited for before their answers are written and the
+/// shard's other connections get a turn. Bounds the verdicts pending at once, and the time one
+/// connection holds the shard's CPU between yields (1024 parses and ACKs: well under a
+/// millisecond in a release build), also where answers are tiny or none (MSH-15 `NE`
+/// suppresses them). Above the ~300 ARs that fill [`ANSWER_BYTES_MAX`], so for answered frames
+/// the byte bound decides.
+pub const ANSWER_FRAMES_MAX: usize = 1024;
+
+/// Most frames a connection may have rejected (AR) within [`REJECTED_FRAMES_WINDOW`] with no
+/// accepted message among them; one more closes it, unanswered (logged once, counted in the
+/// shard's stats). A sender that waits for each ACK, as MLLP senders do, and is rejected stays
+/// far below this (an interface engine retries a rejected message after seconds, not
+/// microseconds); a peer flooding empty or junk frames reaches it within one read, and then
+/// has cost 1000 ARs (~200 KB), not one per frame it sent. A sender whose messages are mostly
+/// good is never cut: an accepted message restarts the count.
+pub const REJECTED_FRAMES_MAX: u32 = 1000;
+
+/// The window of [`REJECTED_FRAMES_MAX`]: a sender with a persistent fault (every message
+/// rejected) that sends one at a time stays connected and keeps getting its ARs.
+pub const REJECTED_FRAMES_WINDOW: Duration = Duration::from_secs(1);
 
 const _: () = assert!(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_MAX);

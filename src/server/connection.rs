@@ -1,9 +1,18 @@
 //! The per-connection driver: read into a bounded buffer, decode every complete frame, parse it
 //! and append the good ones to the shard's journal, wait for the group commit that covers them
-//! (ACK_AFTER=journal), then write all answers of one read, in frame order, with one write.
-//! The read buffer is not touched while the answers are pending: verdicts hold offsets into it. Deadlines: IDLE_TIMEOUT between frames, FRAME_TIMEOUT from a frame's start block (not
-//! reset by each byte), WRITE_TIMEOUT for the write of a batch. The buffer grows only while a
-//! frame needs it, up to MAX_FRAME_SIZE + `limits::READ_BUFFER_SLACK_BYTES`.
+//! (ACK_AFTER=journal), then write the answers, in frame order. The answers of one read go out
+//! with one write while they fit `limits::ANSWER_BYTES_MAX` and `limits::ANSWER_FRAMES_MAX`;
+//! a larger read is answered in chunks of that size, a write each, yielding to the shard's
+//! other connections between chunks. The read buffer is not compacted until its whole answer is
+//! written: pending verdicts hold offsets into it. A connection that has more than
+//! `limits::REJECTED_FRAMES_MAX` frames rejected within `limits::REJECTED_FRAMES_WINDOW` (and no
+//! message accepted) is closed: a flood of empty or junk frames costs a bounded number of ARs.
+//!
+//! Deadlines, one rule on both socket paths (a timer around the whole operation, never a
+//! per-syscall timeout that any progress renews): IDLE_TIMEOUT between frames, FRAME_TIMEOUT
+//! from a frame's start block (not reset by each byte), WRITE_TIMEOUT for each write (at most
+//! `limits::ANSWER_BYTES_MAX` plus one ACK) from its first byte to its last. The buffer grows
+//! only while a frame needs it, up to MAX_FRAME_SIZE + `limits::READ_BUFFER_SLACK_BYTES`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,8 +25,11 @@ use tracing::{debug, info, warn};
 
 use crate::hl7::Message;
 use crate::journal::{Append, DedupKey, RecordRef};
-use crate::limits::{READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES};
-use crate::mllp::{Decoded, Decoder, FrameError};
+use crate::limits::{
+    ANSWER_BYTES_MAX, ANSWER_FRAMES_MAX, READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES,
+    REJECTED_FRAMES_MAX, REJECTED_FRAMES_WINDOW,
+};
+use crate::mllp::{Decoded, Decoder};
 
 use super::clock;
 use super::respond::Verdict;
@@ -32,10 +44,12 @@ enum Close {
     IdleTimeout,
     /// A frame was not complete FRAME_TIMEOUT after its start block.
     FrameTimeout,
-    /// The ACKs of a read could not be written within WRITE_TIMEOUT.
+    /// A write of ACKs could not be completed within WRITE_TIMEOUT.
     WriteTimeout,
     /// A frame exceeded MAX_FRAME_SIZE.
     FrameTooLarge,
+    /// More than REJECTED_FRAMES_MAX frames rejected within REJECTED_FRAMES_WINDOW.
+    RejectFlood,
     /// Reading failed (reset, …).
     ReadError(io::ErrorKind),
     /// Writing failed (reset, broken pipe, …).
@@ -59,8 +73,10 @@ struct Counts {
     bytes_out: u64,
     /// Reads that returned data.
     reads: u64,
-    /// Writes of ACK batches (at most one per read).
+    /// Writes of ACKs (one per read, or one per chunk of a read answered in chunks).
     writes: u64,
+    /// Bytes of the largest write.
+    write_bytes_max: u64,
 }
 
 /// One connection's buffers and framing state.
@@ -71,12 +87,14 @@ struct Connection {
     filled: usize,
     /// Largest size `buf` may reach.
     buf_bytes_max: usize,
-    /// ACKs of the current read, written at once.
+    /// ACKs not yet written: at most `ANSWER_BYTES_MAX` plus one ACK.
     out: Vec<u8>,
     /// Frame decoder.
     decoder: Decoder,
-    /// Frames of the current read and their verdicts, answered together.
+    /// Frames admitted and not yet answered, in order (at most `ANSWER_FRAMES_MAX`).
     frames: Vec<Frame>,
+    /// Rejected frames in the current window, to cut a flood.
+    rejections: Rejections,
     /// The peer's address (journaled with each message).
     peer: Option<SocketAddr>,
     /// When the open frame's start block arrived.
@@ -94,31 +112,30 @@ enum Socket {
 }
 
 impl Socket {
-    /// One read, failing with `TimedOut` after `timeout`.
+    /// One read, failing with `TimedOut` once `timeout` has passed since the call.
     async fn read(&mut self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<usize> {
         match self {
-            Socket::Glommio(stream) => {
-                stream.set_read_timeout(Some(timeout))?;
-                stream.read(buf).await
-            }
+            Socket::Glommio(stream) => within(timeout, stream.read(buf)).await,
             Socket::Uring(handle) => within(timeout, handle.read(buf)).await,
         }
     }
 
-    /// Writes all of `data`, failing with `TimedOut` after `timeout`.
+    /// Writes all of `data`, failing with `TimedOut` once `timeout` has passed since the call,
+    /// however many bytes went out before: one deadline for the whole write. (glommio's own
+    /// `set_write_timeout` bounds each wait for the socket to become writable, so a peer that
+    /// takes a few bytes before each deadline would hold the write open for ever.)
     async fn write_all(&mut self, data: &[u8], timeout: std::time::Duration) -> io::Result<()> {
         match self {
-            Socket::Glommio(stream) => {
-                stream.set_write_timeout(Some(timeout))?;
-                stream.write_all(data).await
-            }
+            Socket::Glommio(stream) => within(timeout, stream.write_all(data)).await,
             Socket::Uring(handle) => within(timeout, handle.write_all(data)).await,
         }
     }
 }
 
-/// `io` bounded by `timeout` (`TimedOut` when it passes). The ring's operations are
-/// cancel-safe, so dropping `io` at the deadline leaves nothing dangling.
+/// `io` bounded by `timeout` (`TimedOut` when it passes). Both paths are cancel-safe: the
+/// ring's operations keep their bytes until the kernel is done with them, and glommio's socket
+/// reads and writes are non-blocking syscalls issued when the socket is ready, so dropping `io`
+/// at the deadline leaves nothing dangling (a write cut short ends the connection).
 async fn within<T>(
     timeout: std::time::Duration,
     io: impl std::future::Future<Output = io::Result<T>>,
@@ -147,6 +164,7 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         out: Vec::new(),
         decoder: Decoder::new(frame_bytes_max),
         frames: Vec::new(),
+        rejections: Rejections::default(),
         peer,
         frame_started: None,
         counts: Counts::default(),
@@ -160,13 +178,18 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
     let c = &conn.counts;
     let abnormal = matches!(
         close,
-        Close::FrameTooLarge | Close::FrameTimeout | Close::WriteTimeout | Close::WriteError(_)
+        Close::FrameTooLarge
+            | Close::FrameTimeout
+            | Close::WriteTimeout
+            | Close::WriteError(_)
+            | Close::RejectFlood
     );
     macro_rules! close_event {
         ($level:ident) => {
             $level!(shard = shard.index, conn = id, peer = ?peer, reason = ?close,
                 frames = c.frames, rejected = c.rejected, not_stored = c.not_stored, bytes_in = c.bytes_in,
-                bytes_out = c.bytes_out, reads = c.reads, writes = c.writes, noise_bytes = stats.noise_bytes,
+                bytes_out = c.bytes_out, reads = c.reads, writes = c.writes,
+                largest_write = c.write_bytes_max, noise_bytes = stats.noise_bytes,
                 abandoned_frames = stats.abandoned_frames, "connection closed")
         };
     }
@@ -198,14 +221,22 @@ impl Connection {
             self.filled += n;
             self.counts.bytes_in += n as u64;
             self.counts.reads += 1;
-            let frame_error = self.answer_frames(shard, id).await;
-            if !self.out.is_empty() {
+            let mut reading = Reading::new(clock::unix_micros_now());
+            while self.answer_chunk(shard, id, &mut reading).await {
+                // More than one write's worth: send this chunk, let the shard's other
+                // connections run, then answer the rest of the buffer.
                 if let Err(close) = self.write(shard, stream).await {
                     return close;
                 }
+                pause().await;
             }
-            if frame_error.is_some() {
-                return Close::FrameTooLarge;
+            if let Err(close) = self.write(shard, stream).await {
+                return close;
+            }
+            self.consume(reading.decoded);
+            self.track_frame_start(reading.completed);
+            if let Some(close) = reading.close {
+                return close;
             }
             self.reclaim();
         }
@@ -248,59 +279,90 @@ impl Connection {
         })
     }
 
-    /// Decodes every complete frame of the buffer, stores the good ones in the shard's journal,
-    /// waits until they are durable (one group commit usually covers them all), and appends the
-    /// answers, in frame order, to `out`.
-    async fn answer_frames(&mut self, shard: &Shard, id: u64) -> Option<FrameError> {
-        let received = clock::unix_micros_now();
-        let mut pos = 0;
-        let mut completed = false;
-        let error = loop {
-            let window = &self.buf[pos..self.filled];
-            match self.decoder.decode(window) {
+    /// Answers the next chunk of the buffer into `out`: decodes and admits frames until
+    /// `ANSWER_FRAMES_MAX` are pending (storing the good ones in the shard's journal), waits until
+    /// they are durable (one group commit usually covers them all), and answers them in frame
+    /// order until `out` holds `ANSWER_BYTES_MAX`. Returns whether more is left to answer once
+    /// `out` is written.
+    async fn answer_chunk(&mut self, shard: &Shard, id: u64, reading: &mut Reading) -> bool {
+        self.admit_frames(shard, id, reading).await;
+        settle(shard, &mut self.frames).await;
+        self.respond(shard, reading.received);
+        !self.frames.is_empty() || !reading.done()
+    }
+
+    /// Decodes and admits frames from `reading.decoded` on, until the buffer holds no complete
+    /// frame, `ANSWER_FRAMES_MAX` frames are pending, or the connection must close.
+    async fn admit_frames(&mut self, shard: &Shard, id: u64, reading: &mut Reading) {
+        while !reading.done() && self.frames.len() < ANSWER_FRAMES_MAX {
+            let pos = reading.decoded;
+            match self.decoder.decode(&self.buf[pos..self.filled]) {
                 Decoded::Frame { payload, consumed } => {
+                    reading.decoded += consumed;
+                    reading.completed = true;
                     let range = pos + payload.start..pos + payload.end;
-                    let record = Origin {
+                    let origin = Origin {
                         connection_id: id,
                         peer: self.peer,
-                        received,
+                        received: reading.received,
                     };
-                    let (verdict, seq) = admit(shard, &self.buf[range.clone()], &record).await;
+                    let (verdict, seq) = admit(shard, &self.buf[range.clone()], &origin).await;
+                    if self.is_one_rejection_too_many(verdict, reading.at) {
+                        let total = &shard.stats.reject_floods;
+                        total.set(total.get() + 1);
+                        warn!(shard = shard.index, conn = id, peer = ?self.peer,
+                            rejected_max = REJECTED_FRAMES_MAX,
+                            window_ms = REJECTED_FRAMES_WINDOW.as_millis() as u64,
+                            reject_floods_total = total.get(),
+                            "flood of rejected frames; closing connection");
+                        reading.close = Some(Close::RejectFlood);
+                        break;
+                    }
                     self.frames.push(Frame {
                         range,
                         verdict,
                         seq,
                     });
-                    pos += consumed;
-                    completed = true;
                 }
                 Decoded::Incomplete { consumed } => {
-                    pos += consumed;
-                    break None;
+                    reading.decoded += consumed;
+                    reading.exhausted = true;
                 }
                 Decoded::Error { error, consumed } => {
-                    pos += consumed;
+                    reading.decoded += consumed;
                     let total = &shard.stats.frames_too_large;
                     total.set(total.get() + 1);
                     warn!(shard = shard.index, %error, frames_too_large_total = total.get(),
                         "frame rejected; closing connection");
-                    break Some(error);
+                    reading.close = Some(Close::FrameTooLarge);
                 }
             }
-        };
-        settle(shard, &mut self.frames).await;
-        self.respond(shard, received);
-        self.consume(pos);
-        self.track_frame_start(completed);
-        error
+        }
     }
 
-    /// Appends the answers of the frames of this read to `out`.
+    /// Counts a frame's verdict towards the flood bound; true when it is one rejection too many.
+    fn is_one_rejection_too_many(&mut self, verdict: Verdict, at: Instant) -> bool {
+        match verdict {
+            Verdict::Rejected(_) => self.rejections.reject(at),
+            Verdict::Accepted | Verdict::NotStored(_) => {
+                self.rejections.accept();
+                false
+            }
+        }
+    }
+
+    /// Appends the answers of pending frames to `out`, in order, until it holds
+    /// `ANSWER_BYTES_MAX`; the rest stay pending for the next write.
     fn respond(&mut self, shard: &Shard, now_unix_micros: u64) {
         shard.refresh_clock(now_unix_micros);
         let mut responder = shard.responder.borrow_mut();
-        for frame in self.frames.drain(..) {
-            responder.respond(&self.buf[frame.range], frame.verdict, &mut self.out);
+        let mut answered = 0;
+        for frame in &self.frames {
+            if self.out.len() >= ANSWER_BYTES_MAX {
+                break;
+            }
+            answered += 1;
+            responder.respond(&self.buf[frame.range.clone()], frame.verdict, &mut self.out);
             self.counts.frames += 1;
             match frame.verdict {
                 Verdict::Accepted => {}
@@ -320,6 +382,7 @@ impl Connection {
                 }
             }
         }
+        self.frames.drain(..answered);
     }
 
     fn track_frame_start(&mut self, completed_a_frame: bool) {
@@ -330,12 +393,18 @@ impl Connection {
         }
     }
 
-    /// Writes every answer of this read at once.
+    /// Writes the answers gathered in `out` (nothing when there are none), within one
+    /// WRITE_TIMEOUT for the whole write.
     async fn write(&mut self, shard: &Shard, stream: &mut Socket) -> Result<(), Close> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
         let timeout = shard.config().write_timeout;
         let result = stream.write_all(&self.out, timeout).await;
-        self.counts.bytes_out += self.out.len() as u64;
+        let bytes = self.out.len() as u64;
+        self.counts.bytes_out += bytes;
         self.counts.writes += 1;
+        self.counts.write_bytes_max = self.counts.write_bytes_max.max(bytes);
         self.out.clear();
         result.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => Close::WriteTimeout,
@@ -379,6 +448,89 @@ impl Connection {
         }
     }
 }
+
+/// Where answering the current read stands.
+#[derive(Debug)]
+struct Reading {
+    /// When the read returned, in µs since the Unix epoch (journaled, and the ACKs' MSH-7).
+    received: u64,
+    /// When the read returned, for the flood window.
+    at: Instant,
+    /// Bytes of the buffer the decoder is done with; dropped once the read is answered.
+    decoded: usize,
+    /// Whether a frame completed in this read (restarts the frame deadline).
+    completed: bool,
+    /// The buffer holds no further complete frame.
+    exhausted: bool,
+    /// Why the connection closes once the answers before it are written.
+    close: Option<Close>,
+}
+
+impl Reading {
+    fn new(received: u64) -> Self {
+        Reading {
+            received,
+            at: Instant::now(),
+            decoded: 0,
+            completed: false,
+            exhausted: false,
+            close: None,
+        }
+    }
+
+    /// No frame is left to admit from this read.
+    fn done(&self) -> bool {
+        self.exhausted || self.close.is_some()
+    }
+}
+
+/// Frames rejected since a connection's last accepted message, in windows of
+/// `REJECTED_FRAMES_WINDOW` (pure; the caller passes the time).
+#[derive(Debug, Default)]
+struct Rejections {
+    /// When the current window started.
+    since: Option<Instant>,
+    /// Rejected frames in it.
+    count: u32,
+}
+
+impl Rejections {
+    /// Records a rejected frame at `now`; true when it passes `REJECTED_FRAMES_MAX` in the window.
+    fn reject(&mut self, now: Instant) -> bool {
+        match self.since {
+            Some(since) if now.saturating_duration_since(since) < REJECTED_FRAMES_WINDOW => {}
+            _ => {
+                self.since = Some(now);
+                self.count = 0;
+            }
+        }
+        self.count += 1;
+        self.count > REJECTED_FRAMES_MAX
+    }
+
+    /// An accepted message: the sender is not flooding; the count starts again.
+    fn accept(&mut self) {
+        self.since = None;
+        self.count = 0;
+    }
+}
+
+/// Lets the shard's other tasks run between two chunks of one read's answer: glommio is
+/// cooperative, so a read of thousands of frames answered without a break would hold every other
+/// connection of the shard until it is done. A plain yield is not enough: the task stays
+/// runnable, and glommio polls for socket events only when no task is runnable or its preempt
+/// timer (100 ms) fires, so the other connections' bytes would wait that long (measured on the
+/// glommio path: p50 106 ms for a well-behaved connection beside a flood). Sleeping on a timer
+/// takes this task off the run queue until the executor's next poll, which also reaps every
+/// ready socket.
+async fn pause() {
+    glommio::timer::sleep(PAUSE).await;
+}
+
+/// How long [`pause`] sleeps. Only there to reach the executor's next poll, but long enough not
+/// to have passed before the timer is first polled (1 µs had, in a debug build, so the task
+/// never left the CPU); 50 µs per chunk of `ANSWER_FRAMES_MAX` frames costs a flood little.
+const PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// A frame of the current read: where its payload is, and what was decided.
 #[derive(Debug)]
@@ -429,8 +581,9 @@ fn append_seq(append: Append) -> u64 {
     }
 }
 
-/// Waits until every journaled frame of this read is durable (or failed). Records of one read
-/// are appended back to back, so the first wait usually covers all of them.
+/// Waits until every journaled frame still pending is durable (or failed); frames already
+/// waited for are skipped. Records of one chunk are appended back to back, so the first wait
+/// usually covers all of them.
 async fn settle(shard: &Shard, frames: &mut [Frame]) {
     for frame in frames.iter_mut() {
         if let Some(seq) = frame.seq.take() {
@@ -441,5 +594,55 @@ async fn settle(shard: &Shard, frames: &mut [Frame]) {
     }
     if shard.journal.is_poisoned() {
         shard.fail("journal flush failed; the journal can no longer be trusted");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rejection_past_the_bound_within_the_window_is_one_too_many() {
+        let start = Instant::now();
+        let mut rejections = Rejections::default();
+        for i in 0..REJECTED_FRAMES_MAX {
+            assert!(
+                !rejections.reject(start),
+                "rejection {} of the bound",
+                i + 1
+            );
+        }
+        assert!(rejections.reject(start + REJECTED_FRAMES_WINDOW / 2));
+    }
+
+    #[test]
+    fn a_new_window_starts_the_count_again() {
+        let start = Instant::now();
+        let mut rejections = Rejections::default();
+        for _ in 0..REJECTED_FRAMES_MAX {
+            assert!(!rejections.reject(start));
+        }
+        let later = start + REJECTED_FRAMES_WINDOW;
+        for _ in 0..REJECTED_FRAMES_MAX {
+            assert!(!rejections.reject(later));
+        }
+        assert!(rejections.reject(later + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn an_accepted_message_starts_the_count_again() {
+        let start = Instant::now();
+        let mut rejections = Rejections::default();
+        for round in 0..3 {
+            for _ in 0..REJECTED_FRAMES_MAX {
+                assert!(!rejections.reject(start), "round {round}");
+            }
+            rejections.accept();
+        }
+        for _ in 0..REJECTED_FRAMES_MAX {
+            assert!(!rejections.reject(start));
+        }
+        assert!(rejections.reject(start));
     }
 }

@@ -73,6 +73,9 @@ pub struct ShardStats {
     pub accept_errors: Cell<u64>,
     /// Connections closed because a frame exceeded MAX_FRAME_SIZE.
     pub frames_too_large: Cell<u64>,
+    /// Connections closed for a flood of rejected frames (more than REJECTED_FRAMES_MAX within
+    /// REJECTED_FRAMES_WINDOW).
+    pub reject_floods: Cell<u64>,
 }
 
 /// A slot for one task's waker, woken when the shard starts draining.
