@@ -22,13 +22,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{adt, Client, Server};
-use mllpd_lazyfs::{LazyMount, Loss, Stats};
+use mllpd_lazyfs::{LazyMount, Loss, Options, Stats};
 
 /// Concurrent senders, each on its own connection.
 const SENDERS: usize = 6;
 
 /// Shards of the server under test (each has its own journal directory and committer).
 const SHARDS: usize = 2;
+
+/// How long each fsync of the file system takes before it makes anything durable: a slow
+/// flush, so the cut nearly always finds a written batch not yet durable (whose messages must
+/// not have been answered AA). Without it the cut mostly falls between flushes.
+const FSYNC_DELAY: Duration = Duration::from_millis(2);
 
 /// What one round saw.
 struct Round {
@@ -138,7 +143,11 @@ fn start_senders(
 fn power_loss_round(round: usize, faults: &[(&str, &str)], load: Duration) -> Round {
     let backing = tempfile::tempdir().expect("backing dir");
     let mountpoint = tempfile::tempdir().expect("mountpoint");
-    let mount = LazyMount::mount(backing.path(), mountpoint.path()).expect("mount mllpd-lazyfs");
+    let options = Options {
+        fsync_delay: FSYNC_DELAY,
+    };
+    let mount = LazyMount::mount_with(backing.path(), mountpoint.path(), options)
+        .expect("mount mllpd-lazyfs");
     let data = mountpoint.path().join("data");
     prepare_layout(&data);
     let data_str = data.to_str().expect("utf-8 path").to_owned();

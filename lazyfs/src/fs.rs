@@ -292,6 +292,9 @@ impl State {
 pub struct LazyFs {
     /// The state, shared with the mount handle (which pulls the plug).
     pub state: Arc<Mutex<State>>,
+    /// Each file fsync waits this long before it makes anything durable (a slow flush: widens
+    /// the window in which a power cut finds written, unsynced data).
+    pub fsync_delay: Duration,
 }
 
 impl LazyFs {
@@ -584,6 +587,10 @@ impl Filesystem for LazyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if !self.fsync_delay.is_zero() {
+            // Not under the lock: a power cut during the wait fails this fsync.
+            std::thread::sleep(self.fsync_delay);
+        }
         let result = self.on().and_then(|mut st| {
             st.flush(ino.0).map_err(errno)?;
             st.stats.file_syncs += 1;

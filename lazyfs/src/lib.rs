@@ -20,6 +20,7 @@ mod fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 pub use cache::PAGE_BYTES;
 pub use fs::{Loss, Stats};
@@ -51,13 +52,31 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
+/// How a mount behaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Each file fsync/fdatasync waits this long before making anything durable: a slow
+    /// flush, so that a power cut usually lands while written data is still unsynced.
+    pub fsync_delay: Duration,
+}
+
 impl LazyMount {
     /// Mounts a lazy file system over `mountpoint`, backed by the directory `backing`.
     pub fn mount(backing: &Path, mountpoint: &Path) -> io::Result<LazyMount> {
+        LazyMount::mount_with(backing, mountpoint, Options::default())
+    }
+
+    /// [`LazyMount::mount`] with `options`.
+    pub fn mount_with(
+        backing: &Path,
+        mountpoint: &Path,
+        options: Options,
+    ) -> io::Result<LazyMount> {
         let backing = std::fs::canonicalize(backing)?;
         let state = Arc::new(Mutex::new(fs::State::new(backing)));
         let filesystem = fs::LazyFs {
             state: Arc::clone(&state),
+            fsync_delay: options.fsync_delay,
         };
         let mut config = fuser::Config::default();
         config.mount_options = vec![

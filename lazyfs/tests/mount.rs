@@ -24,7 +24,9 @@ fn mounted() -> Option<(tempfile::TempDir, tempfile::TempDir, LazyMount)> {
 }
 
 fn sync_dir(dir: &Path) {
-    File::open(dir).and_then(|d| d.sync_all()).expect("fsync dir");
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync dir");
 }
 
 fn read(path: &Path) -> Option<Vec<u8>> {
@@ -43,14 +45,19 @@ fn only_what_was_synced_survives_a_power_cut() {
     let mut synced = File::create(m.join("dir/synced")).expect("create");
     synced.write_all(b"durable").expect("write");
     synced.sync_data().expect("fdatasync");
-    synced.write_all(b" and lost").expect("write after the sync");
+    synced
+        .write_all(b" and lost")
+        .expect("write after the sync");
     let mut unsynced = File::create(m.join("dir/unsynced")).expect("create");
     unsynced.write_all(b"lost").expect("write");
     sync_dir(&m.join("dir"));
     sync_dir(m);
     std::fs::create_dir(m.join("dir/new")).expect("mkdir after the dir sync");
     File::create(m.join("orphan")).expect("create in an unsynced root");
-    assert_eq!(read(&m.join("dir/synced")).as_deref(), Some(&b"durable and lost"[..]));
+    assert_eq!(
+        read(&m.join("dir/synced")).as_deref(),
+        Some(&b"durable and lost"[..])
+    );
     assert_eq!(
         read(&backing.path().join("dir/synced")).as_deref(),
         Some(&b"durable"[..]),
@@ -68,7 +75,10 @@ fn only_what_was_synced_survives_a_power_cut() {
     assert_eq!(loss.entries, 2, "dir/new and orphan: {loss:?}");
 
     let remounted = LazyMount::mount(backing.path(), m).expect("remount");
-    assert_eq!(read(&m.join("dir/synced")).as_deref(), Some(&b"durable"[..]));
+    assert_eq!(
+        read(&m.join("dir/synced")).as_deref(),
+        Some(&b"durable"[..])
+    );
     assert_eq!(read(&m.join("dir/unsynced")).as_deref(), Some(&b""[..]));
     assert!(!m.join("dir/new").exists());
     assert!(!m.join("orphan").exists());
@@ -95,7 +105,11 @@ fn an_unsynced_truncation_is_undone_and_a_clean_unmount_keeps_everything() {
     mount.unmount().expect("unmount");
 
     let remounted = LazyMount::mount(backing.path(), m).expect("remount");
-    assert_eq!(read(&path), Some(vec![5u8; 10_000]), "the cut undid the truncation");
+    assert_eq!(
+        read(&path),
+        Some(vec![5u8; 10_000]),
+        "the cut undid the truncation"
+    );
     let mut file = OpenOptions::new().append(true).open(&path).expect("open");
     file.write_all(b"tail").expect("append");
     drop(file);
