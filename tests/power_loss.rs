@@ -8,7 +8,8 @@
 //! then the plug is pulled: the file system discards everything unsynced and fails every later
 //! request, and mllpd is SIGKILLed. A fresh mount over the same backing directory is the
 //! reboot; mllpd restarts (recovery), and `journal export` must hold every AA'd control id
-//! exactly once. The control run skips the batch fdatasync (MLLPD_FAULT_SKIP_FLUSH) while still
+//! exactly once. Each fsync of the file system takes 2 ms ([`FSYNC_DELAY`]), so the cut nearly
+//! always lands on a written batch not yet durable. The control run skips the batch fdatasync (MLLPD_FAULT_SKIP_FLUSH) while still
 //! answering AA, and must lose messages: proof that this test sees a missing flush.
 //!
 //! `MLLPD_POWER_LOSS_ROUNDS` (default 1) sets the rounds; perf/power-loss.sh runs more.
