@@ -37,6 +37,11 @@ fn main() -> ExitCode {
 
 /// `mllpd serve`: validates the configuration, sets up logging and runs the server.
 fn serve(overrides: &Overrides) -> ExitCode {
+    // Before anything starts: a release build never arms test faults by accident.
+    if let Err(refused) = mllpd::journal::FaultPlan::check_env() {
+        eprintln!("mllpd: {refused}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let config = match Config::resolve(overrides) {
         Ok(resolved) => resolved.config,
         Err(error) => {

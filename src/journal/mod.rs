@@ -86,7 +86,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-pub use fault::FaultPlan;
+pub use fault::{FaultGate, FaultInjectionRefused, FaultPlan, ALLOW_FAULT_INJECTION_VAR};
 pub use record::{RecordView, RECORD_OVERHEAD_BYTES};
 pub use segment::{Next, SegmentReader, SEGMENT_HEADER_BYTES};
 pub use writer::Journal;

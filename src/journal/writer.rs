@@ -728,6 +728,8 @@ impl Writer {
         };
         let result = if injected {
             Err(std::io::Error::from_raw_os_error(libc::EIO))
+        } else if self.faults.as_ref().is_some_and(|f| f.skip_flush.get()) {
+            Ok(()) // Test hook (MLLPD_FAULT_SKIP_FLUSH): the power-loss test's control run.
         } else {
             let started = Instant::now();
             let result = active.file.fdatasync().await.map_err(std::io::Error::from);

@@ -60,6 +60,13 @@ impl Server {
                 std::env::var("MLLPD_TEST_SOCKET_IO").unwrap_or_else(|_| "auto".to_owned()),
             )
             .envs(env.iter().copied())
+            // Tests arm MLLPD_FAULT_* on purpose; a release build (`cargo test --release`, as
+            // perf/crash-loop.sh runs) refuses them without this explicit allowance.
+            .envs(
+                env.iter()
+                    .any(|(name, _)| name.starts_with("MLLPD_FAULT_"))
+                    .then_some(("MLLPD_ALLOW_FAULT_INJECTION", "1")),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
