@@ -73,6 +73,12 @@ pub const CONTROL_ID_BYTES_TYPICAL: usize = 64;
 /// read. Resumed at half. Bounds memory per connection under a flood to this plus its buffer.
 pub const SOCKET_INBOX_BYTES_MAX: usize = 256 * 1024;
 
+/// Least time between two log lines about a reused control id stored as a new message (same
+/// MSH-3, MSH-4, MSH-10 within DEDUP_WINDOW, another payload): a sender whose counter is stuck
+/// reuses an id for every message, and one line per message would flood the log; the journal
+/// counts every one and each line says how many went unlogged.
+pub const DEDUP_REUSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 const _: () = assert!(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_MAX);
 const _: () = assert!(READ_BUFFER_BYTES_INITIAL <= FRAME_BYTES_MAX_MIN + READ_BUFFER_SLACK_BYTES);

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use super::dedup::DedupWindow;
 use super::retention::SegmentInfo;
 use super::segment::{self, Next, SegmentReader};
-use super::{JournalOptions, OpenError, Recovery, DEDUP_KEYS_MAX};
+use super::{JournalOptions, OpenError, Recovery};
 
 /// What recovery hands the writer.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
     report.removed_segments = remove_headerless_tail(&mut found)?;
     let mut dedup = options
         .dedup_window
-        .map(|window| DedupWindow::new(window, DEDUP_KEYS_MAX));
+        .map(|window| DedupWindow::new(window, options.dedup_keys_max));
     let mut segments = Vec::with_capacity(found.len());
     for (i, (first_seq, path)) in found.iter().enumerate() {
         let last = i + 1 == found.len();
@@ -175,7 +175,10 @@ impl Scan<'_> {
                     if let (Some(window), Some(key), true) =
                         (dedup.as_deref_mut(), record.dedup_key, fresh)
                     {
-                        window.insert(&key, record.seq, record.receive_time_unix_micros);
+                        // The payload digest is computed again from the stored payload (as
+                        // fast as the CRC just checked), so records carry no digest.
+                        let fingerprint = window.fingerprint(&key, record.payload);
+                        window.insert(fingerprint, record.seq, record.receive_time_unix_micros);
                     }
                 }
                 Next::End => return Ok(reader.len()),

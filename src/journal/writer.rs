@@ -17,11 +17,13 @@ use futures_lite::future::poll_fn;
 use glommio::io::{Directory, DmaFile, OpenOptions};
 use glommio::GlommioError;
 
-use super::dedup::DedupWindow;
+use super::dedup::{DedupWindow, Lookup};
 use super::fault::FaultPlan;
 use super::recovery::{self, micros};
 use super::retention::{self, Bounds, SegmentInfo};
 use super::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::limits::DEDUP_REUSE_LOG_INTERVAL;
+
 use super::{
     record, Append, JournalError, JournalOptions, JournalStats, OpenError, RecordRef, Recovery,
     SyncMode,
@@ -64,6 +66,10 @@ struct State {
     closed: bool,
     /// The dedup window, when DEDUP_WINDOW is set.
     dedup: Option<DedupWindow>,
+    /// Receive time (µs) of the last reused control id logged.
+    reuse_logged_at: Option<u64>,
+    /// Reused control ids not logged since (counted in the stats).
+    reuse_unlogged: u64,
     /// Records at or after this sequence number are still needed (retention floor).
     retention_floor: Option<u64>,
     /// Tasks waiting for a sequence number to settle.
@@ -120,6 +126,8 @@ impl Journal {
                 poisoned: false,
                 closed: false,
                 dedup: recovered.dedup,
+                reuse_logged_at: None,
+                reuse_unlogged: 0,
                 retention_floor: None,
                 durable_waiters: Vec::new(),
                 room_waiters: Vec::new(),
@@ -190,14 +198,23 @@ impl Journal {
             st.stats.batch_full += 1;
             return Err(JournalError::BatchFull);
         }
-        let key = record::storable_key(record.dedup_key);
         let time = record.receive_time_unix_micros;
-        if let (Some(window), Some(key)) = (st.dedup.as_mut(), key) {
-            if let Some(seq) = window.find(&key, time) {
-                st.stats.duplicates += 1;
-                return Ok(Append::Duplicate(seq));
+        let mut reused = None;
+        let fingerprint = match (st.dedup.as_mut(), record::storable_key(record.dedup_key)) {
+            (Some(window), Some(key)) => {
+                let fingerprint = window.fingerprint(&key, record.payload);
+                match window.find(&fingerprint, time) {
+                    Lookup::Duplicate(seq) => {
+                        st.stats.duplicates += 1;
+                        return Ok(Append::Duplicate(seq));
+                    }
+                    Lookup::Reused(earlier) => reused = Some(earlier),
+                    Lookup::New => {}
+                }
+                Some(fingerprint)
             }
-        }
+            _ => None,
+        };
         let size = record::encoded_len(record).ok_or(JournalError::RecordTooLarge)?;
         let full = st.pending_records >= self.options.batch_records_max
             || st.pending.len() + size > self.options.batch_bytes_max;
@@ -214,8 +231,11 @@ impl Journal {
         st.pending_records += 1;
         st.stats.last_seq = seq;
         st.stats.pending_records = st.pending_records;
-        if let (Some(window), Some(key)) = (st.dedup.as_mut(), key) {
-            window.insert(&key, seq, time);
+        if let (Some(window), Some(fingerprint)) = (st.dedup.as_mut(), fingerprint) {
+            window.insert(fingerprint, seq, time);
+        }
+        if let Some(earlier) = reused {
+            st.reused_key(&self.options.dir, seq, earlier, time);
         }
         if let Some(committer) = st.committer.take() {
             committer.wake();
@@ -276,6 +296,8 @@ impl Journal {
             pending_records: st.pending_records,
             poisoned: st.poisoned,
             settled_seq: st.settled_seq,
+            dedup_keys: st.dedup.as_ref().map_or(0, DedupWindow::len),
+            dedup_bytes: st.dedup.as_ref().map_or(0, DedupWindow::heap_bytes),
             ..st.stats
         }
     }
@@ -476,6 +498,28 @@ impl Drop for Turn<'_> {
 }
 
 impl State {
+    /// Counts a message stored as `seq` although its key was journaled as `earlier` (another
+    /// payload: a reused control id), and logs it at most once per
+    /// [`DEDUP_REUSE_LOG_INTERVAL`] of receive time (a sender whose counter is stuck would
+    /// otherwise write a line per message). Neither key nor content is logged (the control id
+    /// may carry patient data in some feeds).
+    fn reused_key(&mut self, dir: &std::path::Path, seq: u64, earlier: u64, time: u64) {
+        self.stats.reused_keys += 1;
+        let interval = u64::try_from(DEDUP_REUSE_LOG_INTERVAL.as_micros()).unwrap_or(u64::MAX);
+        if self
+            .reuse_logged_at
+            .is_some_and(|at| time < at.saturating_add(interval))
+        {
+            self.reuse_unlogged += 1;
+            return;
+        }
+        tracing::info!(journal = %dir.display(), seq, earlier_seq = earlier,
+            not_logged_since = self.reuse_unlogged,
+            "a reused control id came with another payload: stored as a new message");
+        self.reuse_logged_at = Some(time);
+        self.reuse_unlogged = 0;
+    }
+
     /// The outcome of a settled sequence number.
     fn outcome(&self, seq: u64) -> Result<(), JournalError> {
         let failed = self.failed.iter().any(|&(a, b)| (a..=b).contains(&seq));
