@@ -88,6 +88,7 @@ use std::time::Duration;
 
 pub use fault::FaultPlan;
 pub use record::{RecordView, RECORD_OVERHEAD_BYTES};
+pub use recovery::create_dir_durable;
 pub use segment::{Next, SegmentReader, SEGMENT_HEADER_BYTES};
 pub use writer::Journal;
 
@@ -348,6 +349,10 @@ pub struct JournalStats {
     pub bytes_flushed: u64,
     /// Batches that failed for lack of space.
     pub batches_failed: u64,
+    /// Failed batches (no space, or a failed flush) cut back from their segment, durably.
+    pub batches_cut: u64,
+    /// fsyncs of the shard directory (after a segment file was created or deleted).
+    pub dir_syncs: u64,
     /// Appends answered with [`Append::Duplicate`].
     pub duplicates: u64,
     /// Appends whose dedup key was in the window with another payload (a reused control id):

@@ -40,7 +40,7 @@ const LOCK_FILE: &str = "LOCK";
 /// Creates `dir` if missing and takes its exclusive lock (`flock` on `dir/LOCK`, released when
 /// the lock is dropped or the process dies). Readers (`journal stats/export`) never take it.
 pub fn lock(dir: &Path) -> Result<DirLock, OpenError> {
-    std::fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    create_dir_durable(dir).map_err(|source| io_error(dir, source))?;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -56,13 +56,47 @@ pub fn lock(dir: &Path) -> Result<DirLock, OpenError> {
     )
 }
 
+/// Creates `dir` and its missing parents, fsyncing the parent of each directory it creates: a
+/// new directory entry survives a power loss only once its parent directory is synced, and a
+/// shard directory (or DATA_DIR) that vanished would take every segment in it along.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    create_dirs(dir, &mut sync_dir)
+}
+
+/// [`create_dir_durable`] with the directory fsync as a seam (tests count its calls).
+fn create_dirs(
+    dir: &Path,
+    sync: &mut dyn FnMut(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    create_dirs(parent, sync)?;
+    match std::fs::create_dir(dir) {
+        // Another process may have made it a moment ago: sync its entry all the same.
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+        _ => {}
+    }
+    sync(parent)
+}
+
+/// fsyncs a directory (its entries: names created, removed or renamed in it).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Recovers the journal in `options.dir` (created if missing) as of `now`.
 pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, OpenError> {
     let dir = &options.dir;
-    std::fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    create_dir_durable(dir).map_err(|source| io_error(dir, source))?;
     let mut report = Recovery::default();
     let mut found = segment::list(dir)?;
-    report.removed_segments = remove_headerless_tail(&mut found)?;
+    report.removed_segments = remove_headerless_tail(dir, &mut found)?;
     let mut dedup = options
         .dedup_window
         .map(|window| DedupWindow::new(window, options.dedup_keys_max));
@@ -116,8 +150,8 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
     })
 }
 
-/// Removes trailing segments too short to hold a header; returns how many.
-fn remove_headerless_tail(found: &mut Vec<(u64, PathBuf)>) -> Result<usize, OpenError> {
+/// Removes trailing segments of `dir` too short to hold a header; returns how many.
+fn remove_headerless_tail(dir: &Path, found: &mut Vec<(u64, PathBuf)>) -> Result<usize, OpenError> {
     let mut removed = 0;
     while let Some((_, path)) = found.last() {
         if SegmentReader::open(path)?.is_some() {
@@ -127,6 +161,10 @@ fn remove_headerless_tail(found: &mut Vec<(u64, PathBuf)>) -> Result<usize, Open
         std::fs::remove_file(path).map_err(|source| io_error(path, source))?;
         found.pop();
         removed += 1;
+    }
+    if removed > 0 {
+        // The writer will create a segment of the same name: the removal must not come back.
+        sync_dir(dir).map_err(|source| io_error(dir, source))?;
     }
     Ok(removed)
 }
@@ -236,5 +274,39 @@ fn io_error(path: &Path, source: std::io::Error) -> OpenError {
     OpenError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_new_directory_is_synced_in_its_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data").join("shard-0");
+        let mut synced = Vec::new();
+        let mut record = |p: &Path| {
+            synced.push(p.to_owned());
+            Ok(())
+        };
+        create_dirs(&dir, &mut record).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(synced, [tmp.path().to_owned(), tmp.path().join("data")]);
+        // Nothing new, nothing to sync.
+        synced.clear();
+        let mut record = |p: &Path| {
+            synced.push(p.to_owned());
+            Ok(())
+        };
+        create_dirs(&dir, &mut record).unwrap();
+        assert!(synced.is_empty());
+        // A failed sync is an error: the directory cannot be trusted to survive.
+        let mut failing = |_: &Path| Err(std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(create_dirs(&tmp.path().join("other"), &mut failing).is_err());
+        // And the real one works.
+        create_dir_durable(&tmp.path().join("a").join("b")).unwrap();
+        assert!(tmp.path().join("a").join("b").is_dir());
     }
 }

@@ -683,6 +683,10 @@ struct Writer {
     active: Option<Active>,
     /// Segments created so far (retention runs after each).
     rotations: u64,
+    /// Failed batches cut back from the segment so far.
+    cuts: u64,
+    /// Directory fsyncs so far (a segment created or deleted).
+    dir_syncs: u64,
     /// Segments deleted so far.
     deleted: u64,
     /// Time spent waiting for durability so far (fdatasync, or the `O_DSYNC` write), µs.
@@ -715,6 +719,8 @@ impl Writer {
             closed: segments.into(),
             active,
             rotations: 0,
+            cuts: 0,
+            dir_syncs: 0,
             deleted: 0,
             sync_micros: std::cell::Cell::new(0),
             faults: options.faults.clone(),
@@ -741,21 +747,54 @@ impl Writer {
             return Err(Failure::NotStored);
         };
         extend(active, active.len + len, self.sync).await?;
-        if self.faults.as_ref().is_some_and(|f| f.take_enospc()) {
-            tracing::warn!(segment = %active.path.display(), "journal write failed: no space left");
-            return Err(Failure::NotStored);
-        }
+        let no_space = self.faults.as_ref().is_some_and(|f| f.take_enospc());
         let failed_sync = self.faults.as_ref().is_some_and(|f| f.take_failed_sync());
+        let fault = match (no_space, failed_sync && self.sync == SyncMode::Dsync) {
+            (true, _) => Some(WriteFault::NoSpace),
+            (false, true) => Some(WriteFault::Io),
+            (false, false) => None,
+        };
         let started = Instant::now();
-        write_records(active, &bytes, failed_sync && self.sync == SyncMode::Dsync).await?;
-        if self.sync == SyncMode::Dsync {
+        let mut outcome = write_records(active, &bytes, fault).await;
+        if outcome.is_ok() && self.sync == SyncMode::Dsync {
             // The O_DSYNC write is the flush.
             self.add_sync_time(started);
         }
-        if self.sync == SyncMode::Data {
-            self.sync(batch, failed_sync).await?;
+        if outcome.is_ok() && self.sync == SyncMode::Data {
+            outcome = self.sync(batch, failed_sync).await;
         }
-        Ok(())
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(failure) => Err(self.cut_failed(batch, failure).await),
+        }
+    }
+
+    /// After a batch failed (answered AE): cuts the segment back to the end of the records
+    /// before it, and makes the cut durable, so nothing the failed write may have put there
+    /// (part of the batch, or all of it) is read back at recovery as if it had been stored, and
+    /// the next batch starts from a known tail. Returns how the batch fails: as it did, or
+    /// [`Failure::Poison`] if it cannot be cut (then nothing may be appended after it).
+    async fn cut_failed(&mut self, batch: &Batch, failure: Failure) -> Failure {
+        let Some(active) = self.active.as_mut() else {
+            return Failure::Poison;
+        };
+        let mut cut = active.fill.truncate(active.len).await;
+        if cut.is_ok() && self.sync != SyncMode::Disabled {
+            cut = active.fill.fdatasync().await;
+        }
+        match cut {
+            Ok(()) => {
+                // Nothing past the records is ready any more; `extend` readies it again.
+                active.ready = active.len;
+                self.cuts += 1;
+                failure
+            }
+            Err(error) => {
+                tracing::error!(segment = %active.path.display(), first_seq = batch.first_seq,
+                    %error, "cannot cut a failed batch from the journal");
+                Failure::Poison
+            }
+        }
     }
 
     /// Adds the time since `started` to the time spent waiting for durability.
@@ -803,6 +842,7 @@ impl Writer {
             tracing::error!(dir = %self.dir.display(), %error, "journal directory fsync failed");
             return Err(Failure::Poison);
         }
+        self.dir_syncs += 1;
         self.rotations += 1;
         self.active = Some(active);
         Ok(())
@@ -814,6 +854,7 @@ impl Writer {
             Some(a) => (a.first_seq, a.len),
             None => (journal.next_seq(), 0),
         };
+        let deleted_before = self.deleted;
         let closed = self.closed.make_contiguous();
         let count = retention::deletable(
             closed,
@@ -835,6 +876,18 @@ impl Writer {
             tracing::info!(segment = %segment.path.display(), "retention deleted a journal segment");
             self.deleted += 1;
         }
+        if self.deleted != deleted_before {
+            // So that a deleted segment does not come back after a power loss (harmless, since
+            // recovery would only keep an old segment longer, but it would count against
+            // RETENTION_BYTES until the next pass): one directory fsync per pass.
+            match self.dir_handle.sync().await {
+                Ok(()) => self.dir_syncs += 1,
+                Err(error) => {
+                    tracing::warn!(dir = %self.dir.display(), %error,
+                        "journal directory fsync after retention failed");
+                }
+            }
+        }
         self.fill_stats(&mut journal.state.borrow_mut().stats);
     }
 
@@ -844,6 +897,8 @@ impl Writer {
         stats.segments = self.closed.len() + usize::from(self.active.is_some());
         stats.segment_bytes = self.closed.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         stats.segments_deleted = self.deleted;
+        stats.batches_cut = self.cuts;
+        stats.dir_syncs = self.dir_syncs;
         stats.sync_micros_total = self.sync_micros.get();
     }
 
@@ -1012,9 +1067,23 @@ async fn extend(active: &mut Active, end: u64, sync: SyncMode) -> Result<(), Fai
     }
 }
 
+/// A failure injected into a batch write (tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteFault {
+    /// The disk fills up mid-write: the first half of the batch (at least a block, so all of a
+    /// batch of one block) reaches the file, then ENOSPC.
+    NoSpace,
+    /// The write reaches the file but its durability fails: EIO (an `O_DSYNC` write).
+    Io,
+}
+
 /// Writes a batch after the records: the partial last block again (same bytes), then `bytes`,
-/// padded with zeros to a block. `fail` injects a failed durable write (EIO).
-async fn write_records(active: &mut Active, bytes: &[u8], fail: bool) -> Result<(), Failure> {
+/// padded with zeros to a block. `fault` injects a failure after writing what it says.
+async fn write_records(
+    active: &mut Active,
+    bytes: &[u8],
+    fault: Option<WriteFault>,
+) -> Result<(), Failure> {
     let align = active.file.alignment();
     let start = active.len - active.tail.len() as u64;
     let used = active.tail.len() + bytes.len();
@@ -1026,14 +1095,13 @@ async fn write_records(active: &mut Active, bytes: &[u8], fail: bool) -> Result<
     out[used..].fill(0);
     let keep = used % usize::try_from(align).unwrap_or(1);
     let next_tail = out[used - keep..used].to_vec();
-    let written = if fail {
-        Err(libc::EIO)
-    } else {
-        active
+    let written = match fault {
+        None => active
             .file
             .write_at(buffer, start)
             .await
-            .map_err(|e| os_error(&e))
+            .map_err(|e| os_error(&e)),
+        Some(fault) => write_faulty(active, &buffer, start, fault).await,
     };
     match written {
         Ok(n) if n == size => {
@@ -1052,6 +1120,29 @@ async fn write_records(active: &mut Active, bytes: &[u8], fail: bool) -> Result<
             Err(Failure::Poison)
         }
     }
+}
+
+/// Writes what `fault` lets reach the file of `buffer` at `start`, then fails as it says.
+async fn write_faulty(
+    active: &Active,
+    buffer: &glommio::io::DmaBuffer,
+    start: u64,
+    fault: WriteFault,
+) -> Result<usize, i32> {
+    let align = usize::try_from(active.file.alignment()).unwrap_or(1);
+    let (keep, errno) = match fault {
+        WriteFault::NoSpace => ((buffer.len() / 2 / align * align).max(align), libc::ENOSPC),
+        WriteFault::Io => (buffer.len(), libc::EIO),
+    };
+    let mut part = active.file.alloc_dma_buffer(keep);
+    part.as_bytes_mut()
+        .copy_from_slice(&buffer.as_bytes()[..keep]);
+    active
+        .file
+        .write_at(part, start)
+        .await
+        .map_err(|e| os_error(&e))?;
+    Err(errno)
 }
 
 /// `v` rounded up to a multiple of `align`.

@@ -91,7 +91,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .ok()
         .and_then(|a| a.as_socket())
         .ok_or_else(|| ServerError::Other("cannot read the bound address".to_owned()))?;
-    std::fs::create_dir_all(&config.data_dir)
+    crate::journal::create_dir_durable(&config.data_dir)
         .map_err(|e| ServerError::Other(format!("DATA_DIR {}: {e}", config.data_dir.display())))?;
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
