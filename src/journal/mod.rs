@@ -338,6 +338,19 @@ pub struct Recovery {
     pub dedup_keys: usize,
 }
 
+/// How far recovery got, reported while it runs ([`Journal::open_reporting`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryProgress {
+    /// Segment files found.
+    pub segments: usize,
+    /// Of those, done with.
+    pub segments_done: usize,
+    /// Records read so far.
+    pub records_scanned: u64,
+    /// Time since recovery started.
+    pub elapsed: Duration,
+}
+
 /// Counters of a journal since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JournalStats {

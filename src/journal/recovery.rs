@@ -12,12 +12,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::limits::RECOVERY_PROGRESS_INTERVAL;
 
 use super::dedup::DedupWindow;
 use super::retention::SegmentInfo;
 use super::segment::{self, Next, SegmentReader};
-use super::{JournalOptions, OpenError, Recovery};
+use super::{JournalOptions, OpenError, Recovery, RecoveryProgress};
 
 /// What recovery hands the writer.
 #[derive(Debug)]
@@ -90,13 +92,58 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Recovers the journal in `options.dir` (created if missing) as of `now`.
-pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, OpenError> {
+/// Calls its caller back about every [`RECOVERY_PROGRESS_INTERVAL`] while recovery runs, so
+/// that a long recovery (a large journal, a large dedup window) is seen to progress.
+struct Progress<'a> {
+    /// The caller's callback.
+    report: &'a mut dyn FnMut(&RecoveryProgress),
+    /// When recovery started.
+    started: Instant,
+    /// When the callback was last called (or recovery started).
+    last: Instant,
+    /// Segment files found.
+    segments: usize,
+    /// Of those, done with.
+    segments_done: usize,
+}
+
+impl Progress<'_> {
+    /// Reports if an interval passed since the last report.
+    fn tick(&mut self, report: &Recovery) {
+        let now = Instant::now();
+        if now.duration_since(self.last) < RECOVERY_PROGRESS_INTERVAL {
+            return;
+        }
+        self.last = now;
+        (self.report)(&RecoveryProgress {
+            segments: self.segments,
+            segments_done: self.segments_done,
+            records_scanned: report.records_scanned,
+            elapsed: now.duration_since(self.started),
+        });
+    }
+}
+
+/// Recovers the journal in `options.dir` (created if missing) as of `now`, calling `progress`
+/// about every [`RECOVERY_PROGRESS_INTERVAL`] while it runs.
+pub fn recover(
+    options: &JournalOptions,
+    now: SystemTime,
+    progress: &mut dyn FnMut(&RecoveryProgress),
+) -> Result<Recovered, OpenError> {
     let dir = &options.dir;
     create_dir_durable(dir).map_err(|source| io_error(dir, source))?;
     let mut report = Recovery::default();
     let mut found = segment::list(dir)?;
     report.removed_segments = remove_headerless_tail(dir, &mut found)?;
+    let started = Instant::now();
+    let mut progress = Progress {
+        report: progress,
+        started,
+        last: started,
+        segments: found.len(),
+        segments_done: 0,
+    };
     let mut dedup = options
         .dedup_window
         .map(|window| DedupWindow::new(window, options.dedup_keys_max));
@@ -120,7 +167,7 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
                     .dedup_window
                     .map(|w| micros(now).saturating_sub(micros_of(w))),
             };
-            let end = scan.run(&mut report, dedup.as_mut())?;
+            let end = scan.run(&mut report, dedup.as_mut(), &mut progress)?;
             let info = info_of(*first_seq, path)?;
             if last && info.bytes > end {
                 // The space the writer readied after its records. Past a record prefix that a
@@ -135,6 +182,8 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
         } else {
             segments.push(info_of(*first_seq, path)?);
         }
+        progress.segments_done = i + 1;
+        progress.tick(&report);
     }
     report.segments = segments.len();
     let named_next = segments.last().map_or(1, |s| s.first_seq);
@@ -187,6 +236,7 @@ impl Scan<'_> {
         &self,
         report: &mut Recovery,
         mut dedup: Option<&mut DedupWindow>,
+        progress: &mut Progress<'_>,
     ) -> Result<u64, OpenError> {
         let corrupt = |offset, reason| OpenError::Corrupt {
             path: self.path.to_owned(),
@@ -206,6 +256,9 @@ impl Scan<'_> {
             match next {
                 Next::Record(record) => {
                     report.records_scanned += 1;
+                    if report.records_scanned % 1024 == 0 {
+                        progress.tick(report);
+                    }
                     report.last_seq = Some(record.seq);
                     let fresh = self
                         .since_micros

@@ -26,7 +26,7 @@ use crate::limits::DEDUP_REUSE_LOG_INTERVAL;
 
 use super::{
     record, Append, JournalError, JournalOptions, JournalStats, OpenError, RecordRef, Recovery,
-    SyncMode,
+    RecoveryProgress, SyncMode,
 };
 
 /// Failed batch ranges remembered for late waiters; older failures are answered conservatively
@@ -95,7 +95,20 @@ impl Journal {
     ///
     /// # Panics
     /// If a bound in `options` is zero, or a segment could not hold a header.
-    pub async fn open(mut options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
+    pub async fn open(options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
+        Journal::open_reporting(options, &mut |_| {}).await
+    }
+
+    /// [`Journal::open`], calling `progress` about every `RECOVERY_PROGRESS_INTERVAL` while
+    /// recovery runs (a large journal or dedup window takes a while: start-up waits for it as
+    /// long as it progresses).
+    ///
+    /// # Panics
+    /// As [`Journal::open`].
+    pub async fn open_reporting(
+        mut options: JournalOptions,
+        progress: &mut dyn FnMut(&RecoveryProgress),
+    ) -> Result<(Rc<Journal>, Recovery), OpenError> {
         assert!(options.segment_bytes_max > SEGMENT_HEADER_BYTES as u64);
         // glommio opens files and directories with io_uring's openat and a relative path fails
         // there with EBADF (`./mllpd-data`, the default DATA_DIR): work with absolute paths.
@@ -105,7 +118,7 @@ impl Journal {
         })?;
         assert!(options.batch_bytes_max > 0 && options.batch_records_max > 0);
         let lock = recovery::lock(&options.dir)?;
-        let recovered = recovery::recover(&options, SystemTime::now())?;
+        let recovered = recovery::recover(&options, SystemTime::now(), progress)?;
         let report = recovered.report.clone();
         let writer = Writer::open(&options, recovered.segments, lock).await?;
         let mut stats = JournalStats {
@@ -761,11 +774,17 @@ impl Writer {
             self.add_sync_time(started);
         }
         if outcome.is_ok() && self.sync == SyncMode::Data {
-            outcome = self.sync(batch, failed_sync).await;
+            outcome = self.sync(batch, failed_sync).await.and(outcome);
         }
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(failure) => Err(self.cut_failed(batch, failure).await),
+        match (outcome, self.active.as_mut()) {
+            // Only now do the records end past this batch.
+            (Ok(tail), Some(active)) => {
+                active.len += len;
+                active.tail = tail;
+                Ok(())
+            }
+            (Ok(_), None) => Err(Failure::Poison),
+            (Err(failure), _) => Err(self.cut_failed(batch, failure).await),
         }
     }
 
@@ -1078,12 +1097,14 @@ enum WriteFault {
 }
 
 /// Writes a batch after the records: the partial last block again (same bytes), then `bytes`,
-/// padded with zeros to a block. `fault` injects a failure after writing what it says.
+/// padded with zeros to a block. `fault` injects a failure after writing what it says. Returns
+/// the partial block at the end of the batch (the tail once it is durable); the caller moves
+/// the end of the records only then.
 async fn write_records(
-    active: &mut Active,
+    active: &Active,
     bytes: &[u8],
     fault: Option<WriteFault>,
-) -> Result<(), Failure> {
+) -> Result<Vec<u8>, Failure> {
     let align = active.file.alignment();
     let start = active.len - active.tail.len() as u64;
     let used = active.tail.len() + bytes.len();
@@ -1104,11 +1125,7 @@ async fn write_records(
         Some(fault) => write_faulty(active, &buffer, start, fault).await,
     };
     match written {
-        Ok(n) if n == size => {
-            active.len += bytes.len() as u64;
-            active.tail = next_tail;
-            Ok(())
-        }
+        Ok(n) if n == size => Ok(next_tail),
         // The space was ready, so a short write or ENOSPC is not expected; either way the
         // records before `start` were rewritten with their own bytes and are intact.
         Ok(_) | Err(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => {
