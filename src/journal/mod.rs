@@ -26,10 +26,15 @@
 //!   flush); a second server on the same DATA_DIR fails with [`OpenError::Locked`]. The
 //!   read-only tools never lock.
 //! - **Storage faults.** A write that fails for lack of space (ENOSPC, or a short write) fails
-//!   that batch with [`JournalError::NoSpace`]: the segment is truncated back to its last good
-//!   record and the journal keeps serving. A failed flush poisons the journal: Linux may drop the
-//!   dirty pages and report the next fdatasync as successful, so nothing written since the last
-//!   good flush can be trusted; every later call fails with [`JournalError::Poisoned`].
+//!   that batch with [`JournalError::NoSpace`] and the journal keeps serving. A failed flush
+//!   poisons the journal: Linux may drop the dirty pages and report the next fdatasync as
+//!   successful, so nothing written since the last good flush can be trusted; every later call
+//!   fails with [`JournalError::Poisoned`]. Either way, before anything else is written the
+//!   segment is cut back to the end of its last durable record and the cut made durable, so a
+//!   failed batch (answered AE) cannot come back at recovery; if it cannot be cut, the journal
+//!   is poisoned.
+//! - **Durable names.** The shard directory (and DATA_DIR) is fsynced in its parent when
+//!   created, the shard directory after a segment is created or deleted.
 //!
 //! # Using it from a connection
 //!
