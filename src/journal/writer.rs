@@ -17,13 +17,13 @@ use futures_lite::future::poll_fn;
 use glommio::io::{Directory, DmaFile, OpenOptions};
 use glommio::GlommioError;
 
+use crate::limits::DEDUP_REUSE_LOG_INTERVAL;
+
 use super::dedup::{DedupWindow, Lookup};
 use super::fault::FaultPlan;
 use super::recovery::{self, micros};
 use super::retention::{self, Bounds, SegmentInfo};
 use super::segment::{self, SEGMENT_HEADER_BYTES};
-use crate::limits::DEDUP_REUSE_LOG_INTERVAL;
-
 use super::{
     record, Append, JournalError, JournalOptions, JournalStats, OpenError, RecordRef, Recovery,
     RecoveryProgress, SyncMode,
