@@ -148,8 +148,9 @@ pub struct Settings {
     /// Longest time to finish in-flight frames after SIGTERM [default: 30s]
     #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
-    /// Answer a message whose (MSH-3, MSH-4, MSH-10) was journaled this recently AA again without
-    /// storing it twice, e.g. 10m [default: off]
+    /// Answer a message whose (MSH-3, MSH-4, MSH-10) and payload were journaled this recently AA
+    /// again without storing it twice (a reused control id with another payload is stored),
+    /// e.g. 10m [default: off]
     #[arg(long, env = "DEDUP_WINDOW", value_name = "DURATION")]
     pub dedup_window: Option<String>,
     /// Delete closed journal segments older than this, or off [default: 7days]

@@ -125,8 +125,8 @@ pub struct Config {
     pub pre_shutdown_delay: Duration,
     /// Longest time to drain after SIGTERM (DRAIN_TIMEOUT).
     pub drain_timeout: Duration,
-    /// A (MSH-3, MSH-4, MSH-10) journaled within this time is a duplicate; `None`: off
-    /// (DEDUP_WINDOW).
+    /// A message whose (MSH-3, MSH-4, MSH-10) and payload were journaled within this time is a
+    /// duplicate; `None`: off (DEDUP_WINDOW).
     pub dedup_window: Option<Duration>,
     /// Closed journal segments older than this may be deleted; `None`: no age bound
     /// (RETENTION_AGE).

@@ -112,7 +112,30 @@ pub const REJECTED_FRAMES_MAX: u32 = 1000;
 /// rejected) that sends one at a time stays connected and keeps getting its ARs.
 pub const REJECTED_FRAMES_WINDOW: Duration = Duration::from_secs(1);
 
+/// Least time between two log lines about a reused control id stored as a new message (same
+/// MSH-3, MSH-4, MSH-10 within DEDUP_WINDOW, another payload): a sender whose counter is stuck
+/// reuses an id for every message, and one line per message would flood the log; the journal
+/// counts every one and each line says how many went unlogged.
+pub const DEDUP_REUSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long the shards have to bind and serve once their journals are recovered, before
+/// start-up is declared failed: binding takes milliseconds, so this only catches a shard stuck
+/// (a socket ring that cannot be set up). Journal recovery is not bounded by it.
+pub const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often journal recovery reports its progress (logged by the shard): a recovery that takes
+/// minutes (a large journal or dedup window) is seen to advance.
+pub const RECOVERY_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest time journal recovery may go without progress (no record read, no segment done)
+/// before start-up is declared failed: recovery of any size may take as long as it needs while
+/// it advances, but a read stuck this long is a failing disk, better reported than waited on
+/// silently. Many progress intervals, so a slow, busy disk is not mistaken for a stuck one.
+pub const RECOVERY_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 const _: () = assert!(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
+const _: () =
+    assert!(RECOVERY_PROGRESS_INTERVAL.as_secs() * 10 <= RECOVERY_STALL_TIMEOUT.as_secs());
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_MAX);
 const _: () = assert!(READ_BUFFER_BYTES_INITIAL <= FRAME_BYTES_MAX_MIN + READ_BUFFER_SLACK_BYTES);
 const _: () = assert!(FRAME_BYTES_MAX_MAX <= u32::MAX as usize);

@@ -433,24 +433,53 @@ fn no_space_fails_that_batch_only_and_keeps_a_clean_tail() {
         assert_eq!(seq, Append::Stored(2));
         assert_eq!(journal.wait_durable(2).await, Err(JournalError::NoSpace));
         assert!(!journal.is_poisoned());
+        assert_eq!(journal.stats().batches_cut, 1);
+        // The injected ENOSPC wrote the batch (one block: all of it) before failing. Restart
+        // now, with the failed batch last: had it not been cut, recovery would find it whole.
+        assert_eq!(journal.close().await, Err(JournalError::NoSpace));
+        let (journal, recovery) = Journal::open(options.clone()).await.unwrap();
+        assert_eq!(recovery.last_seq, Some(1), "{recovery:?}");
+        assert_eq!(recovery.truncated_bytes, 0, "the failed batch was cut back");
         // The sender retries after its AE: the failed record is not a duplicate.
         let retried = journal
             .append(&record(&lost, Some(key(b"2")), now_micros()))
             .unwrap();
-        assert_eq!(retried, Append::Stored(3));
-        assert_eq!(journal.wait_durable(3).await, Ok(()));
-        assert_eq!(journal.wait_durable(2).await, Err(JournalError::NoSpace));
+        assert_eq!(retried, Append::Stored(2));
+        assert_eq!(journal.wait_durable(2).await, Ok(()));
+        // A batch of many blocks, half written: its first records are whole on disk.
+        faults.enospc_writes.set(1);
+        let big: Vec<Vec<u8>> = (0..40)
+            .map(|i| message(&format!("big-{i:03}-{}", "x".repeat(400))))
+            .collect();
+        let seqs: Vec<u64> = big
+            .iter()
+            .map(|m| {
+                journal
+                    .append(&record(m, None, now_micros()))
+                    .unwrap()
+                    .seq()
+            })
+            .collect();
+        for seq in seqs {
+            assert_eq!(journal.wait_durable(seq).await, Err(JournalError::NoSpace));
+        }
+        assert_eq!(store(&journal, &message("3")).await.1, Ok(()));
         let stats = journal.stats();
-        assert_eq!((stats.flushes, stats.batches_failed), (2, 1));
+        assert_eq!(
+            (stats.flushes, stats.batches_failed, stats.batches_cut),
+            (2, 1, 1)
+        );
         journal.close().await.unwrap();
         let (_, recovery) = Journal::open(options).await.unwrap();
         assert_eq!(
             recovery.truncated_bytes, 0,
             "the half-written batch was cut back"
         );
-        assert_eq!(recovery.last_seq, Some(3));
     });
-    assert_eq!(read_dir_payloads(&dir), [message("1"), message("2")]);
+    assert_eq!(
+        read_dir_payloads(&dir),
+        [message("1"), message("2"), message("3")]
+    );
 }
 
 #[test]
@@ -801,6 +830,13 @@ fn what_was_acknowledged_is_exactly_what_recovery_finds() {
                     task.await;
                 }
             }
+            // The last batch fails after reaching the file: only the cut keeps it from being
+            // read back at recovery.
+            faults.enospc_writes.set(1);
+            let payload = format!("seed {seed} last").into_bytes();
+            let (seq, outcome) = store(&journal, &payload).await;
+            assert_eq!(outcome, Err(JournalError::NoSpace), "seed {seed}");
+            outcomes.borrow_mut().push((seq, payload, outcome));
             let stats = journal.stats();
             assert!(
                 stats.records_flushed > stats.flushes,

@@ -26,10 +26,15 @@
 //!   flush); a second server on the same DATA_DIR fails with [`OpenError::Locked`]. The
 //!   read-only tools never lock.
 //! - **Storage faults.** A write that fails for lack of space (ENOSPC, or a short write) fails
-//!   that batch with [`JournalError::NoSpace`]: the segment is truncated back to its last good
-//!   record and the journal keeps serving. A failed flush poisons the journal: Linux may drop the
-//!   dirty pages and report the next fdatasync as successful, so nothing written since the last
-//!   good flush can be trusted; every later call fails with [`JournalError::Poisoned`].
+//!   that batch with [`JournalError::NoSpace`] and the journal keeps serving. A failed flush
+//!   poisons the journal: Linux may drop the dirty pages and report the next fdatasync as
+//!   successful, so nothing written since the last good flush can be trusted; every later call
+//!   fails with [`JournalError::Poisoned`]. Either way, before anything else is written the
+//!   segment is cut back to the end of its last durable record and the cut made durable, so a
+//!   failed batch (answered AE) cannot come back at recovery; if it cannot be cut, the journal
+//!   is poisoned.
+//! - **Durable names.** The shard directory (and DATA_DIR) is fsynced in its parent when
+//!   created, the shard directory after a segment is created or deleted.
 //!
 //! # Using it from a connection
 //!
@@ -88,6 +93,7 @@ use std::time::Duration;
 
 pub use fault::{FaultGate, FaultInjectionRefused, FaultPlan, ALLOW_FAULT_INJECTION_VAR};
 pub use record::{RecordView, RECORD_OVERHEAD_BYTES};
+pub use recovery::create_dir_durable;
 pub use segment::{Next, SegmentReader, SEGMENT_HEADER_BYTES};
 pub use writer::Journal;
 
@@ -103,10 +109,14 @@ pub const BATCH_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 /// so at any realistic load every waiting message shares the next flush.
 pub const BATCH_RECORDS_MAX_DEFAULT: usize = 4096;
 
-/// Most dedup keys a shard remembers: bounds memory (about 100 bytes per key) when the window
-/// is long and traffic high; past it the oldest keys are forgotten early (the window shortens,
-/// a retried message is then stored twice, never lost).
+/// Most messages a shard's dedup window remembers: bounds its memory when the window is long
+/// and traffic high (an entry holds hashes, not key bytes: at most
+/// `DEDUP_ENTRY_BYTES_MAX` (dedup.rs) bytes whatever the key's length, about 90 MiB a shard when
+/// full); past it the oldest are forgotten early (the window shortens, a retried message is then
+/// stored twice, never lost).
 pub const DEDUP_KEYS_MAX: usize = 1 << 20;
+
+const _: () = assert!(DEDUP_KEYS_MAX * dedup::DEDUP_ENTRY_BYTES_MAX <= 256 << 20);
 
 /// How often the committer checks retention while idle: age-based retention must run even when
 /// no segment rotates.
@@ -145,8 +155,11 @@ pub struct JournalOptions {
     pub batch_bytes_max: usize,
     /// Most records in one batch.
     pub batch_records_max: usize,
-    /// DEDUP_WINDOW: a key seen within this time is a duplicate; `None` turns dedup off.
+    /// DEDUP_WINDOW: a message whose key and payload were journaled within this time is a
+    /// duplicate; `None` turns dedup off.
     pub dedup_window: Option<Duration>,
+    /// Most messages the dedup window remembers ([`DEDUP_KEYS_MAX`]).
+    pub dedup_keys_max: usize,
     /// RETENTION_AGE: a closed segment last written longer ago than this may be deleted.
     pub retention_age: Option<Duration>,
     /// RETENTION_BYTES: the oldest closed segments are deleted while the journal is larger.
@@ -169,6 +182,7 @@ impl JournalOptions {
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             batch_records_max: BATCH_RECORDS_MAX_DEFAULT,
             dedup_window: None,
+            dedup_keys_max: DEDUP_KEYS_MAX,
             retention_age: None,
             retention_bytes: None,
             sync: SyncMode::Data,
@@ -201,7 +215,8 @@ impl JournalOptions {
 
 /// The dedup key of a message: (MSH-3, MSH-4, MSH-10), each field's bytes as received. A sender
 /// retrying after a lost ACK resends the same control id (HL7 v2 chapter 2, MSH-10: unique per
-/// sending system).
+/// sending system). The key alone does not make a duplicate: the payload must match too, since
+/// a sender whose counter was reset reuses control ids for new messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DedupKey<'a> {
     /// MSH-3, sending application.
@@ -244,7 +259,8 @@ pub struct RecordRef<'a> {
 pub enum Append {
     /// Stored with this sequence number; wait on it before acknowledging.
     Stored(u64),
-    /// Its key was journaled within the window as this sequence number; not stored again. Wait
+    /// Its key and payload were journaled within the window as this sequence number; not stored
+    /// again. Wait
     /// on that number before acknowledging again.
     Duplicate(u64),
 }
@@ -327,6 +343,19 @@ pub struct Recovery {
     pub dedup_keys: usize,
 }
 
+/// How far recovery got, reported while it runs ([`Journal::open_reporting`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryProgress {
+    /// Segment files found.
+    pub segments: usize,
+    /// Of those, done with.
+    pub segments_done: usize,
+    /// Records read so far.
+    pub records_scanned: u64,
+    /// Time since recovery started.
+    pub elapsed: Duration,
+}
+
 /// Counters of a journal since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JournalStats {
@@ -338,8 +367,19 @@ pub struct JournalStats {
     pub bytes_flushed: u64,
     /// Batches that failed for lack of space.
     pub batches_failed: u64,
+    /// Failed batches (no space, or a failed flush) cut back from their segment, durably.
+    pub batches_cut: u64,
+    /// fsyncs of the shard directory (after a segment file was created or deleted).
+    pub dir_syncs: u64,
     /// Appends answered with [`Append::Duplicate`].
     pub duplicates: u64,
+    /// Appends whose dedup key was in the window with another payload (a reused control id):
+    /// stored as new.
+    pub reused_keys: u64,
+    /// Keys in the dedup window.
+    pub dedup_keys: usize,
+    /// Heap bytes the dedup window holds (bounded by `dedup_keys_max`, whatever the keys).
+    pub dedup_bytes: usize,
     /// Appends refused with [`JournalError::BatchFull`].
     pub batch_full: u64,
     /// The last sequence number assigned (0: none yet).

@@ -12,12 +12,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::limits::RECOVERY_PROGRESS_INTERVAL;
 
 use super::dedup::DedupWindow;
 use super::retention::SegmentInfo;
 use super::segment::{self, Next, SegmentReader};
-use super::{JournalOptions, OpenError, Recovery, DEDUP_KEYS_MAX};
+use super::{JournalOptions, OpenError, Recovery, RecoveryProgress};
 
 /// What recovery hands the writer.
 #[derive(Debug)]
@@ -40,7 +42,7 @@ const LOCK_FILE: &str = "LOCK";
 /// Creates `dir` if missing and takes its exclusive lock (`flock` on `dir/LOCK`, released when
 /// the lock is dropped or the process dies). Readers (`journal stats/export`) never take it.
 pub fn lock(dir: &Path) -> Result<DirLock, OpenError> {
-    std::fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    create_dir_durable(dir).map_err(|source| io_error(dir, source))?;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -56,16 +58,95 @@ pub fn lock(dir: &Path) -> Result<DirLock, OpenError> {
     )
 }
 
-/// Recovers the journal in `options.dir` (created if missing) as of `now`.
-pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, OpenError> {
+/// Creates `dir` and its missing parents, fsyncing the parent of each directory it creates: a
+/// new directory entry survives a power loss only once its parent directory is synced, and a
+/// shard directory (or DATA_DIR) that vanished would take every segment in it along.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    create_dirs(dir, &mut sync_dir)
+}
+
+/// [`create_dir_durable`] with the directory fsync as a seam (tests count its calls).
+fn create_dirs(
+    dir: &Path,
+    sync: &mut dyn FnMut(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    create_dirs(parent, sync)?;
+    match std::fs::create_dir(dir) {
+        // Another process may have made it a moment ago: sync its entry all the same.
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+        _ => {}
+    }
+    sync(parent)
+}
+
+/// fsyncs a directory (its entries: names created, removed or renamed in it).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Calls its caller back about every [`RECOVERY_PROGRESS_INTERVAL`] while recovery runs, so
+/// that a long recovery (a large journal, a large dedup window) is seen to progress.
+struct Progress<'a> {
+    /// The caller's callback.
+    report: &'a mut dyn FnMut(&RecoveryProgress),
+    /// When recovery started.
+    started: Instant,
+    /// When the callback was last called (or recovery started).
+    last: Instant,
+    /// Segment files found.
+    segments: usize,
+    /// Of those, done with.
+    segments_done: usize,
+}
+
+impl Progress<'_> {
+    /// Reports if an interval passed since the last report.
+    fn tick(&mut self, report: &Recovery) {
+        let now = Instant::now();
+        if now.duration_since(self.last) < RECOVERY_PROGRESS_INTERVAL {
+            return;
+        }
+        self.last = now;
+        (self.report)(&RecoveryProgress {
+            segments: self.segments,
+            segments_done: self.segments_done,
+            records_scanned: report.records_scanned,
+            elapsed: now.duration_since(self.started),
+        });
+    }
+}
+
+/// Recovers the journal in `options.dir` (created if missing) as of `now`, calling `progress`
+/// about every [`RECOVERY_PROGRESS_INTERVAL`] while it runs.
+pub fn recover(
+    options: &JournalOptions,
+    now: SystemTime,
+    progress: &mut dyn FnMut(&RecoveryProgress),
+) -> Result<Recovered, OpenError> {
     let dir = &options.dir;
-    std::fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+    create_dir_durable(dir).map_err(|source| io_error(dir, source))?;
     let mut report = Recovery::default();
     let mut found = segment::list(dir)?;
-    report.removed_segments = remove_headerless_tail(&mut found)?;
+    report.removed_segments = remove_headerless_tail(dir, &mut found)?;
+    let started = Instant::now();
+    let mut progress = Progress {
+        report: progress,
+        started,
+        last: started,
+        segments: found.len(),
+        segments_done: 0,
+    };
     let mut dedup = options
         .dedup_window
-        .map(|window| DedupWindow::new(window, DEDUP_KEYS_MAX));
+        .map(|window| DedupWindow::new(window, options.dedup_keys_max));
     let mut segments = Vec::with_capacity(found.len());
     for (i, (first_seq, path)) in found.iter().enumerate() {
         let last = i + 1 == found.len();
@@ -86,7 +167,7 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
                     .dedup_window
                     .map(|w| micros(now).saturating_sub(micros_of(w))),
             };
-            let end = scan.run(&mut report, dedup.as_mut())?;
+            let end = scan.run(&mut report, dedup.as_mut(), &mut progress)?;
             let info = info_of(*first_seq, path)?;
             if last && info.bytes > end {
                 // The space the writer readied after its records. Past a record prefix that a
@@ -101,6 +182,8 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
         } else {
             segments.push(info_of(*first_seq, path)?);
         }
+        progress.segments_done = i + 1;
+        progress.tick(&report);
     }
     report.segments = segments.len();
     let named_next = segments.last().map_or(1, |s| s.first_seq);
@@ -116,8 +199,8 @@ pub fn recover(options: &JournalOptions, now: SystemTime) -> Result<Recovered, O
     })
 }
 
-/// Removes trailing segments too short to hold a header; returns how many.
-fn remove_headerless_tail(found: &mut Vec<(u64, PathBuf)>) -> Result<usize, OpenError> {
+/// Removes trailing segments of `dir` too short to hold a header; returns how many.
+fn remove_headerless_tail(dir: &Path, found: &mut Vec<(u64, PathBuf)>) -> Result<usize, OpenError> {
     let mut removed = 0;
     while let Some((_, path)) = found.last() {
         if SegmentReader::open(path)?.is_some() {
@@ -127,6 +210,10 @@ fn remove_headerless_tail(found: &mut Vec<(u64, PathBuf)>) -> Result<usize, Open
         std::fs::remove_file(path).map_err(|source| io_error(path, source))?;
         found.pop();
         removed += 1;
+    }
+    if removed > 0 {
+        // The writer will create a segment of the same name: the removal must not come back.
+        sync_dir(dir).map_err(|source| io_error(dir, source))?;
     }
     Ok(removed)
 }
@@ -149,6 +236,7 @@ impl Scan<'_> {
         &self,
         report: &mut Recovery,
         mut dedup: Option<&mut DedupWindow>,
+        progress: &mut Progress<'_>,
     ) -> Result<u64, OpenError> {
         let corrupt = |offset, reason| OpenError::Corrupt {
             path: self.path.to_owned(),
@@ -168,6 +256,9 @@ impl Scan<'_> {
             match next {
                 Next::Record(record) => {
                     report.records_scanned += 1;
+                    if report.records_scanned % 1024 == 0 {
+                        progress.tick(report);
+                    }
                     report.last_seq = Some(record.seq);
                     let fresh = self
                         .since_micros
@@ -175,7 +266,10 @@ impl Scan<'_> {
                     if let (Some(window), Some(key), true) =
                         (dedup.as_deref_mut(), record.dedup_key, fresh)
                     {
-                        window.insert(&key, record.seq, record.receive_time_unix_micros);
+                        // The payload digest is computed again from the stored payload (as
+                        // fast as the CRC just checked), so records carry no digest.
+                        let fingerprint = window.fingerprint(&key, record.payload);
+                        window.insert(fingerprint, record.seq, record.receive_time_unix_micros);
                     }
                 }
                 Next::End => return Ok(reader.len()),
@@ -233,5 +327,39 @@ fn io_error(path: &Path, source: std::io::Error) -> OpenError {
     OpenError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_new_directory_is_synced_in_its_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data").join("shard-0");
+        let mut synced = Vec::new();
+        let mut record = |p: &Path| {
+            synced.push(p.to_owned());
+            Ok(())
+        };
+        create_dirs(&dir, &mut record).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(synced, [tmp.path().to_owned(), tmp.path().join("data")]);
+        // Nothing new, nothing to sync.
+        synced.clear();
+        let mut record = |p: &Path| {
+            synced.push(p.to_owned());
+            Ok(())
+        };
+        create_dirs(&dir, &mut record).unwrap();
+        assert!(synced.is_empty());
+        // A failed sync is an error: the directory cannot be trusted to survive.
+        let mut failing = |_: &Path| Err(std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(create_dirs(&tmp.path().join("other"), &mut failing).is_err());
+        // And the real one works.
+        create_dir_durable(&tmp.path().join("a").join("b")).unwrap();
+        assert!(tmp.path().join("a").join("b").is_dir());
     }
 }

@@ -17,14 +17,16 @@ use futures_lite::future::poll_fn;
 use glommio::io::{Directory, DmaFile, OpenOptions};
 use glommio::GlommioError;
 
-use super::dedup::DedupWindow;
+use crate::limits::DEDUP_REUSE_LOG_INTERVAL;
+
+use super::dedup::{DedupWindow, Lookup};
 use super::fault::FaultPlan;
 use super::recovery::{self, micros};
 use super::retention::{self, Bounds, SegmentInfo};
 use super::segment::{self, SEGMENT_HEADER_BYTES};
 use super::{
     record, Append, JournalError, JournalOptions, JournalStats, OpenError, RecordRef, Recovery,
-    SyncMode,
+    RecoveryProgress, SyncMode,
 };
 
 /// Failed batch ranges remembered for late waiters; older failures are answered conservatively
@@ -64,6 +66,10 @@ struct State {
     closed: bool,
     /// The dedup window, when DEDUP_WINDOW is set.
     dedup: Option<DedupWindow>,
+    /// Receive time (µs) of the last reused control id logged.
+    reuse_logged_at: Option<u64>,
+    /// Reused control ids not logged since (counted in the stats).
+    reuse_unlogged: u64,
     /// Records at or after this sequence number are still needed (retention floor).
     retention_floor: Option<u64>,
     /// Tasks waiting for a sequence number to settle.
@@ -89,7 +95,20 @@ impl Journal {
     ///
     /// # Panics
     /// If a bound in `options` is zero, or a segment could not hold a header.
-    pub async fn open(mut options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
+    pub async fn open(options: JournalOptions) -> Result<(Rc<Journal>, Recovery), OpenError> {
+        Journal::open_reporting(options, &mut |_| {}).await
+    }
+
+    /// [`Journal::open`], calling `progress` about every `RECOVERY_PROGRESS_INTERVAL` while
+    /// recovery runs (a large journal or dedup window takes a while: start-up waits for it as
+    /// long as it progresses).
+    ///
+    /// # Panics
+    /// As [`Journal::open`].
+    pub async fn open_reporting(
+        mut options: JournalOptions,
+        progress: &mut dyn FnMut(&RecoveryProgress),
+    ) -> Result<(Rc<Journal>, Recovery), OpenError> {
         assert!(options.segment_bytes_max > SEGMENT_HEADER_BYTES as u64);
         // glommio opens files and directories with io_uring's openat and a relative path fails
         // there with EBADF (`./mllpd-data`, the default DATA_DIR): work with absolute paths.
@@ -99,7 +118,7 @@ impl Journal {
         })?;
         assert!(options.batch_bytes_max > 0 && options.batch_records_max > 0);
         let lock = recovery::lock(&options.dir)?;
-        let recovered = recovery::recover(&options, SystemTime::now())?;
+        let recovered = recovery::recover(&options, SystemTime::now(), progress)?;
         let report = recovered.report.clone();
         let writer = Writer::open(&options, recovered.segments, lock).await?;
         let mut stats = JournalStats {
@@ -120,6 +139,8 @@ impl Journal {
                 poisoned: false,
                 closed: false,
                 dedup: recovered.dedup,
+                reuse_logged_at: None,
+                reuse_unlogged: 0,
                 retention_floor: None,
                 durable_waiters: Vec::new(),
                 room_waiters: Vec::new(),
@@ -190,14 +211,23 @@ impl Journal {
             st.stats.batch_full += 1;
             return Err(JournalError::BatchFull);
         }
-        let key = record::storable_key(record.dedup_key);
         let time = record.receive_time_unix_micros;
-        if let (Some(window), Some(key)) = (st.dedup.as_mut(), key) {
-            if let Some(seq) = window.find(&key, time) {
-                st.stats.duplicates += 1;
-                return Ok(Append::Duplicate(seq));
+        let mut reused = None;
+        let fingerprint = match (st.dedup.as_mut(), record::storable_key(record.dedup_key)) {
+            (Some(window), Some(key)) => {
+                let fingerprint = window.fingerprint(&key, record.payload);
+                match window.find(&fingerprint, time) {
+                    Lookup::Duplicate(seq) => {
+                        st.stats.duplicates += 1;
+                        return Ok(Append::Duplicate(seq));
+                    }
+                    Lookup::Reused(earlier) => reused = Some(earlier),
+                    Lookup::New => {}
+                }
+                Some(fingerprint)
             }
-        }
+            _ => None,
+        };
         let size = record::encoded_len(record).ok_or(JournalError::RecordTooLarge)?;
         let full = st.pending_records >= self.options.batch_records_max
             || st.pending.len() + size > self.options.batch_bytes_max;
@@ -214,8 +244,11 @@ impl Journal {
         st.pending_records += 1;
         st.stats.last_seq = seq;
         st.stats.pending_records = st.pending_records;
-        if let (Some(window), Some(key)) = (st.dedup.as_mut(), key) {
-            window.insert(&key, seq, time);
+        if let (Some(window), Some(fingerprint)) = (st.dedup.as_mut(), fingerprint) {
+            window.insert(fingerprint, seq, time);
+        }
+        if let Some(earlier) = reused {
+            st.reused_key(&self.options.dir, seq, earlier, time);
         }
         if let Some(committer) = st.committer.take() {
             committer.wake();
@@ -276,6 +309,8 @@ impl Journal {
             pending_records: st.pending_records,
             poisoned: st.poisoned,
             settled_seq: st.settled_seq,
+            dedup_keys: st.dedup.as_ref().map_or(0, DedupWindow::len),
+            dedup_bytes: st.dedup.as_ref().map_or(0, DedupWindow::heap_bytes),
             ..st.stats
         }
     }
@@ -476,6 +511,28 @@ impl Drop for Turn<'_> {
 }
 
 impl State {
+    /// Counts a message stored as `seq` although its key was journaled as `earlier` (another
+    /// payload: a reused control id), and logs it at most once per
+    /// [`DEDUP_REUSE_LOG_INTERVAL`] of receive time (a sender whose counter is stuck would
+    /// otherwise write a line per message). Neither key nor content is logged (the control id
+    /// may carry patient data in some feeds).
+    fn reused_key(&mut self, dir: &std::path::Path, seq: u64, earlier: u64, time: u64) {
+        self.stats.reused_keys += 1;
+        let interval = u64::try_from(DEDUP_REUSE_LOG_INTERVAL.as_micros()).unwrap_or(u64::MAX);
+        if self
+            .reuse_logged_at
+            .is_some_and(|at| time < at.saturating_add(interval))
+        {
+            self.reuse_unlogged += 1;
+            return;
+        }
+        tracing::info!(journal = %dir.display(), seq, earlier_seq = earlier,
+            not_logged_since = self.reuse_unlogged,
+            "a reused control id came with another payload: stored as a new message");
+        self.reuse_logged_at = Some(time);
+        self.reuse_unlogged = 0;
+    }
+
     /// The outcome of a settled sequence number.
     fn outcome(&self, seq: u64) -> Result<(), JournalError> {
         let failed = self.failed.iter().any(|&(a, b)| (a..=b).contains(&seq));
@@ -639,6 +696,10 @@ struct Writer {
     active: Option<Active>,
     /// Segments created so far (retention runs after each).
     rotations: u64,
+    /// Failed batches cut back from the segment so far.
+    cuts: u64,
+    /// Directory fsyncs so far (a segment created or deleted).
+    dir_syncs: u64,
     /// Segments deleted so far.
     deleted: u64,
     /// Time spent waiting for durability so far (fdatasync, or the `O_DSYNC` write), µs.
@@ -671,6 +732,8 @@ impl Writer {
             closed: segments.into(),
             active,
             rotations: 0,
+            cuts: 0,
+            dir_syncs: 0,
             deleted: 0,
             sync_micros: std::cell::Cell::new(0),
             faults: options.faults.clone(),
@@ -697,21 +760,60 @@ impl Writer {
             return Err(Failure::NotStored);
         };
         extend(active, active.len + len, self.sync).await?;
-        if self.faults.as_ref().is_some_and(|f| f.take_enospc()) {
-            tracing::warn!(segment = %active.path.display(), "journal write failed: no space left");
-            return Err(Failure::NotStored);
-        }
+        let no_space = self.faults.as_ref().is_some_and(|f| f.take_enospc());
         let failed_sync = self.faults.as_ref().is_some_and(|f| f.take_failed_sync());
+        let fault = match (no_space, failed_sync && self.sync == SyncMode::Dsync) {
+            (true, _) => Some(WriteFault::NoSpace),
+            (false, true) => Some(WriteFault::Io),
+            (false, false) => None,
+        };
         let started = Instant::now();
-        write_records(active, &bytes, failed_sync && self.sync == SyncMode::Dsync).await?;
-        if self.sync == SyncMode::Dsync {
+        let mut outcome = write_records(active, &bytes, fault).await;
+        if outcome.is_ok() && self.sync == SyncMode::Dsync {
             // The O_DSYNC write is the flush.
             self.add_sync_time(started);
         }
-        if self.sync == SyncMode::Data {
-            self.sync(batch, failed_sync).await?;
+        if outcome.is_ok() && self.sync == SyncMode::Data {
+            outcome = self.sync(batch, failed_sync).await.and(outcome);
         }
-        Ok(())
+        match (outcome, self.active.as_mut()) {
+            // Only now do the records end past this batch.
+            (Ok(tail), Some(active)) => {
+                active.len += len;
+                active.tail = tail;
+                Ok(())
+            }
+            (Ok(_), None) => Err(Failure::Poison),
+            (Err(failure), _) => Err(self.cut_failed(batch, failure).await),
+        }
+    }
+
+    /// After a batch failed (answered AE): cuts the segment back to the end of the records
+    /// before it, and makes the cut durable, so nothing the failed write may have put there
+    /// (part of the batch, or all of it) is read back at recovery as if it had been stored, and
+    /// the next batch starts from a known tail. Returns how the batch fails: as it did, or
+    /// [`Failure::Poison`] if it cannot be cut (then nothing may be appended after it).
+    async fn cut_failed(&mut self, batch: &Batch, failure: Failure) -> Failure {
+        let Some(active) = self.active.as_mut() else {
+            return Failure::Poison;
+        };
+        let mut cut = active.fill.truncate(active.len).await;
+        if cut.is_ok() && self.sync != SyncMode::Disabled {
+            cut = active.fill.fdatasync().await;
+        }
+        match cut {
+            Ok(()) => {
+                // Nothing past the records is ready any more; `extend` readies it again.
+                active.ready = active.len;
+                self.cuts += 1;
+                failure
+            }
+            Err(error) => {
+                tracing::error!(segment = %active.path.display(), first_seq = batch.first_seq,
+                    %error, "cannot cut a failed batch from the journal");
+                Failure::Poison
+            }
+        }
     }
 
     /// Adds the time since `started` to the time spent waiting for durability.
@@ -761,6 +863,7 @@ impl Writer {
             tracing::error!(dir = %self.dir.display(), %error, "journal directory fsync failed");
             return Err(Failure::Poison);
         }
+        self.dir_syncs += 1;
         self.rotations += 1;
         self.active = Some(active);
         Ok(())
@@ -772,6 +875,7 @@ impl Writer {
             Some(a) => (a.first_seq, a.len),
             None => (journal.next_seq(), 0),
         };
+        let deleted_before = self.deleted;
         let closed = self.closed.make_contiguous();
         let count = retention::deletable(
             closed,
@@ -793,6 +897,18 @@ impl Writer {
             tracing::info!(segment = %segment.path.display(), "retention deleted a journal segment");
             self.deleted += 1;
         }
+        if self.deleted != deleted_before {
+            // So that a deleted segment does not come back after a power loss (harmless, since
+            // recovery would only keep an old segment longer, but it would count against
+            // RETENTION_BYTES until the next pass): one directory fsync per pass.
+            match self.dir_handle.sync().await {
+                Ok(()) => self.dir_syncs += 1,
+                Err(error) => {
+                    tracing::warn!(dir = %self.dir.display(), %error,
+                        "journal directory fsync after retention failed");
+                }
+            }
+        }
         self.fill_stats(&mut journal.state.borrow_mut().stats);
     }
 
@@ -802,6 +918,8 @@ impl Writer {
         stats.segments = self.closed.len() + usize::from(self.active.is_some());
         stats.segment_bytes = self.closed.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         stats.segments_deleted = self.deleted;
+        stats.batches_cut = self.cuts;
+        stats.dir_syncs = self.dir_syncs;
         stats.sync_micros_total = self.sync_micros.get();
     }
 
@@ -970,9 +1088,25 @@ async fn extend(active: &mut Active, end: u64, sync: SyncMode) -> Result<(), Fai
     }
 }
 
+/// A failure injected into a batch write (tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteFault {
+    /// The disk fills up mid-write: the first half of the batch (at least a block, so all of a
+    /// batch of one block) reaches the file, then ENOSPC.
+    NoSpace,
+    /// The write reaches the file but its durability fails: EIO (an `O_DSYNC` write).
+    Io,
+}
+
 /// Writes a batch after the records: the partial last block again (same bytes), then `bytes`,
-/// padded with zeros to a block. `fail` injects a failed durable write (EIO).
-async fn write_records(active: &mut Active, bytes: &[u8], fail: bool) -> Result<(), Failure> {
+/// padded with zeros to a block. `fault` injects a failure after writing what it says. Returns
+/// the partial block at the end of the batch (the tail once it is durable); the caller moves
+/// the end of the records only then.
+async fn write_records(
+    active: &Active,
+    bytes: &[u8],
+    fault: Option<WriteFault>,
+) -> Result<Vec<u8>, Failure> {
     let align = active.file.alignment();
     let start = active.len - active.tail.len() as u64;
     let used = active.tail.len() + bytes.len();
@@ -984,21 +1118,16 @@ async fn write_records(active: &mut Active, bytes: &[u8], fail: bool) -> Result<
     out[used..].fill(0);
     let keep = used % usize::try_from(align).unwrap_or(1);
     let next_tail = out[used - keep..used].to_vec();
-    let written = if fail {
-        Err(libc::EIO)
-    } else {
-        active
+    let written = match fault {
+        None => active
             .file
             .write_at(buffer, start)
             .await
-            .map_err(|e| os_error(&e))
+            .map_err(|e| os_error(&e)),
+        Some(fault) => write_faulty(active, &buffer, start, fault).await,
     };
     match written {
-        Ok(n) if n == size => {
-            active.len += bytes.len() as u64;
-            active.tail = next_tail;
-            Ok(())
-        }
+        Ok(n) if n == size => Ok(next_tail),
         // The space was ready, so a short write or ENOSPC is not expected; either way the
         // records before `start` were rewritten with their own bytes and are intact.
         Ok(_) | Err(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => {
@@ -1010,6 +1139,29 @@ async fn write_records(active: &mut Active, bytes: &[u8], fail: bool) -> Result<
             Err(Failure::Poison)
         }
     }
+}
+
+/// Writes what `fault` lets reach the file of `buffer` at `start`, then fails as it says.
+async fn write_faulty(
+    active: &Active,
+    buffer: &glommio::io::DmaBuffer,
+    start: u64,
+    fault: WriteFault,
+) -> Result<usize, i32> {
+    let align = usize::try_from(active.file.alignment()).unwrap_or(1);
+    let (keep, errno) = match fault {
+        WriteFault::NoSpace => ((buffer.len() / 2 / align * align).max(align), libc::ENOSPC),
+        WriteFault::Io => (buffer.len(), libc::EIO),
+    };
+    let mut part = active.file.alloc_dma_buffer(keep);
+    part.as_bytes_mut()
+        .copy_from_slice(&buffer.as_bytes()[..keep]);
+    active
+        .file
+        .write_at(part, start)
+        .await
+        .map_err(|e| os_error(&e))?;
+    Err(errno)
 }
 
 /// `v` rounded up to a multiple of `align`.

@@ -24,6 +24,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::limits;
 
 pub use clock::format_timestamp;
 pub use respond::{Responder, Verdict};
@@ -32,8 +33,17 @@ pub use respond::{Responder, Verdict};
 /// (its issue sizes this). Kept small so several shards fit in an 8 MiB RLIMIT_MEMLOCK.
 const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 
-/// How long the shards have to bind before start-up is declared failed.
-const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a shard tells the main thread while it starts.
+pub(crate) enum Startup {
+    /// Its journal recovery is still running and made progress.
+    Recovering,
+    /// Its journal is recovered; it goes on to bind (within BIND_TIMEOUT).
+    Recovered,
+    /// It serves, on this socket path ("uring" or "glommio").
+    Serving(&'static str),
+    /// It could not start, and why.
+    Failed(String),
+}
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +101,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .ok()
         .and_then(|a| a.as_socket())
         .ok_or_else(|| ServerError::Other("cannot read the bound address".to_owned()))?;
-    std::fs::create_dir_all(&config.data_dir)
+    crate::journal::create_dir_durable(&config.data_dir)
         .map_err(|e| ServerError::Other(format!("DATA_DIR {}: {e}", config.data_dir.display())))?;
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
@@ -163,27 +173,71 @@ fn start_shards(
             let _ = events.send(Event::ShardsDone(failures));
         })
         .map_err(|e| ServerError::Other(format!("cannot start the join thread: {e}")))?;
+    let started = wait_for_shards(&bound_rx, shard_cpus.len());
+    if started.is_err() {
+        shared.draining.store(true, Ordering::Release);
+    }
+    started
+}
+
+/// Waits until `shards` shards serve; returns the socket path they took. Journal recovery is
+/// not bounded by the bind timeout: while a shard recovers, start-up waits as long as it reports
+/// progress (failing only after RECOVERY_STALL_TIMEOUT without any); once every shard has
+/// recovered, they have the bind timeout to serve.
+fn wait_for_shards(
+    bound_rx: &mpsc::Receiver<Startup>,
+    shards: usize,
+) -> Result<&'static str, ServerError> {
+    let bind_timeout = bind_timeout();
+    let (mut recovered, mut serving) = (0, 0);
+    let mut bind_deadline: Option<Instant> = None;
     // The socket path the shards took (SOCKET_IO=auto decides per shard, all alike in practice).
     let mut socket_io = None;
-    for _ in 0..shard_cpus.len() {
-        match bound_rx.recv_timeout(BIND_TIMEOUT) {
-            Ok(Ok(path)) => {
+    while serving < shards {
+        let timeout = match bind_deadline {
+            None => limits::RECOVERY_STALL_TIMEOUT,
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+        };
+        match bound_rx.recv_timeout(timeout) {
+            Ok(Startup::Recovering) => {}
+            Ok(Startup::Recovered) => recovered += 1,
+            Ok(Startup::Serving(path)) => {
+                serving += 1;
                 socket_io = match socket_io {
                     Some(seen) if seen != path => Some("mixed"),
                     _ => Some(path),
                 };
             }
-            Ok(Err(message)) => {
-                shared.draining.store(true, Ordering::Release);
-                return Err(ServerError::Other(message));
+            Ok(Startup::Failed(message)) => return Err(ServerError::Other(message)),
+            Err(mpsc::RecvTimeoutError::Timeout) if bind_deadline.is_none() => {
+                return Err(ServerError::Other(format!(
+                    "journal recovery made no progress for {:?}",
+                    limits::RECOVERY_STALL_TIMEOUT
+                )));
             }
-            Err(_) => {
-                shared.draining.store(true, Ordering::Release);
-                return Err(ServerError::Other("a shard failed to start".to_owned()));
-            }
+            Err(_) => return Err(ServerError::Other("a shard failed to start".to_owned())),
+        }
+        if recovered == shards && bind_deadline.is_none() {
+            bind_deadline = Some(Instant::now() + bind_timeout);
         }
     }
     Ok(socket_io.unwrap_or("none"))
+}
+
+/// [`limits::BIND_TIMEOUT`], or `MLLPD_FAULT_BIND_TIMEOUT` when set: a test hook that shortens
+/// it, so a test can show that a recovery longer than the bind timeout still starts.
+fn bind_timeout() -> Duration {
+    let hook = std::env::var("MLLPD_FAULT_BIND_TIMEOUT").ok();
+    match hook.and_then(|v| humantime::parse_duration(&v).ok()) {
+        Some(timeout) => {
+            warn!(
+                ?timeout,
+                "bind timeout shortened (MLLPD_FAULT_BIND_TIMEOUT): test use only"
+            );
+            timeout
+        }
+        None => limits::BIND_TIMEOUT,
+    }
 }
 
 fn wait_for_shutdown(

@@ -20,12 +20,13 @@ use tracing::{error, info, warn};
 
 use crate::config::{AckAfter, Config};
 use crate::hl7::ParseOptions;
-use crate::journal::{Journal, JournalOptions};
+use crate::journal::{Journal, JournalOptions, RecoveryProgress};
 
 use super::clock::{self, ControlIds};
 use super::connection;
 use super::listener;
 use super::respond::Responder;
+use super::Startup;
 
 /// How often a shard looks at the process-wide shutdown flag. Signals arrive on the main
 /// thread; 50 ms bounds the reaction time at negligible cost (20 wake-ups per second).
@@ -255,17 +256,20 @@ impl Future for DrainSignal<'_> {
 /// Runs shard `index` until it has drained: opens its journal (recovery), binds its listener,
 /// serves, drains, closes the journal. `bound` is told once the shard serves (and on which socket
 /// path: "uring" or "glommio"), or why not.
-pub async fn run(
-    index: usize,
-    shared: Arc<Shared>,
-    bound: std::sync::mpsc::Sender<Result<&'static str, String>>,
-) {
+pub async fn run(index: usize, shared: Arc<Shared>, bound: std::sync::mpsc::Sender<Startup>) {
     let config = &shared.config;
-    let (journal, recovery) = match Journal::open(JournalOptions::from_config(config, index)).await
-    {
+    let started = Instant::now();
+    let mut progress = |p: &RecoveryProgress| {
+        info!(shard = index, segments = p.segments, segments_done = p.segments_done,
+            records_scanned = p.records_scanned, elapsed = ?p.elapsed, "journal recovery running");
+        let _ = bound.send(Startup::Recovering);
+    };
+    let options = JournalOptions::from_config(config, index);
+    let (journal, recovery) = match Journal::open_reporting(options, &mut progress).await {
         Ok(opened) => opened,
         Err(e) => {
-            let _ = bound.send(Err(format!("shard {index}: cannot open the journal: {e}")));
+            let message = format!("shard {index}: cannot open the journal: {e}");
+            let _ = bound.send(Startup::Failed(message));
             return;
         }
     };
@@ -275,12 +279,15 @@ pub async fn run(
         next_seq = recovery.next_seq,
         truncated_bytes = recovery.truncated_bytes,
         dedup_keys = recovery.dedup_keys,
+        records_scanned = recovery.records_scanned,
+        elapsed_ms = started.elapsed().as_millis(),
         "journal recovered"
     );
+    let _ = bound.send(Startup::Recovered);
     let listener = match listener::listen(shared.listen_addr, config.keep_alive_period) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = bound.send(Err(format!("shard {index}: cannot bind: {e}")));
+            let _ = bound.send(Startup::Failed(format!("shard {index}: cannot bind: {e}")));
             return;
         }
     };
@@ -294,7 +301,7 @@ pub async fn run(
                 None
             }
             Err(e) => {
-                let _ = bound.send(Err(format!(
+                let _ = bound.send(Startup::Failed(format!(
                     "shard {index}: cannot set up the socket ring (SOCKET_IO=uring needs Linux \
                      6.1 or later for multishot receive, provided-buffer rings and \
                      DEFER_TASKRUN; SOCKET_IO=glommio works on older kernels): {e}"
@@ -315,7 +322,7 @@ pub async fn run(
         })
         .detach()
     });
-    let _ = bound.send(Ok(if shard.sockets.is_some() {
+    let _ = bound.send(Startup::Serving(if shard.sockets.is_some() {
         "uring"
     } else {
         "glommio"
