@@ -62,28 +62,6 @@ fn fuse_available() -> bool {
     }
 }
 
-/// fsync of a directory: makes the names in it durable.
-fn sync_dir(dir: &Path) {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .unwrap_or_else(|e| panic!("fsync {}: {e}", dir.display()));
-}
-
-/// DATA_DIR and its shard directories, made durable before mllpd starts (as an installer
-/// leaves them).
-///
-/// TODO(issue 8 item 4): mllpd does not yet fsync DATA_DIR after creating `shard-N`, so on
-/// a fresh DATA_DIR this test loses every message (the whole shard directory disappears with
-/// the power). Once that fix lands, create only DATA_DIR here so the test covers it.
-fn prepare_layout(data: &Path) {
-    std::fs::create_dir(data).expect("create DATA_DIR");
-    for shard in 0..SHARDS {
-        std::fs::create_dir(data.join(format!("shard-{shard}"))).expect("create shard dir");
-    }
-    sync_dir(data);
-    sync_dir(data.parent().expect("DATA_DIR has a parent"));
-}
-
 /// Control ids (MSH-10) of every frame `mllpd journal export` writes for `data_dir`.
 fn exported_ids(data_dir: &Path) -> Vec<String> {
     let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
@@ -150,7 +128,8 @@ fn power_loss_round(round: usize, faults: &[(&str, &str)], load: Duration) -> Ro
     let mount = LazyMount::mount_with(backing.path(), mountpoint.path(), options)
         .expect("mount mllpd-lazyfs");
     let data = mountpoint.path().join("data");
-    prepare_layout(&data);
+    // Nothing is made here: mllpd creates DATA_DIR and its shard directories on the mount
+    // itself, so a directory it forgets to make durable vanishes with the power.
     let data_str = data.to_str().expect("utf-8 path").to_owned();
     let shards = SHARDS.to_string();
     let base = [

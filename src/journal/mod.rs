@@ -198,9 +198,10 @@ impl JournalOptions {
             retention_age: config.retention_age,
             retention_bytes: config.retention_bytes,
             faults: FaultPlan::from_env().map(Rc::new),
-            // ACK_AFTER=receipt promises no durability wait, so nothing waits for a flush:
-            // records are written (a crash of mllpd loses none of them, the page cache has
-            // them) but not fdatasync'ed (an OS crash or power loss may).
+            // ACK_AFTER=receipt promises no durability wait, so nothing waits for a flush: the
+            // AA leaves once the record is in the in-memory batch, before the direct write (a
+            // crash or kill of mllpd loses what was not yet written), and nothing is
+            // fdatasync'ed (an OS crash or power loss loses what the device had not stored).
             sync: match config.ack_after {
                 crate::config::AckAfter::Journal => match config.journal_sync {
                     crate::config::JournalSync::Fdatasync => SyncMode::Data,
