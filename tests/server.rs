@@ -110,7 +110,7 @@ fn tcp_queues(local: u16, remote: u16) -> (usize, usize) {
                 usize::from_str_radix(rx, 16).ok()?,
             ))
         })
-        .unwrap_or_else(|| panic!("no socket {local} -> {remote} in /proc/net/tcp"))
+        .unwrap_or_else(|| panic!("no socket {local} -> {remote} in /proc/net/tcp (closed?)"))
 }
 
 #[test]
@@ -120,7 +120,9 @@ fn a_burst_far_larger_than_the_socket_buffers_is_answered_in_order() {
     // it must then stop reading too, so our writes block after what the socket buffers and
     // its bounded inbox hold — not take in the whole burst. Then we read, and every frame
     // written is answered, exactly and in order.
-    let server = Server::start(&[("SHARDS", "1")]);
+    // WRITE_TIMEOUT well above the seconds this takes: the server's ACK writes block from the
+    // first megabytes on, and that is the point, not a peer to cut.
+    let server = Server::start(&[("SHARDS", "1"), ("WRITE_TIMEOUT", "120s")]);
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket.set_send_buffer_size(64 * 1024).expect("sndbuf");
