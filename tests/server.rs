@@ -16,6 +16,7 @@ fn valid_message_gets_aa_echoing_header_fields() {
     let mut client = server.connect();
     client.send_message(&adt("CTRL-1"));
     let ack = client.read_ack();
+    assert_eq!(ack.masked(), common::expected_adt_ack("AA", "CTRL-1"));
     assert_eq!(ack.code(), "AA", "{ack:?}");
     assert_eq!(ack.control_id(), "CTRL-1");
     // MSH-3/4 and MSH-5/6 swapped, MSH-9 ACK^A01^ACK, MSH-11/12 echoed.
@@ -67,8 +68,8 @@ fn two_frames_in_one_write_get_two_acks_in_order() {
     let mut bytes = frame(&adt("TWO-1"));
     bytes.extend_from_slice(&frame(&adt("TWO-2")));
     client.send(&bytes);
-    assert_eq!(client.read_ack().control_id(), "TWO-1");
-    assert_eq!(client.read_ack().control_id(), "TWO-2");
+    client.expect_adt_ack("AA", "TWO-1");
+    client.expect_adt_ack("AA", "TWO-2");
 }
 
 #[test]
@@ -81,9 +82,7 @@ fn hundred_pipelined_frames_are_answered_in_order() {
     }
     client.send(&bytes);
     for i in 0..100 {
-        let ack = client.read_ack();
-        assert_eq!(ack.code(), "AA");
-        assert_eq!(ack.control_id(), format!("PIPE-{i}"));
+        client.expect_adt_ack("AA", &format!("PIPE-{i}"));
     }
 }
 
@@ -258,7 +257,7 @@ fn connections_reset_mid_frame_leak_nothing_and_others_are_answered() {
     };
     let mut steady = server.connect();
     steady.send_message(&adt("STEADY-0"));
-    assert_eq!(steady.read_ack().code(), "AA");
+    steady.expect_adt_ack("AA", "STEADY-0");
     let before = fds();
     let half = frame(&adt("HALF"));
     for i in 0..300 {
@@ -271,11 +270,7 @@ fn connections_reset_mid_frame_leak_nothing_and_others_are_answered() {
         drop(c);
         if i % 50 == 0 {
             steady.send_message(&adt(&format!("STEADY-{i}")));
-            let ack = steady.read_ack();
-            assert_eq!(
-                (ack.code().as_str(), ack.control_id()),
-                ("AA", format!("STEADY-{i}"))
-            );
+            steady.expect_adt_ack("AA", &format!("STEADY-{i}"));
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -289,7 +284,7 @@ fn connections_reset_mid_frame_leak_nothing_and_others_are_answered() {
         fds()
     );
     steady.send_message(&adt("STEADY-END"));
-    assert_eq!(steady.read_ack().code(), "AA");
+    steady.expect_adt_ack("AA", "STEADY-END");
 }
 
 #[test]
@@ -300,11 +295,7 @@ fn five_hundred_concurrent_connections_all_get_aa() {
         client.send_message(&adt(&format!("CONC-{i}")));
     }
     for (i, client) in clients.iter_mut().enumerate() {
-        let ack = client.read_ack();
-        assert_eq!(
-            (ack.code(), ack.control_id()),
-            ("AA".to_owned(), format!("CONC-{i}"))
-        );
+        client.expect_adt_ack("AA", &format!("CONC-{i}"));
     }
 }
 
@@ -314,11 +305,7 @@ fn sender_that_half_closes_still_gets_its_ack() {
     let mut client = server.connect();
     client.send_message(&adt("HALF-1"));
     client.stream.shutdown(Shutdown::Write).expect("half close");
-    let ack = client.read_ack();
-    assert_eq!(
-        (ack.code().as_str(), ack.control_id().as_str()),
-        ("AA", "HALF-1")
-    );
+    client.expect_adt_ack("AA", "HALF-1");
     assert!(
         client.closed_within(Duration::from_secs(5)),
         "server closes after the peer's FIN"
@@ -330,7 +317,7 @@ fn idle_connection_is_closed_after_idle_timeout() {
     let server = Server::start(&[("IDLE_TIMEOUT", "300ms")]);
     let mut client = server.connect();
     client.send_message(&adt("IDLE-1"));
-    assert_eq!(client.read_ack().code(), "AA");
+    client.expect_adt_ack("AA", "IDLE-1");
     let started = Instant::now();
     assert!(client.closed_within(Duration::from_secs(5)));
     let waited = started.elapsed();
@@ -483,7 +470,7 @@ fn frame_at_max_frame_size_is_accepted_and_one_byte_more_closes() {
     let server = Server::start(&[("MAX_FRAME_SIZE", "1024")]);
     let mut client = server.connect();
     client.send_message(&payload_of_len(1024));
-    assert_eq!(client.read_ack().code(), "AA");
+    client.expect_adt_ack("AA", "SIZE-1");
 
     let mut client = server.connect();
     client.send_message(&payload_of_len(1025));
@@ -507,7 +494,7 @@ fn connections_over_max_connections_are_closed_at_once() {
     let mut held: Vec<Client> = (0..3).map(|_| server.connect()).collect();
     for (i, client) in held.iter_mut().enumerate() {
         client.send_message(&adt(&format!("HOLD-{i}")));
-        assert_eq!(client.read_ack().code(), "AA");
+        client.expect_adt_ack("AA", &format!("HOLD-{i}"));
     }
     let mut extra = server.connect();
     assert!(
@@ -526,7 +513,10 @@ fn connections_over_max_connections_are_closed_at_once() {
             .expect("timeout");
         if again.stream.write_all(&frame(&adt("AGAIN-1"))).is_ok() {
             if let Some(payload) = again.read_frame() {
-                assert_eq!(common::Ack::parse(&payload).code(), "AA");
+                assert_eq!(
+                    common::Ack::parse(&payload).masked(),
+                    common::expected_adt_ack("AA", "AGAIN-1")
+                );
                 break;
             }
         }
@@ -566,7 +556,10 @@ fn accept_errors_back_off_instead_of_spinning() {
             .expect("timeout");
         if client.stream.write_all(&frame(&adt("BACK-1"))).is_ok() {
             if let Some(payload) = client.read_frame() {
-                assert_eq!(common::Ack::parse(&payload).control_id(), "BACK-1");
+                assert_eq!(
+                    common::Ack::parse(&payload).masked(),
+                    common::expected_adt_ack("AA", "BACK-1")
+                );
                 break;
             }
         }
@@ -586,13 +579,16 @@ fn payload_that_is_not_hl7_gets_ar_with_err_and_connection_stays_open() {
     let ack = client.read_ack();
     assert_eq!(ack.code(), "AR", "{ack:?}");
     assert_eq!(ack.control_id(), "");
-    assert!(ack.segment("ERR").is_some(), "AR carries ERR: {ack:?}");
-    client.send_message(&adt("AFTER-1"));
-    let ack = client.read_ack();
+    // No MSH to echo: empty MSH-3..6 and MSH-9, version 2.5; ERR code 100 (HL7 table 0357).
     assert_eq!(
-        (ack.code().as_str(), ack.control_id().as_str()),
-        ("AA", "AFTER-1")
+        ack.masked(),
+        "MSH|^~\\&|||||*||ACK|*|P|2.5\r\
+         MSA|AR||message does not start with an MSH segment\r\
+         ERR|||100^Segment sequence error^HL70357|E||||message does not start with an MSH \
+         segment\r"
     );
+    client.send_message(&adt("AFTER-1"));
+    client.expect_adt_ack("AA", "AFTER-1");
 }
 
 #[test]
@@ -602,6 +598,12 @@ fn missing_control_id_gets_ar_with_code_101_and_location() {
     client.send_message(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01||P|2.5\rPID|1\r");
     let ack = client.read_ack();
     assert_eq!(ack.code(), "AR", "{ack:?}");
+    assert_eq!(
+        ack.masked(),
+        "MSH|^~\\&|C|D|A|B|*||ACK^A01^ACK|*|P|2.5\r\
+         MSA|AR||required MSH field missing\r\
+         ERR||MSH^1^10|101^Required field missing^HL70357|E||||required MSH field missing\r"
+    );
     let err = ack.segment("ERR").expect("ERR segment");
     let err_text = err.join("|");
     assert!(err_text.contains("101"), "ERR has code 101: {err_text}");
@@ -622,6 +624,13 @@ fn declared_utf8_that_is_invalid_gets_ar_with_code_102() {
     client.send_message(&payload);
     let ack = client.read_ack();
     assert_eq!(ack.code(), "AR", "{ack:?}");
+    assert_eq!(
+        ack.masked(),
+        "MSH|^~\\&|C|D|A|B|*||ACK^A01^ACK|*|P|2.5\r\
+         MSA|AR|U8-1|MSH-18 declares UTF-8 but the message is not valid UTF-8\r\
+         ERR|||102^Data type error^HL70357|E||||MSH-18 declares UTF-8 but the message is not \
+         valid UTF-8\r"
+    );
     let err_text = ack.segment("ERR").expect("ERR").join("|");
     assert!(err_text.contains("102"), "{err_text}");
 }
@@ -635,8 +644,8 @@ fn noise_between_frames_is_skipped_and_counted() {
     bytes.extend_from_slice(b"\r\n");
     bytes.extend_from_slice(&frame(&adt("NOISE-2")));
     client.send(&bytes);
-    assert_eq!(client.read_ack().control_id(), "NOISE-1");
-    assert_eq!(client.read_ack().control_id(), "NOISE-2");
+    client.expect_adt_ack("AA", "NOISE-1");
+    client.expect_adt_ack("AA", "NOISE-2");
     drop(client);
     server.wait_log(
         &["connection closed", "noise_bytes=9"],
@@ -670,16 +679,12 @@ fn garbage_on_one_connection_does_not_affect_another() {
     });
     for i in 0..50 {
         good.send_message(&adt(&format!("GOOD-{i}")));
-        let ack = good.read_ack();
-        assert_eq!(
-            (ack.code(), ack.control_id()),
-            ("AA".to_owned(), format!("GOOD-{i}"))
-        );
+        good.expect_adt_ack("AA", &format!("GOOD-{i}"));
     }
     flood.join().expect("flood thread");
     let mut late = server.connect();
     late.send_message(&adt("LATE-1"));
-    assert_eq!(late.read_ack().code(), "AA");
+    late.expect_adt_ack("AA", "LATE-1");
 }
 
 #[test]
@@ -688,7 +693,7 @@ fn sigterm_drains_a_message_in_flight_and_exits_zero() {
     let mut idle = server.connect();
     let mut busy = server.connect();
     busy.send_message(&adt("WARMUP-1"));
-    assert_eq!(busy.read_ack().code(), "AA");
+    busy.expect_adt_ack("AA", "WARMUP-1");
     let bytes = frame(&adt("INFLIGHT-1"));
     let (head, tail) = bytes.split_at(bytes.len() / 2);
     busy.send(head);
@@ -710,26 +715,20 @@ fn sigterm_drains_a_message_in_flight_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     }
     busy.send(tail);
-    let ack = busy.read_ack();
-    assert_eq!(
-        (ack.code().as_str(), ack.control_id().as_str()),
-        ("AA", "INFLIGHT-1")
-    );
+    busy.expect_adt_ack("AA", "INFLIGHT-1");
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
 #[test]
 fn pre_shutdown_delay_keeps_serving_then_refuses() {
-    let mut server = Server::start(&[("PRE_SHUTDOWN_DELAY", "1s")]);
+    // 2 s: room for a busy machine between the signal and our connection 200 ms later.
+    let mut server = Server::start(&[("PRE_SHUTDOWN_DELAY", "2s")]);
     server.signal("TERM");
     std::thread::sleep(Duration::from_millis(200));
     let mut client = server.connect();
     client.send_message(&adt("DELAY-1"));
-    assert_eq!(
-        client.read_ack().code(),
-        "AA",
-        "still serving during PRE_SHUTDOWN_DELAY"
-    );
+    // Still serving during PRE_SHUTDOWN_DELAY.
+    client.expect_adt_ack("AA", "DELAY-1");
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(
         std::net::TcpStream::connect(server.addr).is_err(),
@@ -808,7 +807,7 @@ fn taskset_places_the_single_shard_on_the_allowed_cpu() {
     assert!(line.contains(&format!("cpus=[{cpu}]")), "{line}");
     let mut client = server.connect();
     client.send_message(&adt("PIN-1"));
-    assert_eq!(client.read_ack().code(), "AA");
+    client.expect_adt_ack("AA", "PIN-1");
 }
 
 #[test]
@@ -924,7 +923,7 @@ fn accepted_sockets_inherit_keepalive_from_the_listener() {
     let server = Server::start(&[("KEEP_ALIVE_PERIOD", "77s")]);
     let mut client = server.connect();
     client.send_message(&adt("KA-1"));
-    assert_eq!(client.read_ack().code(), "AA");
+    client.expect_adt_ack("AA", "KA-1");
     let filter = format!("( sport = :{} )", server.addr.port());
     let output = std::process::Command::new("ss")
         .args(["-tnoiH", "state", "established", &filter])
@@ -987,11 +986,7 @@ fn embedded_defaults_serve_from_a_fresh_directory() {
     let server = Server::start_with(command, &[("DATA_DIR", "./mllpd-data")]);
     let mut client = server.connect();
     client.send_message(&adt("DEFAULT-1"));
-    let ack = client.read_ack();
-    assert_eq!(
-        (ack.code().as_str(), ack.control_id().as_str()),
-        ("AA", "DEFAULT-1")
-    );
+    client.expect_adt_ack("AA", "DEFAULT-1");
     assert!(
         cwd.path().join("mllpd-data/shard-0").is_dir(),
         "journal under ./mllpd-data"

@@ -271,6 +271,14 @@ impl Client {
         Ack::parse(&payload)
     }
 
+    /// Reads the next frame and asserts it is, byte for byte, the ACK with MSA-1 `code` that
+    /// [`adt`]`(id)` gets (MSH-7 and MSH-10 masked: see [`expected_adt_ack`]).
+    #[track_caller]
+    pub fn expect_adt_ack(&mut self, code: &str, id: &str) {
+        let ack = self.read_ack();
+        assert_eq!(ack.masked(), expected_adt_ack(code, id), "ACK for {id}");
+    }
+
     /// True when the server closed the connection (EOF or reset) within `timeout`, with no
     /// further frame.
     pub fn closed_within(&mut self, timeout: Duration) -> bool {
