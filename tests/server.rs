@@ -273,7 +273,7 @@ fn connections_reset_mid_frame_leak_nothing_and_others_are_answered() {
             steady.expect_adt_ack("AA", &format!("STEADY-{i}"));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while fds() > before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -316,17 +316,19 @@ fn sender_that_half_closes_still_gets_its_ack() {
 fn idle_connection_is_closed_after_idle_timeout() {
     let server = Server::start(&[("IDLE_TIMEOUT", "300ms")]);
     let mut client = server.connect();
+    // Timed from before the message: the server's idle time starts after it, so however late
+    // a busy machine runs this thread, the close cannot seem early.
+    let started = Instant::now();
     client.send_message(&adt("IDLE-1"));
     client.expect_adt_ack("AA", "IDLE-1");
-    let started = Instant::now();
-    assert!(client.closed_within(Duration::from_secs(5)));
+    assert!(client.closed_within(Duration::from_secs(10)));
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_millis(250),
+        waited >= Duration::from_millis(295),
         "closed too early: {waited:?}"
     );
     assert!(
-        waited < Duration::from_secs(3),
+        waited < Duration::from_secs(5),
         "closed too late: {waited:?}"
     );
     server.wait_log(
@@ -498,13 +500,13 @@ fn connections_over_max_connections_are_closed_at_once() {
     }
     let mut extra = server.connect();
     assert!(
-        extra.closed_within(Duration::from_secs(3)),
+        extra.closed_within(Duration::from_secs(10)),
         "4th connection must be closed"
     );
     server.wait_log(&["MAX_CONNECTIONS reached"], Duration::from_secs(5));
     drop(held.pop());
     // The slot frees when the server notices the close.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut again = server.connect();
         again
@@ -537,7 +539,7 @@ fn accept_errors_back_off_instead_of_spinning() {
     let clients: Vec<std::net::TcpStream> = (0..80)
         .filter_map(|_| std::net::TcpStream::connect(server.addr).ok())
         .collect();
-    server.wait_log(&["accept failed"], Duration::from_secs(5));
+    server.wait_log(&["accept failed"], Duration::from_secs(10));
     let before = server.cpu_time();
     std::thread::sleep(Duration::from_secs(2));
     let spent = server.cpu_time() - before;
@@ -701,12 +703,12 @@ fn sigterm_drains_a_message_in_flight_and_exits_zero() {
     server.signal("TERM");
     server.wait_log(&["draining"], Duration::from_secs(5));
     assert!(
-        idle.closed_within(Duration::from_secs(5)),
+        idle.closed_within(Duration::from_secs(10)),
         "idle connection closed by the drain"
     );
     // While the frame in flight keeps the server alive, it no longer listens: a new connection
     // is refused, so a load balancer sends it elsewhere.
-    let refused_by = Instant::now() + Duration::from_secs(5);
+    let refused_by = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(server.addr).is_ok() {
         assert!(
             Instant::now() < refused_by,
@@ -743,9 +745,14 @@ fn second_signal_exits_at_once() {
     server.wait_log(&["shutdown requested"], Duration::from_secs(5));
     let started = Instant::now();
     server.signal("INT");
-    let code = server.wait_exit(Duration::from_secs(5));
+    // "At once" against the 30 s delay; up to 10 s leaves room for a busy machine.
+    let code = server.wait_exit(Duration::from_secs(15));
     assert_ne!(code, Some(0));
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
