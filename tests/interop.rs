@@ -133,16 +133,7 @@ fn describe(file: &str, message: &[u8]) -> CorpusMessage {
 
 /// Whether the test may go on: a missing sender fails under CI and skips elsewhere.
 fn sender_present(name: &str, present: bool, install_hint: &str) -> bool {
-    if present {
-        return true;
-    }
-    let reason = format!("{name} is not installed ({install_hint})");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but {reason}; .ci/install-deps must install it"
-    );
-    eprintln!("SKIP: {reason}");
-    false
+    common::require(name, present, install_hint)
 }
 
 /// Runs `command` to completion, killing it after `SENDER_TIMEOUT`.

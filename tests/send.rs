@@ -214,13 +214,11 @@ fn an_error_ack_is_reported_with_its_text_and_exits_1() {
 fn an_ack_for_another_control_id_does_not_count() {
     let (address, server) = server(vec![Reply::WrongId, Reply::Ack("AA", "")]);
     let input = message("W1", "\n") + &message("W2", "\n");
-    let output = send(
-        &["--timeout", "300ms", &address.to_string()],
-        input.as_bytes(),
-    );
+    // W2's AA must come within the timeout: 1 s leaves room for a busy machine.
+    let output = send(&["--timeout", "1s", &address.to_string()], input.as_bytes());
     assert_eq!(
         stdout(&output),
-        "W1 NONE no ACK within 300ms\nW2 AA\n",
+        "W1 NONE no ACK within 1s\nW2 AA\n",
         "{}",
         stderr(&output)
     );
@@ -322,14 +320,12 @@ fn enhanced(id: &str, accept: &str) -> String {
 fn msh_15_ne_awaits_no_ack_and_er_takes_silence_as_success() {
     let (address, server) = server(vec![Reply::Silent, Reply::Silent, Reply::Ack("CA", "")]);
     let input = enhanced("N1", "NE") + &enhanced("E1", "ER") + &enhanced("A1", "AL");
-    let output = send(
-        &["--timeout", "200ms", &address.to_string()],
-        input.as_bytes(),
-    );
+    // A1's CA must come within the timeout: 1 s leaves room for a busy machine.
+    let output = send(&["--timeout", "1s", &address.to_string()], input.as_bytes());
     assert_eq!(
         stdout(&output),
         "N1 NONE no ACK requested (MSH-15 NE)\n\
-         E1 NONE no ACK within 200ms (MSH-15 ER: no error reported)\nA1 CA\n",
+         E1 NONE no ACK within 1s (MSH-15 ER: no error reported)\nA1 CA\n",
         "{}",
         stderr(&output)
     );

@@ -55,10 +55,7 @@ impl Server {
             .env("NO_COLOR", "1")
             .env("DATA_DIR", &data_dir)
             // The whole end-to-end suite runs on either socket path (`.ci/run` runs both).
-            .env(
-                "SOCKET_IO",
-                std::env::var("MLLPD_TEST_SOCKET_IO").unwrap_or_else(|_| "auto".to_owned()),
-            )
+            .env("SOCKET_IO", requested_socket_io())
             .envs(env.iter().copied())
             // Tests arm MLLPD_FAULT_* on purpose; a release build (`cargo test --release`, as
             // perf/crash-loop.sh runs) refuses them without this explicit allowance.
@@ -71,14 +68,19 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn mllpd");
+        let requested = env
+            .iter()
+            .rev()
+            .find(|(key, _)| *key == "SOCKET_IO")
+            .map_or_else(requested_socket_io, |(_, value)| (*value).to_owned());
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (start_tx, start_rx) = std::sync::mpsc::channel();
         for stream in [
             Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
             Box::new(child.stdout.take().expect("stdout")),
         ] {
             let logs = logs.clone();
-            let addr_tx = addr_tx.clone();
+            let start_tx = start_tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
@@ -86,22 +88,15 @@ impl Server {
                     if std::env::var_os("MLLPD_TEST_ECHO").is_some() {
                         eprintln!("[mllpd] {line}");
                     }
-                    if let Some(rest) = line.split("listen=").nth(1) {
-                        let addr = rest
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("")
-                            .trim_matches('"');
-                        if let Ok(addr) = addr.parse::<SocketAddr>() {
-                            let _ = addr_tx.send(addr);
-                        }
+                    if line.contains("mllpd started") {
+                        let _ = start_tx.send(line.clone());
                     }
                     logs.lock().expect("logs").push(line);
                 }
             });
         }
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
+        let start_line = match start_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -110,7 +105,18 @@ impl Server {
                 );
             }
         };
-        Server { child, addr, logs }
+        let addr = log_value(&start_line, "listen")
+            .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("no listen address in the start line: {start_line}"));
+        let server = Server { child, addr, logs };
+        // Every server of the suite runs on the socket path the run asked for: a silent fallback
+        // would test the other path twice and this one never.
+        assert_eq!(
+            log_value(&start_line, "socket_io").as_deref(),
+            Some(expected_socket_io(&requested)),
+            "SOCKET_IO={requested}: {start_line}"
+        );
+        server
     }
 
     pub fn connect(&self) -> Client {
@@ -121,9 +127,11 @@ impl Server {
         self.logs.lock().expect("logs").clone()
     }
 
-    /// Waits until a log line contains every needle; panics after `timeout`.
+    /// Waits until a log line contains every needle; panics after `timeout`, or 10 s if that
+    /// is longer: on a busy 2-core machine a line can take seconds, and waiting longer costs
+    /// a passing test nothing.
     pub fn wait_log(&self, needles: &[&str], timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.max(Duration::from_secs(10));
         loop {
             if let Some(line) = self
                 .logs()
@@ -225,6 +233,17 @@ impl Client {
         }
     }
 
+    /// A client on a socket set up by the caller (buffer sizes, say); reads time out after 10 s.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Client {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
@@ -259,6 +278,14 @@ impl Client {
     pub fn read_ack(&mut self) -> Ack {
         let payload = self.read_frame().expect("an ACK frame");
         Ack::parse(&payload)
+    }
+
+    /// Reads the next frame and asserts it is, byte for byte, the ACK with MSA-1 `code` that
+    /// [`adt`]`(id)` gets (MSH-7 and MSH-10 masked: see [`expected_adt_ack`]).
+    #[track_caller]
+    pub fn expect_adt_ack(&mut self, code: &str, id: &str) {
+        let ack = self.read_ack();
+        assert_eq!(ack.masked(), expected_adt_ack(code, id), "ACK for {id}");
     }
 
     /// True when the server closed the connection (EOF or reset) within `timeout`, with no
@@ -330,5 +357,127 @@ impl Ack {
 
     pub fn control_id(&self) -> String {
         self.field("MSA", 2)
+    }
+}
+
+/// The value of `key=value` in a log line (quotes of a string value removed).
+pub fn log_value(line: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|part| part.strip_prefix(prefix.as_str()))
+        .map(|value| value.trim_matches('"').to_owned())
+}
+
+/// The socket path this run asks for: `MLLPD_TEST_SOCKET_IO` (`.ci/run` sets `uring`, then
+/// `glommio`), or `auto` when unset.
+pub fn requested_socket_io() -> String {
+    std::env::var("MLLPD_TEST_SOCKET_IO").unwrap_or_else(|_| "auto".to_owned())
+}
+
+/// The socket path a server started with `SOCKET_IO=requested` must name on its start line:
+/// `auto` takes the shard's ring on Linux 6.1 or later (multishot receive, provided-buffer
+/// rings and DEFER_TASKRUN are all there by then) and glommio's sockets before.
+pub fn expected_socket_io(requested: &str) -> &'static str {
+    match requested.to_ascii_lowercase().as_str() {
+        "uring" => "uring",
+        "glommio" => "glommio",
+        "auto" if kernel_at_least(6, 1) => "uring",
+        "auto" => "glommio",
+        other => panic!("SOCKET_IO={other}: the tests know uring, glommio and auto"),
+    }
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let found = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+/// Whether a test that needs something this machine may lack (a program, root) may go on.
+///
+/// Under CI (`CI=true`) a missing requirement FAILS the test: `.ci/install-deps` installs every
+/// program the tests use and CI runs as root, so a skip there would hide a test that never ran.
+/// Elsewhere the test prints why and returns early (it passes without having tested anything).
+pub fn require(what: &str, present: bool, how_to_get_it: &str) -> bool {
+    if present {
+        return true;
+    }
+    let reason = format!("{what} is missing ({how_to_get_it})");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {reason}: .ci/install-deps must provide it"
+    );
+    eprintln!("SKIP: {reason}");
+    false
+}
+
+/// [`require`] for a program on `PATH`.
+pub fn require_program(name: &str, how_to_get_it: &str) -> bool {
+    require(
+        &format!("the program `{name}`"),
+        on_path(name),
+        how_to_get_it,
+    )
+}
+
+/// [`require`] for root (mounting a file system, for one).
+pub fn require_root(why: &str) -> bool {
+    require(&format!("root ({why})"), is_root(), "run the tests as root")
+}
+
+/// Whether an executable file `name` is in a directory of `PATH`.
+pub fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(name))
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Whether this process runs with effective user id 0.
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// The ACK payload mllpd must send for [`adt`]`(id)`, MSA-1 `code`, with MSH-7 (the ACK's time)
+/// and MSH-10 (its own control id) as `*`, to compare with [`Ack::masked`].
+pub fn expected_adt_ack(code: &str, id: &str) -> String {
+    format!("MSH|^~\\&|RECVAPP|RECVFAC|SENDAPP|SENDFAC|*||ACK^A01^ACK|*|P|2.5.1\rMSA|{code}|{id}\r")
+}
+
+impl Ack {
+    /// The payload with MSH-7 and MSH-10, the two fields that differ from ACK to ACK, as `*`
+    /// (each only when valued, so an empty one still fails a comparison).
+    pub fn masked(&self) -> String {
+        let text = String::from_utf8_lossy(&self.raw).into_owned();
+        let Some(separator) = text.chars().nth(3) else {
+            return text;
+        };
+        let (msh, rest) = text.split_once('\r').unwrap_or((&text, ""));
+        let fields: Vec<&str> = msh
+            .split(separator)
+            .enumerate()
+            .map(|(index, field)| match index {
+                6 | 9 if !field.is_empty() => "*",
+                _ => field,
+            })
+            .collect();
+        let sep = separator.to_string();
+        if text.contains('\r') {
+            format!("{}\r{rest}", fields.join(&sep))
+        } else {
+            fields.join(&sep)
+        }
     }
 }
