@@ -73,7 +73,11 @@ pub const CONTROL_ID_BYTES_TYPICAL: usize = 64;
 /// Received bytes a connection may hold on the uring socket path (SOCKET_IO=uring) before its
 /// multishot receive is paused: the connection reads them in buffer-sized steps, and past this
 /// the kernel's socket buffer pushes back on the sender, as it does when glommio issues no
-/// read. Resumed at half. Bounds memory per connection under a flood to this plus its buffer.
+/// read. Resumed at half. The pause is a cancel of the multishot receive that reaches the
+/// kernel on the shard's next ring turn, and completions already queued still land, so an inbox
+/// may overshoot this by up to about as much again (measured: 245 KB over, tests/server.rs
+/// push-back test): memory per connection under a flood is bounded by twice this plus its
+/// read buffer.
 pub const SOCKET_INBOX_BYTES_MAX: usize = 256 * 1024;
 
 /// Wait before entering a shard's socket ring again after `io_uring_enter` failed with EAGAIN
