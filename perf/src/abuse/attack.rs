@@ -434,10 +434,10 @@ fn empty_frames(_: &Spec, _: &mut Flood) -> (Vec<u8>, bool) {
     ([SB, EB, CR].repeat(21_845), false)
 }
 
-/// One frame of exactly MAX_FRAME_SIZE junk bytes (AR: not HL7); every eighth frame on a
+/// One frame of exactly MAX_FRAME_SIZE junk bytes (AR: not HL7); every fourth frame on a
 /// connection is one byte larger, which the server must refuse by closing the connection.
 fn max_frames(spec: &Spec, flood: &mut Flood) -> (Vec<u8>, bool) {
-    let oversized = flood.chunks % 8 == 7;
+    let oversized = flood.chunks % 4 == 3;
     let len = spec.frame_bytes_max + usize::from(oversized);
     let mut bytes = Vec::with_capacity(len + 3);
     bytes.push(SB);
@@ -481,7 +481,8 @@ fn reset_churn(spec: &Spec, deadline: Instant, tally: &Shared) {
             with(tally, |t| t.error(format!("SO_LINGER: {e}")));
         }
     }
-    sleep_until(deadline + spec.hold);
+    // Done: the run ends when every attacker has (the deadline only bounds a slow server).
+    std::thread::sleep(spec.hold);
 }
 
 /// One connection with a tiny receive buffer that pipelines messages and never reads; the
@@ -536,19 +537,22 @@ fn stopped_reader(spec: &Spec, deadline: Instant, tally: &Shared) {
     }
 }
 
-/// A third of the connections send a whole message and half-close (FIN): the server must still
-/// answer AA, then close. A third send half a frame and half-close: the server must close. The
-/// rest send half a frame and go silent without closing, held to the end: the server must close
-/// them itself (FRAME_TIMEOUT), while the attacker still holds them.
+/// A third of the connections send half a frame and go silent without closing, held to the
+/// end: the server must close them itself (FRAME_TIMEOUT) while the attacker still holds them.
+/// They are opened first, so that deadline passes early. Then a third send a whole message and
+/// half-close (FIN): the server must still answer AA, then close; and a third send half a frame
+/// and half-close: the server must close.
 fn half_open(spec: &Spec, deadline: Instant, tally: &Shared) {
+    let kinds = (0..spec.connections).map(|i| (i, i % 3));
+    let (silent_kinds, closing_kinds): (Vec<_>, Vec<_>) = kinds.partition(|(_, k)| *k == 2);
     let mut silent = Vec::new();
-    for i in 0..spec.connections {
+    for (i, kind) in silent_kinds.into_iter().chain(closing_kinds) {
         let Some(mut stream) = connect(spec.addr, tally) else {
             continue;
         };
         let id = format!("HALF-{}-{i}", spec.index);
         let whole = frame(&message(&id));
-        let bytes = if i % 3 == 0 {
+        let bytes = if kind == 0 {
             &whole[..]
         } else {
             &whole[..whole.len() / 2]
@@ -558,12 +562,12 @@ fn half_open(spec: &Spec, deadline: Instant, tally: &Shared) {
             continue;
         }
         with(tally, |t| t.bytes_out += bytes.len() as u64);
-        if i % 3 == 2 {
+        if kind == 2 {
             silent.push(stream);
             continue;
         }
         let _ = stream.shutdown(Shutdown::Write);
-        let expected = (i % 3 == 0).then_some(id.as_str());
+        let expected = (kind == 0).then_some(id.as_str());
         answer_then_close(stream, expected, tally);
     }
     sleep_until(deadline);

@@ -144,6 +144,9 @@ pub struct Harness {
     pub nice: bool,
     /// Print the server's log lines to stderr.
     pub echo: bool,
+    /// Where each scenario's DATA_DIR is made: a disk (fdatasync as deployed) or a tmpfs such as
+    /// /dev/shm (no disk latency, so the figures show what the attack costs, not the disk).
+    pub scratch: PathBuf,
 }
 
 /// Latency of the well-behaved sender in one phase.
@@ -330,7 +333,7 @@ fn msa(ack: &[u8]) -> Option<(String, String)> {
 /// Runs one scenario from start to finish; `Err` when the harness itself failed (the server
 /// did not start, an attacker could not be spawned), not when a goal was missed.
 pub fn run(harness: &Harness, scenario: &Scenario) -> Result<Outcome, String> {
-    let data_dir = server::scratch_dir()?;
+    let data_dir = server::scratch_dir(&harness.scratch)?;
     let result = run_in(harness, scenario, &data_dir);
     let _ = std::fs::remove_dir_all(&data_dir);
     result
@@ -351,7 +354,8 @@ fn run_in(
     let attack_started = Instant::now();
     let cpu_started = server::cpu_time(pid);
     let mut children = spawn_attackers(harness, scenario, mllpd.addr)?;
-    let (peak, end_of_attack) = watch_attack(scenario, pid, data_dir, &children, attack_started);
+    let (peak, end_of_attack) =
+        watch_attack(scenario, pid, data_dir, &mut children, attack_started);
     let server_cpu_share = (server::cpu_time(pid).saturating_sub(cpu_started)).as_secs_f64()
         / attack_started.elapsed().as_secs_f64();
     if scenario.attack == Attack::StoppedReader {
@@ -414,19 +418,25 @@ fn footprint(pid: u32, data_dir: &std::path::Path) -> Footprint {
     }
 }
 
-/// Samples the server every 100 ms until the attack's duration is over; stops the attackers
+/// Samples the server every 100 ms until the attack's duration is over (or every attacker has
+/// exited); stops the attackers
 /// (SIGSTOP) one second in for the stopped-reader attack. Returns the peak and the footprint at
 /// the end, taken while the attackers still hold their connections.
 fn watch_attack(
     scenario: &Scenario,
     pid: u32,
     data_dir: &std::path::Path,
-    children: &[Child],
+    children: &mut [Child],
     started: Instant,
 ) -> (Footprint, Footprint) {
     let mut peak = Footprint::default();
     let mut stopped = false;
-    while started.elapsed() < scenario.duration {
+    // Ends early when every attacker is done (reset churn: a fixed number of connections).
+    while started.elapsed() < scenario.duration
+        && !children
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+    {
         if scenario.attack == Attack::StoppedReader
             && !stopped
             && started.elapsed() >= Duration::from_secs(1)
@@ -456,7 +466,7 @@ fn signal_all(children: &[Child], signal: &str) {
 
 /// How long attackers keep their connections after the attack's duration, so the footprint at
 /// the end of the attack is taken while they still hold them.
-const HOLD_AFTER_DURATION: Duration = Duration::from_secs(1);
+const HOLD_AFTER_DURATION: Duration = Duration::from_millis(500);
 
 fn spawn_attackers(
     harness: &Harness,

@@ -32,12 +32,12 @@ pub struct Mllpd {
     stats: Arc<Mutex<LogStats>>,
 }
 
-/// A fresh, empty directory under the system's temporary directory.
-pub fn scratch_dir() -> Result<PathBuf, String> {
+/// A fresh, empty directory under `parent`.
+pub fn scratch_dir(parent: &Path) -> Result<PathBuf, String> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("mllpd-abuse-{}-{nanos}", std::process::id()));
+    let dir = parent.join(format!("mllpd-abuse-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
 }

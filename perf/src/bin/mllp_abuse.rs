@@ -23,14 +23,18 @@ struct Args {
     /// SOCKET_IO of the server.
     #[arg(long, default_value = "auto")]
     socket_io: String,
-    /// Length of each attack (slow-loris runs at least FRAME_TIMEOUT + 10 s, 70 s).
+    /// Length of each attack but slow-loris.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Length of the slow-loris attack: by default FRAME_TIMEOUT + 10 s, so the server cuts
+    /// every connection once and the attackers reopen them.
+    #[arg(long, default_value_t = 70)]
+    loris_seconds: u64,
     /// Attacker processes per attack.
     #[arg(long, default_value_t = 4)]
     processes: usize,
     /// Messages per second of the well-behaved sender.
-    #[arg(long, default_value_t = 500.0)]
+    #[arg(long, default_value_t = 100.0)]
     rate: f64,
     /// Goal: p99 of the well-behaved sender during the attack, ms.
     #[arg(long, default_value_t = 10.0)]
@@ -44,6 +48,10 @@ struct Args {
     /// Print the server's log.
     #[arg(long)]
     echo: bool,
+    /// Directory to make each DATA_DIR in (default: the system's temporary directory, a disk
+    /// here; /dev/shm takes the disk's fdatasync latency out of the figures).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
 }
 
 fn main() {
@@ -78,6 +86,7 @@ fn run(args: &Args) -> Result<bool, String> {
         socket_io: args.socket_io.clone(),
         nice: !args.no_nice,
         echo: args.echo,
+        scratch: args.scratch.clone().unwrap_or_else(std::env::temp_dir),
     };
     println!(
         "| attack (SOCKET_IO={}) | size | p50 / p99 / max before, ms | p50 / p99 / max during, ms | p99 after, ms | RSS before → peak → after, MiB | fds before → peak → after | server CPU | refused | AA'd / lost | goals |",
@@ -121,8 +130,7 @@ fn scenario(args: &Args, attack: Attack) -> Scenario {
     match attack {
         Attack::SlowLoris => {
             s.connections = 5000 / p;
-            // Long enough for FRAME_TIMEOUT (60 s) to cut every connection once.
-            s.duration = s.duration.max(Duration::from_secs(70));
+            s.duration = Duration::from_secs(args.loris_seconds);
         }
         Attack::ResetChurn => s.connections = 10_000 / p,
         Attack::StoppedReader => s.connections = 1,
