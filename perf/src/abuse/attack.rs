@@ -571,8 +571,9 @@ fn half_open(spec: &Spec, deadline: Instant, tally: &Shared) {
         answer_then_close(stream, expected, tally);
     }
     sleep_until(deadline);
-    for mut stream in silent {
-        if drained_to_close(&mut stream, tally) {
+    // Kept open (not consumed) until the hold is over.
+    for stream in silent.iter_mut() {
+        if drained_to_close(stream, tally) {
             with(tally, |t| t.closed_by_server += 1);
         }
     }

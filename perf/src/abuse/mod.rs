@@ -466,7 +466,7 @@ fn signal_all(children: &[Child], signal: &str) {
 
 /// How long attackers keep their connections after the attack's duration, so the footprint at
 /// the end of the attack is taken while they still hold them.
-const HOLD_AFTER_DURATION: Duration = Duration::from_millis(500);
+const HOLD_AFTER_DURATION: Duration = Duration::from_secs(1);
 
 fn spawn_attackers(
     harness: &Harness,
