@@ -65,12 +65,19 @@ fn harness() -> Harness {
         // what the attack costs the server, not the shared machine's disk (whose flushes took
         // up to a second while other jobs wrote). Durability itself is tested elsewhere; the
         // export still proves every AA'd message reached the journal.
-        scratch: ["/dev/shm"]
-            .map(std::path::PathBuf::from)
-            .into_iter()
-            .find(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir),
+        scratch: tmpfs_with_room().unwrap_or_else(|| {
+            eprintln!("no /dev/shm with 256 MiB free: the journal goes to the temporary directory");
+            std::env::temp_dir()
+        }),
     }
+}
+
+/// /dev/shm when it has room for the journals of a scenario (containers often give it 64 MiB).
+fn tmpfs_with_room() -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from("/dev/shm");
+    let stat = nix::sys::statvfs::statvfs(&path).ok()?;
+    let free = u128::from(stat.blocks_available()) * u128::from(stat.fragment_size());
+    (free >= 256 * 1024 * 1024).then_some(path)
 }
 
 fn scenario(attack: Attack, processes: usize, connections: usize, seconds: u64) -> Scenario {
