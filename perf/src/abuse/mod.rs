@@ -528,3 +528,72 @@ fn collect_attackers(children: &mut Vec<Child>, timeout: Duration) -> Attackers 
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_taken_whole_and_in_order() {
+        let mut pending = b"noise".to_vec();
+        pending.extend(frame(b"A"));
+        pending.extend(frame(b"B\x1cC"));
+        pending.extend(&[SB, b'D']);
+        assert_eq!(take_frame(&mut pending), Some(b"A".to_vec()));
+        assert_eq!(take_frame(&mut pending), Some(b"B\x1cC".to_vec()));
+        assert_eq!(take_frame(&mut pending), None);
+        assert_eq!(pending, vec![SB, b'D']);
+    }
+
+    #[test]
+    fn msa_uses_the_acks_own_separator() {
+        let ack = b"MSH#^~\\&#A\rMSA#AA#ID-1#x\r";
+        assert_eq!(msa(ack), Some(("AA".to_owned(), "ID-1".to_owned())));
+        assert_eq!(
+            msa(b"MSH|^~\\&|A\rMSA|AR\r"),
+            Some(("AR".to_owned(), String::new()))
+        );
+        assert_eq!(msa(b"MSH|^~\\&|A\r"), None);
+    }
+
+    #[test]
+    fn spec_survives_the_environment() {
+        let spec = attack::Spec {
+            attack: Attack::HalfOpen,
+            addr: "127.0.0.1:2575".parse().expect("addr"),
+            connections: 60,
+            duration: Duration::from_millis(4_000),
+            hold: Duration::from_millis(1_000),
+            index: 1,
+            frame_bytes_max: 2 * 1024 * 1024,
+        };
+        let back = attack::Spec::decode(&spec.encode()).expect("decode");
+        assert_eq!(back.encode(), spec.encode());
+        assert!(attack::Spec::decode("attack=nonsense").is_err());
+    }
+
+    #[test]
+    fn percentiles_count_every_sample_of_the_window() {
+        let t0 = Instant::now();
+        let report = sender::Report {
+            samples: (1..=200u64)
+                .map(|i| (t0 + Duration::from_millis(i), i * 10))
+                .collect(),
+            ..sender::Report::default()
+        };
+        let all = report.latency(t0, t0 + Duration::from_secs(1));
+        assert_eq!(
+            (all.count, all.p50_us, all.p99_us, all.max_us),
+            (200, 1000, 1980, 2000)
+        );
+        let none = report.latency(t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        assert_eq!(none.count, 0);
+    }
+
+    #[test]
+    fn attack_names_round_trip() {
+        for attack in Attack::ALL {
+            assert_eq!(Attack::from_name(attack.name()), Some(attack));
+        }
+    }
+}
