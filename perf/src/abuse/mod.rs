@@ -201,6 +201,9 @@ pub struct Outcome {
     pub attack: Attack,
     /// Well-behaved sender before, during and after the attack.
     pub latency: [Latency; 3],
+    /// When, from the start of the attack, the slowest message during it was due: tells a stall
+    /// at connection set-up (a burst of accepts) from one spread over the attack.
+    pub worst_during_at: Option<Duration>,
     /// Failures of the well-behaved sender: refused, reset, timed out, wrong ACK.
     pub refused: Vec<String>,
     /// Footprint before the attack (the baseline).
@@ -253,7 +256,8 @@ impl Outcome {
         };
         let a = &self.attackers;
         format!(
-            "attack {}\n  latency before: {}\n  latency during: {}\n  latency after:  {}\n  \
+            "attack {}\n  latency before: {}\n  latency during: {} (slowest due {:?} into the attack)\n  \
+             latency after:  {}\n  \
              footprint (fds: others+journal) before: {} peak: {} end of attack: {} after: {} \
              (settled in {:?})\n  \
              server CPU share during attack: {:.2}\n  refused: {:?}\n  fresh connection ok: {}\n  \
@@ -263,6 +267,7 @@ impl Outcome {
             self.attack.name(),
             l(&self.latency[0]),
             l(&self.latency[1]),
+            self.worst_during_at,
             l(&self.latency[2]),
             f(&self.before),
             f(&self.peak),
@@ -392,6 +397,12 @@ fn run_in(
     Ok(Outcome {
         attack: scenario.attack,
         latency: phases.map(|(from, to)| report.latency(from, to)),
+        worst_during_at: report
+            .samples
+            .iter()
+            .filter(|(at, _)| (attack_started..attack_ended).contains(at))
+            .max_by_key(|(_, us)| *us)
+            .map(|(at, _)| at.duration_since(attack_started)),
         refused: report.errors,
         before,
         peak,
