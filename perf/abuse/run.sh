@@ -12,7 +12,9 @@
 #
 # Usage: perf/abuse/run.sh [mllp-abuse options, e.g. --attack slow-loris,half-open --seconds 20]
 # Env:   SOCKET_IO_PATHS (default "uring glommio"): one pass per socket path.
-# Output: the table on stdout and in perf/results/abuse-<time>.md; the details on stderr.
+# Output: the table on stdout and in perf/results/abuse-<time>.md; the details (every phase's
+# latency, footprints, what the attackers and the server's log counted) on stderr and in
+# perf/results/abuse-<time>.log.
 # Exit status: 0 when every goal held on every path, 1 otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,7 +32,9 @@ cp target/release/mllpd target/release/mllp-abuse "$bin_dir/"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 mkdir -p perf/results
-out="perf/results/abuse-$(date -u +%Y-%m-%dT%H%M%SZ).md"
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+out="perf/results/abuse-$stamp.md"
+details="perf/results/abuse-$stamp.log"
 {
   echo "# Adversarial suite, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
@@ -39,10 +43,11 @@ out="perf/results/abuse-$(date -u +%Y-%m-%dT%H%M%SZ).md"
 } >"$out"
 status=0
 for io in ${SOCKET_IO_PATHS:-uring glommio}; do
-  if ! "$bin_dir/mllp-abuse" --mllpd "$bin_dir/mllpd" --socket-io "$io" "$@" | tee -a "$out"; then
+  if ! "$bin_dir/mllp-abuse" --mllpd "$bin_dir/mllpd" --socket-io "$io" "$@" \
+      2> >(tee -a "$details" >&2) | tee -a "$out"; then
     status=1
   fi
   echo >>"$out"
 done
-echo "results: $out" >&2
+echo "results: $out, details: $details" >&2
 exit "$status"
