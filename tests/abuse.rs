@@ -13,10 +13,11 @@
 //!
 //! The p99 bound here is 50 ms, not the 10 ms of the long form: this is a debug build of
 //! mllpd (several times the CPU per message of a release build) on a shared 2-core CI machine
-//! that also runs the attackers, the well-behaved sender and the fdatasyncs of the journal; the
-//! long form (`perf/abuse/run.sh`, release build) holds the 10 ms goal. The RSS bound is the
-//! one README states. The tests run one at a time (a lock), as their timings would disturb
-//! each other.
+//! that also runs the attackers and the well-behaved sender; the long form
+//! (`perf/abuse/run.sh`, release build) is held to 10 ms. The RSS bound is the one README
+//! states. The journal goes to /dev/shm (see `harness`). The tests run one at a time (a lock),
+//! as their timings would disturb each other. `MLLPD_TEST_SOCKET_IO=uring|glommio` picks the
+//! socket path, as for the other end-to-end tests; `MLLPD_TEST_ECHO=1` prints the server's log.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../perf/src/abuse/mod.rs"]
