@@ -9,10 +9,13 @@
 //!   MSH-10 into a fixed ACK — written once so the three reference receivers differ only in
 //!   their socket loop.
 //! - [`cpu`]: CPU time of another process from `/proc/PID/task/*/schedstat`.
+//! - [`abuse`]: the adversarial suite (attacks from several processes while a well-behaved
+//!   sender is timed), shared with `tests/abuse.rs`.
 //!
 //! Nothing here is on mllpd's own path: these are measuring instruments, and an instrument
 //! that reports a wrong answer as a fast one is worse than none, so every ACK is checked.
 
+pub mod abuse;
 pub mod bench;
 pub mod cpu;
 pub mod floor;
