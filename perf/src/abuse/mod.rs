@@ -358,7 +358,7 @@ fn run_in(
     let before = footprint(pid, data_dir);
     let attack_started = Instant::now();
     let cpu_started = server::cpu_time(pid);
-    let mut children = spawn_attackers(harness, scenario, mllpd.addr)?;
+    let (mut children, reports) = spawn_attackers(harness, scenario, mllpd.addr)?;
     let (peak, end_of_attack) =
         watch_attack(scenario, pid, data_dir, &mut children, attack_started);
     let server_cpu_share = (server::cpu_time(pid).saturating_sub(cpu_started)).as_secs_f64()
@@ -367,7 +367,11 @@ fn run_in(
         signal_all(&children, "CONT");
     }
     let attack_ended = Instant::now();
-    let attackers = collect_attackers(&mut children, scenario.duration + Duration::from_secs(30));
+    let attackers = collect_attackers(
+        &mut children,
+        reports,
+        scenario.duration + Duration::from_secs(30),
+    );
     let fds_settled_in = server::wait_fds(pid, data_dir, before.fds, scenario.fd_settle)
         .map(|_| attack_ended.elapsed());
     std::thread::sleep(scenario.after);
@@ -479,63 +483,83 @@ fn signal_all(children: &[Child], signal: &str) {
 /// the end of the attack is taken while they still hold them.
 const HOLD_AFTER_DURATION: Duration = Duration::from_secs(1);
 
+/// An attacker's stdout, read while it runs: its report lists every control id it got AA for,
+/// more than a pipe holds, so it must not wait for its exit to be read.
+type Report = std::thread::JoinHandle<String>;
+
 fn spawn_attackers(
     harness: &Harness,
     scenario: &Scenario,
     addr: std::net::SocketAddr,
-) -> Result<Vec<Child>, String> {
-    (0..scenario.processes)
-        .map(|index| {
-            let spec = attack::Spec {
-                attack: scenario.attack,
-                addr,
-                connections: scenario.connections,
-                duration: scenario.duration,
-                hold: HOLD_AFTER_DURATION,
-                index,
-                frame_bytes_max: scenario.frame_bytes_max,
-            };
-            let mut command = if harness.nice {
-                let mut command = Command::new("nice");
-                command.args(["-n", "19"]).arg(&harness.child_program);
-                command
-            } else {
-                Command::new(&harness.child_program)
-            };
+) -> Result<(Vec<Child>, Vec<Report>), String> {
+    let mut children = Vec::new();
+    let mut reports = Vec::new();
+    for index in 0..scenario.processes {
+        let spec = attack::Spec {
+            attack: scenario.attack,
+            addr,
+            connections: scenario.connections,
+            duration: scenario.duration,
+            hold: HOLD_AFTER_DURATION,
+            index,
+            frame_bytes_max: scenario.frame_bytes_max,
+        };
+        let mut command = if harness.nice {
+            let mut command = Command::new("nice");
+            command.args(["-n", "19"]).arg(&harness.child_program);
             command
-                .args(&harness.child_args)
-                .env(CHILD_ENV, spec.encode())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|e| format!("spawn attacker {}: {e}", harness.child_program.display()))
-        })
-        .collect()
+        } else {
+            Command::new(&harness.child_program)
+        };
+        let mut child = command
+            .args(&harness.child_args)
+            .env(CHILD_ENV, spec.encode())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn attacker {}: {e}", harness.child_program.display()))?;
+        let stdout = child.stdout.take();
+        reports.push(std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut stdout) = stdout {
+                let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            }
+            text
+        }));
+        children.push(child);
+    }
+    Ok((children, reports))
 }
 
-/// Waits for every attacker to exit (killed after `timeout`) and sums their reports.
-fn collect_attackers(children: &mut Vec<Child>, timeout: Duration) -> Attackers {
+/// Waits for every attacker to exit (killed after `timeout`, which counts as an error) and sums
+/// their reports.
+fn collect_attackers(
+    children: &mut Vec<Child>,
+    reports: Vec<Report>,
+    timeout: Duration,
+) -> Attackers {
     let deadline = Instant::now() + timeout;
     let mut total = Attackers::default();
-    for child in children.drain(..) {
-        let mut child = child;
+    for child in children.iter_mut() {
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
-        let output = match child.wait_with_output() {
-            Ok(output) => output,
-            Err(e) => {
-                total.errors += 1;
-                total.first_error.get_or_insert(format!("attacker: {e}"));
-                continue;
-            }
-        };
-        attack::add_report(&String::from_utf8_lossy(&output.stdout), &mut total);
+        if let Ok(None) = child.try_wait() {
+            total.errors += 1;
+            total
+                .first_error
+                .get_or_insert("attacker still running at the deadline; killed".to_owned());
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+    children.clear();
+    for report in reports {
+        attack::add_report(&report.join().unwrap_or_default(), &mut total);
     }
     total
 }
