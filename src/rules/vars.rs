@@ -1,0 +1,637 @@
+//! The rule variables (`msh`, `pid`, `pv1`, `obx`, `obx_list`, `segments`, `peer`, `tls`),
+//! the HL7 field each key reads, and the per-message extraction of only what was referenced.
+//!
+//! Field numbers follow HL7 v2.5 (chapter 2 for MSH, chapter 3 for PID/PV1, chapter 7 for
+//! OBX). Keys that name a coded or composite field read its first component (the identifier
+//! or namespace id a rule compares), keys that name a person or place read the whole first
+//! repetition; every choice is written next to its key below. Values are escape-decoded
+//! (`\F\` → `|`) and turned into text: UTF-8 as is, anything else byte for byte as Latin-1,
+//! so no payload can make extraction fail. Strings borrow the payload when nothing needed
+//! decoding.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use cel::common::types::{CelBool, CelInt, CelList, CelMap, CelMapKey, CelString};
+use cel::common::value::Val;
+
+use crate::hl7::{Delimiters, Location, Message, Path, Segment};
+
+/// A variable root a rule may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Root {
+    /// `msh`: header fields.
+    Msh,
+    /// `pid`: first PID segment.
+    Pid,
+    /// `pv1`: first PV1 segment.
+    Pv1,
+    /// `obx`: first OBX segment.
+    Obx,
+    /// `obx_list`: every OBX segment, same keys as `obx`.
+    ObxList,
+    /// `segments`: the segment ids in order.
+    Segments,
+    /// `peer`: the connection's peer.
+    Peer,
+    /// `tls`: the connection's TLS client identity.
+    Tls,
+}
+
+/// One key of a map variable: its name, the HL7 path it reads, and why.
+pub(crate) struct Key {
+    /// Name as written in a rule (`msh.control_id` → `control_id`).
+    pub name: &'static str,
+    /// The HL7 path read (MSH numbering for MSH).
+    pub path: &'static str,
+}
+
+/// `msh.*` (HL7 v2.5 §2.14.9).
+const MSH_KEYS: &[Key] = &[
+    // MSH-9 is MSG: message code ^ trigger event ^ message structure.
+    Key {
+        name: "msg_type",
+        path: "MSH-9.1",
+    },
+    Key {
+        name: "trigger",
+        path: "MSH-9.2",
+    },
+    Key {
+        name: "structure",
+        path: "MSH-9.3",
+    },
+    // MSH-3…6 are HD (namespace id ^ universal id ^ universal id type): rules compare the
+    // namespace id, which is what senders fill; `field("MSH-4")` gives the whole field.
+    Key {
+        name: "sending_app",
+        path: "MSH-3.1",
+    },
+    Key {
+        name: "sending_fac",
+        path: "MSH-4.1",
+    },
+    Key {
+        name: "receiving_app",
+        path: "MSH-5.1",
+    },
+    Key {
+        name: "receiving_fac",
+        path: "MSH-6.1",
+    },
+    // MSH-10 whole, byte for byte what the ACK echoes in MSA-2.
+    Key {
+        name: "control_id",
+        path: "MSH-10",
+    },
+    // MSH-11 is PT (processing id ^ processing mode): `P`, `T` or `D`.
+    Key {
+        name: "processing_id",
+        path: "MSH-11.1",
+    },
+    // MSH-12 is VID (version id ^ …): `2.5.1`.
+    Key {
+        name: "version",
+        path: "MSH-12.1",
+    },
+    // MSH-18 repeats: the first repetition is the character set of the message.
+    Key {
+        name: "charset",
+        path: "MSH-18(1)",
+    },
+    // MSH-7 is TS (time ^ degree of precision) before v2.6, DTM after: the time itself.
+    Key {
+        name: "datetime",
+        path: "MSH-7.1",
+    },
+];
+
+/// `pid.*` (HL7 v2.5 §3.4.2).
+const PID_KEYS: &[Key] = &[
+    // PID-3 patient identifier list (CX, repeating): the first identifier's id number.
+    Key {
+        name: "id",
+        path: "PID-3.1",
+    },
+    // PID-5 patient name (XPN, repeating): the whole first name, `FAMILY^GIVEN^MIDDLE…`.
+    Key {
+        name: "name",
+        path: "PID-5(1)",
+    },
+    // XPN.1 is FN (surname & own surname prefix …): the surname.
+    Key {
+        name: "family",
+        path: "PID-5.1.1",
+    },
+    Key {
+        name: "given",
+        path: "PID-5.2",
+    },
+    // PID-7 date/time of birth (TS): the time itself.
+    Key {
+        name: "dob",
+        path: "PID-7.1",
+    },
+    // PID-8 administrative sex (table 0001).
+    Key {
+        name: "sex",
+        path: "PID-8",
+    },
+    // PID-19 SSN number (kept for backward compatibility in v2.5; still sent).
+    Key {
+        name: "ssn",
+        path: "PID-19",
+    },
+    // PID-11 patient address (XAD, repeating): XAD.6 country of the first address.
+    Key {
+        name: "country",
+        path: "PID-11.6",
+    },
+];
+
+/// `pv1.*` (HL7 v2.5 §3.4.3).
+const PV1_KEYS: &[Key] = &[
+    // PV1-2 patient class (table 0004): `I`, `O`, `E` …
+    Key {
+        name: "patient_class",
+        path: "PV1-2",
+    },
+    // PV1-3 assigned patient location (PL): the whole location, `WARD^ROOM^BED^FACILITY`.
+    Key {
+        name: "assigned_location",
+        path: "PV1-3(1)",
+    },
+    // PV1-7 attending doctor (XCN, repeating): the whole first one, `ID^FAMILY^GIVEN…`.
+    Key {
+        name: "attending_doctor",
+        path: "PV1-7(1)",
+    },
+    // PV1-44 admit date/time (TS): the time itself.
+    Key {
+        name: "admit_datetime",
+        path: "PV1-44.1",
+    },
+];
+
+/// `obx.*` and each element of `obx_list` (HL7 v2.5 §7.4.2).
+const OBX_KEYS: &[Key] = &[
+    Key {
+        name: "set_id",
+        path: "OBX-1",
+    },
+    // OBX-2 value type (table 0125): `NM`, `ST`, `CE` …
+    Key {
+        name: "value_type",
+        path: "OBX-2",
+    },
+    // OBX-3 observation identifier (CE): the identifier code.
+    Key {
+        name: "identifier",
+        path: "OBX-3.1",
+    },
+    // OBX-5 observation value: the whole field, whatever its type (a number for `NM`).
+    Key {
+        name: "value",
+        path: "OBX-5",
+    },
+    // OBX-6 units (CE): the unit code.
+    Key {
+        name: "unit",
+        path: "OBX-6.1",
+    },
+    // OBX-11 observation result status (table 0085): `F`, `P`, `C` …
+    Key {
+        name: "status",
+        path: "OBX-11",
+    },
+];
+
+/// `peer.*`.
+const PEER_KEYS: &[Key] = &[Key {
+    name: "ip",
+    path: "",
+}];
+
+/// `tls.*` (empty until TLS is served).
+const TLS_KEYS: &[Key] = &[
+    Key {
+        name: "client_cn",
+        path: "",
+    },
+    Key {
+        name: "client_sans",
+        path: "",
+    },
+];
+
+impl Root {
+    /// Every root, in the order extraction builds them.
+    pub const ALL: [Root; 8] = [
+        Root::Msh,
+        Root::Pid,
+        Root::Pv1,
+        Root::Obx,
+        Root::ObxList,
+        Root::Segments,
+        Root::Peer,
+        Root::Tls,
+    ];
+
+    /// The name a rule writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Root::Msh => "msh",
+            Root::Pid => "pid",
+            Root::Pv1 => "pv1",
+            Root::Obx => "obx",
+            Root::ObxList => "obx_list",
+            Root::Segments => "segments",
+            Root::Peer => "peer",
+            Root::Tls => "tls",
+        }
+    }
+
+    /// The root a rule's identifier names, if any.
+    pub fn from_name(name: &str) -> Option<Root> {
+        Root::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The keys of a map root (`obx_list` elements have `obx`'s); empty for `segments`.
+    pub fn keys(self) -> &'static [Key] {
+        match self {
+            Root::Msh => MSH_KEYS,
+            Root::Pid => PID_KEYS,
+            Root::Pv1 => PV1_KEYS,
+            Root::Obx | Root::ObxList => OBX_KEYS,
+            Root::Segments => &[],
+            Root::Peer => PEER_KEYS,
+            Root::Tls => TLS_KEYS,
+        }
+    }
+
+    /// Whether `root.key` selects a key of this root (a list root has no keys to select).
+    pub fn is_map(self) -> bool {
+        !matches!(self, Root::ObxList | Root::Segments)
+    }
+
+    /// The segment a root reads, if it reads one.
+    fn segment(self) -> Option<&'static [u8; 3]> {
+        match self {
+            Root::Msh => Some(b"MSH"),
+            Root::Pid => Some(b"PID"),
+            Root::Pv1 => Some(b"PV1"),
+            Root::Obx | Root::ObxList => Some(b"OBX"),
+            _ => None,
+        }
+    }
+}
+
+/// The location (for ERR-2) of the field behind `root.key`, when it reads one.
+pub(crate) fn key_location(root: Root, key: usize) -> Option<Location> {
+    let path: Path = root.keys().get(key)?.path.parse().ok()?;
+    Some(path_location(&path))
+}
+
+/// The ERR-2 location of `path`: segment, occurrence, field (and repetition/component when
+/// the path names them).
+pub(crate) fn path_location(path: &Path) -> Location {
+    Location {
+        segment: path.segment,
+        segment_sequence: path.segment_occurrence,
+        field: path.field,
+        repetition: path.repetition,
+        component: path.component,
+        subcomponent: path.subcomponent,
+    }
+}
+
+/// What one rule set reads per message: for each root, which keys (a bit per key), and the
+/// probes (`field`, `fields`, `has`, `count` with their literal arguments).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Needs {
+    /// Bit k set: key k of the root is needed. Index by `Root as usize`.
+    pub keys: [u32; 8],
+    /// The function calls rewritten to hidden variables `@0`, `@1` …, in id order.
+    pub probes: Vec<Probe>,
+}
+
+impl Needs {
+    /// Marks every key of `root` as needed (the rule uses the map or list as a whole).
+    pub fn all_keys(&mut self, root: Root) {
+        let n = root.keys().len().max(1);
+        self.keys[root as usize] |= (1u32 << n) - 1;
+    }
+    /// Marks key `key` of `root` as needed.
+    pub fn key(&mut self, root: Root, key: usize) {
+        self.keys[root as usize] |= 1 << key;
+    }
+    /// What is read, described: `msh.control_id`, `field(PID-3.1)`, `has(PV1)` …
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for root in Root::ALL {
+            let bits = self.keys[root as usize];
+            if root.keys().is_empty() {
+                if bits != 0 {
+                    out.push(root.name().to_owned());
+                }
+                continue;
+            }
+            for (k, key) in root.keys().iter().enumerate() {
+                if bits & (1 << k) != 0 {
+                    out.push(format!("{}.{}", root.name(), key.name));
+                }
+            }
+        }
+        for probe in &self.probes {
+            out.push(match probe {
+                Probe::Field(p) => format!("field({})", describe_path(p)),
+                Probe::Fields { path, .. } => format!("fields({})", describe_path(path)),
+                Probe::Has(id) => format!("has({})", String::from_utf8_lossy(id)),
+                Probe::Count(id) => format!("count({})", String::from_utf8_lossy(id)),
+            });
+        }
+        out
+    }
+    /// The hidden variable of `probe`, added if new.
+    pub fn probe(&mut self, probe: Probe) -> usize {
+        if let Some(at) = self.probes.iter().position(|p| *p == probe) {
+            return at;
+        }
+        self.probes.push(probe);
+        self.probes.len() - 1
+    }
+    /// Merges `other` in; `other`'s probes are renumbered, the map returned (old → new).
+    pub fn merge(&mut self, other: &Needs) -> Vec<usize> {
+        for (mine, theirs) in self.keys.iter_mut().zip(other.keys) {
+            *mine |= theirs;
+        }
+        other.probes.iter().map(|p| self.probe(p.clone())).collect()
+    }
+}
+
+/// A path written back as text (`PID-3(2).1`).
+fn describe_path(p: &Path) -> String {
+    let mut s = String::from_utf8_lossy(&p.segment).into_owned();
+    if p.segment_occurrence != 1 {
+        s += &format!("({})", p.segment_occurrence);
+    }
+    s += &format!("-{}", p.field);
+    if p.repetition != 0 {
+        s += &format!("({})", p.repetition);
+    }
+    if p.component != 0 {
+        s += &format!(".{}", p.component);
+    }
+    if p.subcomponent != 0 {
+        s += &format!(".{}", p.subcomponent);
+    }
+    s
+}
+
+/// A call of one of mllpd's functions with its (literal) argument, decided at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// `field("PID-3.1")`: the value at the path, empty when absent.
+    Field(Path),
+    /// `fields("OBX-5")`: the values at the path in every matching segment (only the named
+    /// occurrence when the path names one) and every repetition (only the named one when the
+    /// path names one).
+    Fields {
+        /// The path.
+        path: Path,
+        /// Whether the path named the segment occurrence (`OBX(2)-5`).
+        one_segment: bool,
+    },
+    /// `has("PV1")`: whether a segment with that id exists.
+    Has([u8; 3]),
+    /// `count("OBX")`: how many segments have that id.
+    Count([u8; 3]),
+}
+
+/// The name of the hidden variable of probe `n`: `@` cannot start a CEL identifier, so no
+/// rule can name it.
+pub(crate) fn probe_variable(n: usize) -> String {
+    format!("@{n}")
+}
+
+/// The connection facts a rule may read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MessageContext<'c> {
+    /// The peer's address (`peer.ip`); IPv4-mapped IPv6 addresses are shown as IPv4.
+    pub peer_ip: Option<IpAddr>,
+    /// The TLS client certificate's subject CN (`tls.client_cn`), once TLS is served.
+    pub tls_client_cn: Option<&'c str>,
+    /// The TLS client certificate's subject alternative names (`tls.client_sans`).
+    pub tls_client_sans: &'c [String],
+}
+
+/// Text of a raw HL7 value: escape-decoded, then UTF-8 as is or Latin-1 byte for byte.
+/// Borrows when nothing needed decoding.
+pub(crate) fn text<'m>(raw: &'m [u8], delimiters: &Delimiters) -> Cow<'m, str> {
+    match delimiters.unescape(raw) {
+        Cow::Borrowed(bytes) => match std::str::from_utf8(bytes) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => Cow::Owned(latin1(bytes)),
+        },
+        Cow::Owned(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => Cow::Owned(s),
+            Err(e) => Cow::Owned(latin1(e.as_bytes())),
+        },
+    }
+}
+
+/// Bytes as Latin-1 (every byte is the code point of the same value): total, never fails.
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// A boxed CEL string.
+fn string<'v>(s: Cow<'v, str>) -> Box<dyn Val + 'v> {
+    Box::new(CelString::from(s))
+}
+
+/// The value at `path` inside `segment`, as text; empty when absent.
+fn segment_value<'m>(segment: Option<&Segment<'m>>, path: &Path) -> Cow<'m, str> {
+    let Some(segment) = segment else {
+        return Cow::Borrowed("");
+    };
+    let raw = segment
+        .field_opt(usize::from(path.field))
+        .and_then(|field| {
+            if segment.has_id(b"MSH") && path.field <= 2 {
+                // MSH-1/MSH-2 are the delimiters themselves: no parts to split.
+                return Some(field);
+            }
+            path.select(field, segment.delimiters())
+        })
+        .unwrap_or(&[]);
+    if segment.has_id(b"MSH") && path.field <= 2 {
+        return Cow::Owned(latin1(raw));
+    }
+    text(raw, segment.delimiters())
+}
+
+/// The map of the `needed` keys of `keys`, read from `segment`.
+fn segment_map<'m>(
+    segment: Option<&Segment<'m>>,
+    keys: &[Key],
+    paths: &[Path],
+    needed: u32,
+) -> Box<dyn Val + 'm> {
+    let mut map: HashMap<CelMapKey<'m>, Box<dyn Val + 'm>> = HashMap::new();
+    for (k, (key, path)) in keys.iter().zip(paths).enumerate() {
+        if needed & (1 << k) != 0 {
+            map.insert(
+                CelMapKey::from(key.name),
+                string(segment_value(segment, path)),
+            );
+        }
+    }
+    Box::new(CelMap::from(map))
+}
+
+/// The parsed paths of each root's keys, computed once at load.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyPaths {
+    /// Index by `Root as usize`; empty for roots that read no segment.
+    paths: [Vec<Path>; 8],
+}
+
+impl KeyPaths {
+    /// Parses every key path (they are constants; a bad one is a bug caught by tests).
+    pub fn new() -> KeyPaths {
+        let paths = Root::ALL.map(|root| {
+            root.keys()
+                .iter()
+                .filter_map(|k| k.path.parse().ok())
+                .collect()
+        });
+        KeyPaths { paths }
+    }
+}
+
+/// Adds to `context` the variables `needs` names, read from `message` and `connection`.
+pub(crate) fn extract<'m>(
+    needs: &Needs,
+    paths: &KeyPaths,
+    message: &Message<'m>,
+    connection: &MessageContext<'m>,
+    context: &mut cel::Context<'_, 'm>,
+) {
+    let delimiters = *message.delimiters();
+    for root in Root::ALL {
+        let needed = needs.keys[root as usize];
+        if needed == 0 {
+            continue;
+        }
+        let value: Box<dyn Val + 'm> = match root {
+            Root::Msh | Root::Pid | Root::Pv1 | Root::Obx => {
+                let segment = root.segment().and_then(|id| message.segment(id, 1));
+                segment_map(
+                    segment.as_ref(),
+                    root.keys(),
+                    &paths.paths[root as usize],
+                    needed,
+                )
+            }
+            Root::ObxList => {
+                let list: Vec<Box<dyn Val + 'm>> = message
+                    .body_segments()
+                    .filter(|s| s.has_id(b"OBX"))
+                    .map(|s| segment_map(Some(&s), OBX_KEYS, &paths.paths[root as usize], needed))
+                    .collect();
+                Box::new(CelList::from(list))
+            }
+            Root::Segments => {
+                let list: Vec<Box<dyn Val + 'm>> = message
+                    .segments()
+                    .map(|s| string(text(s.id(), &delimiters)))
+                    .collect();
+                Box::new(CelList::from(list))
+            }
+            Root::Peer => {
+                let ip = connection
+                    .peer_ip
+                    .map(|ip| ip.to_canonical().to_string())
+                    .unwrap_or_default();
+                let mut map: HashMap<CelMapKey<'m>, Box<dyn Val + 'm>> = HashMap::new();
+                map.insert(CelMapKey::from("ip"), string(Cow::Owned(ip)));
+                Box::new(CelMap::from(map))
+            }
+            Root::Tls => {
+                let mut map: HashMap<CelMapKey<'m>, Box<dyn Val + 'm>> = HashMap::new();
+                let cn = connection.tls_client_cn.unwrap_or("");
+                map.insert(CelMapKey::from("client_cn"), string(Cow::Borrowed(cn)));
+                let sans: Vec<Box<dyn Val + 'm>> = connection
+                    .tls_client_sans
+                    .iter()
+                    .map(|s| string(Cow::Borrowed(s.as_str())))
+                    .collect();
+                map.insert(
+                    CelMapKey::from("client_sans"),
+                    Box::new(CelList::from(sans)),
+                );
+                Box::new(CelMap::from(map))
+            }
+        };
+        context.add_variable_as_val(root.name(), value);
+    }
+    for (n, probe) in needs.probes.iter().enumerate() {
+        context.add_variable_as_val(probe_variable(n), probe_value(probe, message));
+    }
+}
+
+/// The value of one probe on `message`.
+fn probe_value<'m>(probe: &Probe, message: &Message<'m>) -> Box<dyn Val + 'm> {
+    let delimiters = message.delimiters();
+    match probe {
+        Probe::Field(path) => {
+            let segment = message.segment(&path.segment, usize::from(path.segment_occurrence));
+            string(segment_value(segment.as_ref(), path))
+        }
+        Probe::Fields { path, one_segment } => {
+            let mut values: Vec<Box<dyn Val + 'm>> = Vec::new();
+            let segments: Vec<Segment<'m>> = if *one_segment {
+                message
+                    .segment(&path.segment, usize::from(path.segment_occurrence))
+                    .into_iter()
+                    .collect()
+            } else {
+                message
+                    .segments()
+                    .filter(|s| s.has_id(&path.segment))
+                    .collect()
+            };
+            // One value per matching segment and repetition: an absent field or component
+            // reads as "" like everywhere else, so a rule sees every segment.
+            for segment in &segments {
+                let field = segment.field_opt(usize::from(path.field)).unwrap_or(&[]);
+                if segment.has_id(b"MSH") && path.field <= 2 {
+                    values.push(string(Cow::Owned(latin1(field))));
+                    continue;
+                }
+                let value =
+                    |p: &Path| string(text(p.select(field, delimiters).unwrap_or(&[]), delimiters));
+                if path.repetition != 0 {
+                    values.push(value(path));
+                    continue;
+                }
+                let mut one = *path;
+                for r in 1..=u16::MAX {
+                    if delimiters.repetition_of(field, usize::from(r)).is_none() {
+                        break;
+                    }
+                    one.repetition = r;
+                    values.push(value(&one));
+                }
+            }
+            Box::new(CelList::from(values))
+        }
+        Probe::Has(id) => Box::new(CelBool::from(message.segments().any(|s| s.has_id(id)))),
+        Probe::Count(id) => {
+            let n = message.segments().filter(|s| s.has_id(id)).count();
+            Box::new(CelInt::from(i64::try_from(n).unwrap_or(i64::MAX)))
+        }
+    }
+}
