@@ -87,7 +87,7 @@ const KNOWN_FUNCTIONS: &[&str] = &[
     "trim",
     "join",
     "reverse",
-    "quote",
+    "format",
 ];
 
 /// Identifiers that name types (`type(x) == string`) rather than variables.

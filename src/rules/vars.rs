@@ -331,7 +331,7 @@ impl Needs {
         let mut out = Vec::new();
         for root in Root::ALL {
             let bits = self.keys[root as usize];
-            if root.keys().is_empty() {
+            if !root.is_map() {
                 if bits != 0 {
                     out.push(root.name().to_owned());
                 }
