@@ -363,6 +363,7 @@ fn unknown_variables_keys_and_functions_are_refused_with_position() {
             "unknown variable 'foo'",
         ),
         ("msh.nope == \"\"", 1, 4, "unknown variable 'msh.nope'"),
+        ("pid.idd != \"\"", 1, 4, "unknown variable 'pid.idd'"),
         (
             "pid.id != \"\" &&\n   pv1.class == \"I\"",
             2,

@@ -17,10 +17,12 @@ use std::sync::{Arc, LazyLock};
 use cel::common::ast::{
     operators, CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedExpr, ListExpr, LiteralValue,
 };
+use cel::common::types::CelList;
+use cel::common::value::Val;
 use cel::parser::{Macro, MacroExprHelper, ParseError};
 use cel::Env;
 
-use super::vars::{key_location, path_location, probe_variable, Needs, Probe, Root};
+use super::vars::{key_location, path_location, Needs, Probe, Root};
 use crate::hl7::{Location, Path};
 
 /// The environment every rule and filter is compiled and run with.
@@ -117,20 +119,20 @@ pub(crate) struct CompileError {
     pub message: String,
 }
 
-/// One compiled expression: rewritten, with what it reads and where it points.
+/// One compiled expression: rewritten, with where it points.
 #[derive(Clone, Debug)]
 pub(crate) struct Compiled {
-    /// The expression, `field(...)` & co. replaced by hidden variables.
+    /// The expression, with `root.key`, `field(...)` & co. and constant lists replaced by
+    /// hidden variables (recorded in the [`Needs`] passed to [`compile`]).
     pub expr: IdedExpr,
-    /// What it reads; probes numbered locally (renumbered by [`renumber`] when merged).
-    pub needs: Needs,
     /// The first location it names: a `field`/`fields` path, else the field behind the first
     /// variable key it reads (in source order).
     pub location: Option<Location>,
 }
 
-/// Parses and checks `source`.
-pub(crate) fn compile(source: &str) -> Result<Compiled, CompileError> {
+/// Parses and checks `source`, recording what it reads in `needs` (shared by every
+/// expression of a rule set, so a value read by several rules is extracted once).
+pub(crate) fn compile(source: &str, needs: &mut Needs) -> Result<Compiled, CompileError> {
     let program = ENV.compile(source).map_err(|errors| {
         let first = errors.errors.first();
         CompileError {
@@ -143,14 +145,13 @@ pub(crate) fn compile(source: &str) -> Result<Compiled, CompileError> {
     let mut walk = Walk {
         source,
         info: program.source_info(),
-        needs: Needs::default(),
+        needs,
         scope: Vec::new(),
         location: None,
     };
     walk.expr(&mut expr)?;
     Ok(Compiled {
         expr,
-        needs: walk.needs,
         location: walk.location.map(|(_, l)| l),
     })
 }
@@ -160,68 +161,14 @@ fn clamp(n: isize) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-/// Renumbers the hidden probe variables of `expr` (`@n` → `@map[n]`).
-pub(crate) fn renumber(expr: &mut IdedExpr, map: &[usize]) {
-    visit_mut(expr, &mut |e| {
-        if let Expr::Ident(name) = &mut e.expr {
-            if let Some(n) = name.strip_prefix('@').and_then(|n| n.parse::<usize>().ok()) {
-                if let Some(&to) = map.get(n) {
-                    *name = probe_variable(to);
-                }
-            }
-        }
-    });
-}
-
-/// Calls `f` on every node of `expr`, children first.
-fn visit_mut(expr: &mut IdedExpr, f: &mut impl FnMut(&mut IdedExpr)) {
-    match &mut expr.expr {
-        Expr::Call(call) => {
-            if let Some(target) = &mut call.target {
-                visit_mut(target, f);
-            }
-            for arg in &mut call.args {
-                visit_mut(arg, f);
-            }
-        }
-        Expr::Comprehension(c) => {
-            for e in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
-                visit_mut(e, f);
-            }
-        }
-        Expr::List(list) => {
-            for e in &mut list.elements {
-                visit_mut(e, f);
-            }
-        }
-        Expr::Map(map) => {
-            for entry in &mut map.entries {
-                if let EntryExpr::MapEntry(e) = &mut entry.expr {
-                    visit_mut(&mut e.key, f);
-                    visit_mut(&mut e.value, f);
-                }
-            }
-        }
-        Expr::Select(select) => visit_mut(&mut select.operand, f),
-        Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
-    }
-    f(expr);
-}
-
 /// The state of one walk over an expression.
 struct Walk<'s> {
     /// The source, for positions.
     source: &'s str,
     /// Node offsets in the source.
     info: &'s cel::common::ast::SourceInfo,
-    /// What the expression reads.
-    needs: Needs,
+    /// What the expressions read.
+    needs: &'s mut Needs,
     /// Comprehension variables in scope, innermost last.
     scope: Vec<String>,
     /// The first location named, with the source offset that named it.
@@ -267,7 +214,7 @@ impl Walk<'_> {
                 }
                 if let Some(root) = Root::from_name(name) {
                     // The variable used whole: every key of it is read.
-                    self.needs.all_keys(root);
+                    self.needs.whole(root);
                     return Ok(());
                 }
                 if TYPE_NAMES.contains(&name.as_str()) {
@@ -292,8 +239,13 @@ impl Walk<'_> {
                                     format!("unknown variable '{name}.{}'", select.field),
                                 ));
                             };
-                            self.needs.key(root, k);
                             self.locate(id, key_location(root, k));
+                            if select.test || !root.key_is_string(k) {
+                                // `has(msh.x)` tests the map; a list key is read from it.
+                                self.needs.whole(root);
+                            } else {
+                                e.expr = Expr::Ident(self.needs.key(root, k));
+                            }
                             return Ok(());
                         }
                     }
@@ -303,8 +255,7 @@ impl Walk<'_> {
             Expr::Call(call) => {
                 if call.target.is_none() {
                     if let Some(probe) = self.probe(id, call)? {
-                        let n = self.needs.probe(probe);
-                        e.expr = Expr::Ident(probe_variable(n));
+                        e.expr = Expr::Ident(self.needs.probe(probe));
                         return Ok(());
                     }
                 }
@@ -336,7 +287,13 @@ impl Walk<'_> {
                 self.scope.truncate(depth);
                 walked
             }
-            Expr::List(list) => list.elements.iter_mut().try_for_each(|e| self.expr(e)),
+            Expr::List(list) => {
+                if let Some(constant) = constant_list(list) {
+                    e.expr = Expr::Ident(self.needs.constant(constant));
+                    return Ok(());
+                }
+                list.elements.iter_mut().try_for_each(|e| self.expr(e))
+            }
             Expr::Map(map) => map
                 .entries
                 .iter_mut()
@@ -415,6 +372,24 @@ impl Walk<'_> {
         };
         Ok(Some(probe))
     }
+}
+
+/// A list of two or more literals (`["ADT", "ORU"]`), built once here instead of at every
+/// evaluation. One-element lists are left alone: `map` and `filter` append through them,
+/// and the interpreter recognises that shape to append in place.
+fn constant_list(list: &ListExpr) -> Option<Box<dyn Val>> {
+    if list.elements.len() < 2 || !list.optional_indices.is_empty() {
+        return None;
+    }
+    let values = list
+        .elements
+        .iter()
+        .map(|e| match &e.expr {
+            Expr::Literal(literal) => Some(literal.to_val().into_owned()),
+            _ => None,
+        })
+        .collect::<Option<Vec<Box<dyn Val>>>>()?;
+    Some(Box::new(CelList::from(values)))
 }
 
 /// 1-based line and column (in characters) of character offset `offset` of `source`.
@@ -669,14 +644,4 @@ fn filter_macro(
     let step = call(helper, operators::CONDITIONAL, vec![predicate, plus, a]);
     let result = accu(helper);
     comprehension(helper, range, var, init, cond, step, result)
-}
-
-/// The names a compiled expression reads, for tests: roots with keys, and probe count.
-#[cfg(test)]
-pub(crate) fn read_roots(c: &Compiled) -> std::collections::HashSet<&'static str> {
-    Root::ALL
-        .into_iter()
-        .filter(|r| c.needs.keys[*r as usize] != 0)
-        .map(Root::name)
-        .collect()
 }

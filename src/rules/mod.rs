@@ -212,25 +212,35 @@ pub struct Failure<'r> {
     pub location: Option<Location>,
 }
 
-/// The expressions of a rule set or filter with what they read, shared by both.
-#[derive(Clone, Debug)]
+/// What the expressions of a rule set or filter read, shared by both.
+#[derive(Debug)]
 struct Program {
-    /// What every expression reads (probes numbered set-wide).
+    /// What every expression reads: the hidden variables' slots.
     needs: Needs,
     /// Parsed key paths.
     paths: KeyPaths,
 }
 
 impl Program {
-    /// Builds the context for `message`, then runs `run` with it.
+    /// Nothing read yet.
+    fn new() -> Program {
+        Program {
+            needs: Needs::default(),
+            paths: KeyPaths::new(),
+        }
+    }
+
+    /// Extracts what the expressions read from `message`, then runs `run` with a context
+    /// that resolves their variables.
     fn with_context<'m, T>(
         &self,
         message: &Message<'m>,
         connection: &MessageContext<'m>,
-        run: impl FnOnce(&cel::Context<'_, 'm>) -> T,
+        run: impl FnOnce(&cel::Context<'_, '_>) -> T,
     ) -> T {
+        let slots = vars::extract(&self.needs, &self.paths, message, connection);
         let mut context = cel::Context::with_env(Arc::clone(&compile::ENV));
-        vars::extract(&self.needs, &self.paths, message, connection, &mut context);
+        context.set_variable_resolver(&slots);
         run(&context)
     }
 }
@@ -240,6 +250,7 @@ fn compile_one(
     rule: &str,
     expression: &str,
     options: &RulesOptions,
+    needs: &mut Needs,
 ) -> Result<compile::Compiled, RuleError> {
     if expression.len() > options.expression_bytes_max {
         return Err(RuleError::TooLong {
@@ -248,7 +259,7 @@ fn compile_one(
             max: options.expression_bytes_max,
         });
     }
-    compile::compile(expression).map_err(|e| RuleError::Compile {
+    compile::compile(expression, needs).map_err(|e| RuleError::Compile {
         rule: rule.to_owned(),
         line: e.line,
         column: e.column,
@@ -341,7 +352,7 @@ fn reason(error: &ExecutionError) -> String {
 }
 
 /// Compiled validation rules, ready to judge messages. Cheap to share (`Arc`) between shards.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RuleSet {
     /// The rules in order.
     rules: Vec<Rule>,
@@ -354,10 +365,7 @@ impl RuleSet {
     pub fn empty() -> RuleSet {
         RuleSet {
             rules: Vec::new(),
-            program: Program {
-                needs: Needs::default(),
-                paths: KeyPaths::new(),
-            },
+            program: Program::new(),
         }
     }
 
@@ -407,9 +415,12 @@ impl RuleSet {
                         .map_err(|_| invalid(format!("location '{text}' is not an HL7 path")))?,
                 ),
             };
-            let mut compiled = compile_one(&spec.name, &spec.expression, options)?;
-            let renumbered = set.program.needs.merge(&compiled.needs);
-            compile::renumber(&mut compiled.expr, &renumbered);
+            let compiled = compile_one(
+                &spec.name,
+                &spec.expression,
+                options,
+                &mut set.program.needs,
+            )?;
             set.rules.push(Rule {
                 name: spec.name.clone(),
                 message: spec.message.clone(),
@@ -475,8 +486,16 @@ impl RuleSet {
     }
 }
 
+// Rule sets and filters are compiled off the shards and shared with them (`Arc`), and swapped
+// on reload: they must be Send + Sync.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<RuleSet>();
+    shared::<Filter>();
+};
+
 /// One CEL expression deciding whether a message goes somewhere (a connector's `filter`).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Filter {
     /// The rewritten expression.
     expr: IdedExpr,
@@ -506,13 +525,11 @@ impl Filter {
         expression: &str,
         options: &RulesOptions,
     ) -> Result<Filter, RuleError> {
-        let compiled = compile_one(name, expression, options)?;
+        let mut program = Program::new();
+        let compiled = compile_one(name, expression, options, &mut program.needs)?;
         Ok(Filter {
             expr: compiled.expr,
-            program: Program {
-                needs: compiled.needs,
-                paths: KeyPaths::new(),
-            },
+            program,
         })
     }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use cel::common::types::{CelBool, CelInt, CelList, CelMap, CelMapKey, CelString};
-use cel::common::value::Val;
+use cel::common::value::{CowVal, Val};
 
 use crate::hl7::{Delimiters, Location, Message, Path, Segment};
 
@@ -270,6 +270,12 @@ impl Root {
         }
     }
 
+    /// Whether key `key` holds a string (it can then be read as a hidden variable of its
+    /// own); `tls.client_sans` is a list, read through the whole `tls` map.
+    pub fn key_is_string(self, key: usize) -> bool {
+        !(self == Root::Tls && key == 1)
+    }
+
     /// Whether `root.key` selects a key of this root (a list root has no keys to select).
     pub fn is_map(self) -> bool {
         !matches!(self, Root::ObxList | Root::Segments)
@@ -306,39 +312,58 @@ pub(crate) fn path_location(path: &Path) -> Location {
     }
 }
 
-/// What one rule set reads per message: for each root, which keys (a bit per key), and the
-/// probes (`field`, `fields`, `has`, `count` with their literal arguments).
-#[derive(Clone, Debug, Default)]
+/// What one rule set reads per message, each item the hidden variable a compiled expression
+/// reads instead: `root.key` selections (`@k0`, `@k1` …), roots used whole (`msh` as a map),
+/// probes (`field`, `fields`, `has`, `count` with their literal arguments: `@p0` …) and
+/// constant lists (`["ADT", "ORU"]`: `@c0` …, built once at load). `@` cannot start a CEL
+/// identifier, so no rule can name a hidden variable.
+#[derive(Debug, Default)]
 pub(crate) struct Needs {
-    /// Bit k set: key k of the root is needed. Index by `Root as usize`.
-    pub keys: [u32; 8],
-    /// The function calls rewritten to hidden variables `@0`, `@1` …, in id order.
+    /// Bit `Root as usize` set: the root is read whole (a map or list of all its keys).
+    pub whole: u16,
+    /// The `root.key` selections, slot n read as `@k{n}`.
+    pub keys: Vec<(Root, usize)>,
+    /// The probes, slot n read as `@p{n}`.
     pub probes: Vec<Probe>,
+    /// The constant lists, slot n read as `@c{n}`.
+    pub consts: Vec<Box<dyn Val>>,
 }
 
 impl Needs {
-    /// Marks every key of `root` as needed (the rule uses the map or list as a whole).
-    pub fn all_keys(&mut self, root: Root) {
-        let n = root.keys().len().max(1);
-        self.keys[root as usize] |= (1u32 << n) - 1;
+    /// Marks `root` as read whole.
+    pub fn whole(&mut self, root: Root) {
+        self.whole |= 1 << root as usize;
     }
-    /// Marks key `key` of `root` as needed.
-    pub fn key(&mut self, root: Root, key: usize) {
-        self.keys[root as usize] |= 1 << key;
+    /// The hidden variable of key `key` of `root`, added if new.
+    pub fn key(&mut self, root: Root, key: usize) -> String {
+        let n = slot(&mut self.keys, (root, key));
+        format!("@k{n}")
     }
-    /// What is read, described: `msh.control_id`, `field(PID-3.1)`, `has(PV1)` …
+    /// The hidden variable of `probe`, added if new.
+    pub fn probe(&mut self, probe: Probe) -> String {
+        let n = slot(&mut self.probes, probe);
+        format!("@p{n}")
+    }
+    /// The hidden variable of a constant.
+    pub fn constant(&mut self, value: Box<dyn Val>) -> String {
+        self.consts.push(value);
+        format!("@c{}", self.consts.len() - 1)
+    }
+    /// What is read, described: `msh.control_id`, `obx_list`, `field(PID-3.1)`, `has(PV1)` …
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
         for root in Root::ALL {
-            let bits = self.keys[root as usize];
-            if !root.is_map() {
-                if bits != 0 {
+            let keys = root.keys();
+            if self.whole & (1 << root as usize) != 0 {
+                if root.is_map() {
+                    out.extend(keys.iter().map(|k| format!("{}.{}", root.name(), k.name)));
+                } else {
                     out.push(root.name().to_owned());
                 }
                 continue;
             }
-            for (k, key) in root.keys().iter().enumerate() {
-                if bits & (1 << k) != 0 {
+            for (k, key) in keys.iter().enumerate() {
+                if self.keys.contains(&(root, k)) {
                     out.push(format!("{}.{}", root.name(), key.name));
                 }
             }
@@ -353,20 +378,16 @@ impl Needs {
         }
         out
     }
-    /// The hidden variable of `probe`, added if new.
-    pub fn probe(&mut self, probe: Probe) -> usize {
-        if let Some(at) = self.probes.iter().position(|p| *p == probe) {
-            return at;
+}
+
+/// The index of `item` in `slots`, pushed if absent.
+fn slot<T: PartialEq>(slots: &mut Vec<T>, item: T) -> usize {
+    match slots.iter().position(|s| *s == item) {
+        Some(at) => at,
+        None => {
+            slots.push(item);
+            slots.len() - 1
         }
-        self.probes.push(probe);
-        self.probes.len() - 1
-    }
-    /// Merges `other` in; `other`'s probes are renumbered, the map returned (old → new).
-    pub fn merge(&mut self, other: &Needs) -> Vec<usize> {
-        for (mine, theirs) in self.keys.iter_mut().zip(other.keys) {
-            *mine |= theirs;
-        }
-        other.probes.iter().map(|p| self.probe(p.clone())).collect()
     }
 }
 
@@ -407,12 +428,6 @@ pub(crate) enum Probe {
     Has([u8; 3]),
     /// `count("OBX")`: how many segments have that id.
     Count([u8; 3]),
-}
-
-/// The name of the hidden variable of probe `n`: `@` cannot start a CEL identifier, so no
-/// rule can name it.
-pub(crate) fn probe_variable(n: usize) -> String {
-    format!("@{n}")
 }
 
 /// The connection facts a rule may read.
@@ -511,35 +526,86 @@ impl KeyPaths {
     }
 }
 
-/// Adds to `context` the variables `needs` names, read from `message` and `connection`.
-pub(crate) fn extract<'m>(
-    needs: &Needs,
+/// The values of one message's hidden variables (and whole roots), looked up by name by
+/// the CEL interpreter: no map or variable name is built per message.
+pub(crate) struct Slots<'r, 'm> {
+    /// `@k{n}`.
+    keys: Vec<CelString<'m>>,
+    /// `@p{n}`.
+    probes: Vec<Box<dyn Val + 'm>>,
+    /// The roots read whole, by `Root as usize`.
+    roots: [Option<Box<dyn Val + 'm>>; 8],
+    /// `@c{n}`, owned by the rule set.
+    consts: &'r [Box<dyn Val>],
+}
+
+impl cel::context::VariableResolver for Slots<'_, '_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let Some(hidden) = variable.strip_prefix('@') else {
+            let root = Root::from_name(variable)?;
+            return self.roots[root as usize]
+                .as_deref()
+                .map(|v| CowVal::Borrowed(v as &(dyn Val + 'b)));
+        };
+        let (kind, n) = hidden.split_at_checked(1)?;
+        let n: usize = n.parse().ok()?;
+        let value: &'b (dyn Val + 'b) = match kind {
+            "k" => self.keys.get(n)?,
+            "p" => self.probes.get(n)?.as_ref(),
+            "c" => self.consts.get(n)?.as_ref(),
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(value))
+    }
+}
+
+/// Reads what `needs` names from `message` and `connection`.
+pub(crate) fn extract<'r, 'm>(
+    needs: &'r Needs,
     paths: &KeyPaths,
     message: &Message<'m>,
     connection: &MessageContext<'m>,
-    context: &mut cel::Context<'_, 'm>,
-) {
+) -> Slots<'r, 'm> {
     let delimiters = *message.delimiters();
+    // The segment of each root, found once.
+    let mut segments: [Option<Option<Segment<'m>>>; 8] = [None; 8];
+    let mut segment_of = |root: Root| -> Option<Segment<'m>> {
+        *segments[root as usize]
+            .get_or_insert_with(|| root.segment().and_then(|id| message.segment(id, 1)))
+    };
+    let keys = needs
+        .keys
+        .iter()
+        .map(|&(root, k)| {
+            let text = match root {
+                Root::Peer => Cow::Owned(peer_ip(connection)),
+                Root::Tls => Cow::Borrowed(connection.tls_client_cn.unwrap_or("")),
+                _ => match paths.paths[root as usize].get(k) {
+                    Some(path) => segment_value(segment_of(root).as_ref(), path),
+                    None => Cow::Borrowed(""),
+                },
+            };
+            CelString::from(text)
+        })
+        .collect();
+    let mut roots: [Option<Box<dyn Val + 'm>>; 8] = Default::default();
     for root in Root::ALL {
-        let needed = needs.keys[root as usize];
-        if needed == 0 {
+        if needs.whole & (1 << root as usize) == 0 {
             continue;
         }
+        let all = u32::MAX;
         let value: Box<dyn Val + 'm> = match root {
-            Root::Msh | Root::Pid | Root::Pv1 | Root::Obx => {
-                let segment = root.segment().and_then(|id| message.segment(id, 1));
-                segment_map(
-                    segment.as_ref(),
-                    root.keys(),
-                    &paths.paths[root as usize],
-                    needed,
-                )
-            }
+            Root::Msh | Root::Pid | Root::Pv1 | Root::Obx => segment_map(
+                segment_of(root).as_ref(),
+                root.keys(),
+                &paths.paths[root as usize],
+                all,
+            ),
             Root::ObxList => {
                 let list: Vec<Box<dyn Val + 'm>> = message
                     .body_segments()
                     .filter(|s| s.has_id(b"OBX"))
-                    .map(|s| segment_map(Some(&s), OBX_KEYS, &paths.paths[root as usize], needed))
+                    .map(|s| segment_map(Some(&s), OBX_KEYS, &paths.paths[root as usize], all))
                     .collect();
                 Box::new(CelList::from(list))
             }
@@ -551,35 +617,52 @@ pub(crate) fn extract<'m>(
                 Box::new(CelList::from(list))
             }
             Root::Peer => {
-                let ip = connection
-                    .peer_ip
-                    .map(|ip| ip.to_canonical().to_string())
-                    .unwrap_or_default();
                 let mut map: HashMap<CelMapKey<'m>, Box<dyn Val + 'm>> = HashMap::new();
-                map.insert(CelMapKey::from("ip"), string(Cow::Owned(ip)));
+                map.insert(
+                    CelMapKey::from("ip"),
+                    string(Cow::Owned(peer_ip(connection))),
+                );
                 Box::new(CelMap::from(map))
             }
             Root::Tls => {
                 let mut map: HashMap<CelMapKey<'m>, Box<dyn Val + 'm>> = HashMap::new();
                 let cn = connection.tls_client_cn.unwrap_or("");
                 map.insert(CelMapKey::from("client_cn"), string(Cow::Borrowed(cn)));
-                let sans: Vec<Box<dyn Val + 'm>> = connection
-                    .tls_client_sans
-                    .iter()
-                    .map(|s| string(Cow::Borrowed(s.as_str())))
-                    .collect();
-                map.insert(
-                    CelMapKey::from("client_sans"),
-                    Box::new(CelList::from(sans)),
-                );
+                map.insert(CelMapKey::from("client_sans"), tls_sans(connection));
                 Box::new(CelMap::from(map))
             }
         };
-        context.add_variable_as_val(root.name(), value);
+        roots[root as usize] = Some(value);
     }
-    for (n, probe) in needs.probes.iter().enumerate() {
-        context.add_variable_as_val(probe_variable(n), probe_value(probe, message));
+    let probes = needs
+        .probes
+        .iter()
+        .map(|probe| probe_value(probe, message))
+        .collect();
+    Slots {
+        keys,
+        probes,
+        roots,
+        consts: &needs.consts,
     }
+}
+
+/// `peer.ip`: the address, IPv4-mapped IPv6 shown as IPv4; "" when unknown.
+fn peer_ip(connection: &MessageContext<'_>) -> String {
+    connection
+        .peer_ip
+        .map(|ip| ip.to_canonical().to_string())
+        .unwrap_or_default()
+}
+
+/// `tls.client_sans`: the list of names.
+fn tls_sans<'m>(connection: &MessageContext<'m>) -> Box<dyn Val + 'm> {
+    let sans: Vec<Box<dyn Val + 'm>> = connection
+        .tls_client_sans
+        .iter()
+        .map(|s| string(Cow::Borrowed(s.as_str())))
+        .collect();
+    Box::new(CelList::from(sans))
 }
 
 /// The value of one probe on `message`.
