@@ -580,6 +580,11 @@ pub(crate) fn extract<'r, 'm>(
             let text = match root {
                 Root::Peer => Cow::Owned(peer_ip(connection)),
                 Root::Tls => Cow::Borrowed(connection.tls_client_cn.unwrap_or("")),
+                // MSH fields come from the offsets `Message::parse` cached: no scan.
+                Root::Msh => match paths.paths[root as usize].get(k) {
+                    Some(path) => text(message.get(path).unwrap_or(&[]), &delimiters),
+                    None => Cow::Borrowed(""),
+                },
                 _ => match paths.paths[root as usize].get(k) {
                     Some(path) => segment_value(segment_of(root).as_ref(), path),
                     None => Cow::Borrowed(""),
