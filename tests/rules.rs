@@ -67,10 +67,12 @@ fn eval(file: &str, expression: &str) -> bool {
     eval_with(file, expression, &MessageContext::default())
 }
 
-/// Asserts that every expression holds on `file` (each alone, so a failure names it).
+/// Asserts that every expression holds on `file` (each alone, so a failure names it), and
+/// that its negation fails: a test cannot pass because failures go unreported.
 fn holds(file: &str, expressions: &[&str]) {
     for e in expressions {
         assert!(eval(file, e), "{file}: {e} should hold");
+        assert!(!eval(file, &format!("!({e})")), "{file}: !({e}) should fail");
     }
 }
 
