@@ -469,7 +469,6 @@ fn call(helper: &mut MacroExprHelper<'_>, name: &str, args: Vec<IdedExpr>) -> Id
             func_name: name.to_owned(),
             target: None,
             args,
-            ..CallExpr::default()
         }),
     )
 }
