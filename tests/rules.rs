@@ -72,7 +72,10 @@ fn eval(file: &str, expression: &str) -> bool {
 fn holds(file: &str, expressions: &[&str]) {
     for e in expressions {
         assert!(eval(file, e), "{file}: {e} should hold");
-        assert!(!eval(file, &format!("!({e})")), "{file}: !({e}) should fail");
+        assert!(
+            !eval(file, &format!("!({e})")),
+            "{file}: !({e}) should fail"
+        );
     }
 }
 
