@@ -356,6 +356,12 @@ fn syntax_errors_name_the_rule_and_position() {
         e.to_string().starts_with("rule 'bad': line 2, column 13:"),
         "{e}"
     );
+    // Columns count characters, not bytes, in parse errors too.
+    let e = compile_error("\"ÉÉ\" == ) ");
+    let RuleError::Compile { line, column, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((*line, *column), (1, 9), "{e}");
 }
 
 #[test]
@@ -369,6 +375,8 @@ fn unknown_variables_keys_and_functions_are_refused_with_position() {
         ),
         ("msh.nope == \"\"", 1, 4, "unknown variable 'msh.nope'"),
         ("pid.idd != \"\"", 1, 4, "unknown variable 'pid.idd'"),
+        // Columns count characters, not bytes.
+        ("\"ÉÉ\" == \"\" && foo", 1, 15, "unknown variable 'foo'"),
         (
             "pid.id != \"\" &&\n   pv1.class == \"I\"",
             2,

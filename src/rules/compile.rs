@@ -6,6 +6,10 @@
 //! is refused at load, not at 3 a.m.) into a hidden variable read, and records in [`Needs`]
 //! which variables and keys the expression reads: per message only those are extracted.
 //!
+//! The walk is mllpd's own rather than `cel`'s `Program::references()`: that lists names only
+//! (comprehension variables among them, selected keys and call arguments not), while the
+//! extraction needs `root.key` pairs and literal paths.
+//!
 //! `has` is both CEL's presence macro (`has(msh.control_id)`) and mllpd's segment test
 //! (`has("PV1")`). The `cel` crate's standard `has` macro refuses a literal argument and cannot
 //! be replaced, so the environment here is the standard library without its macros, and the
@@ -392,11 +396,12 @@ fn constant_list(list: &ListExpr) -> Option<Box<dyn Val>> {
     Some(Box::new(CelList::from(values)))
 }
 
-/// 1-based line and column (in characters) of character offset `offset` of `source`.
+/// 1-based line and column (in characters) of byte offset `offset` of `source` (the parser
+/// records byte offsets).
 fn line_column(source: &str, offset: u32) -> (u32, u32) {
     let mut line = 1;
     let mut column = 1;
-    for (i, c) in source.chars().enumerate() {
+    for (i, c) in source.char_indices() {
         if i as u64 >= u64::from(offset) {
             break;
         }
