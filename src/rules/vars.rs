@@ -487,22 +487,22 @@ fn segment_value<'m>(segment: Option<&Segment<'m>>, path: &Path) -> Cow<'m, str>
     text(raw, segment.delimiters())
 }
 
-/// The map of the `needed` keys of `keys`, read from `segment`.
+/// The map of every key of `keys`, read from `segment` (a root a rule uses whole).
 fn segment_map<'m>(
     segment: Option<&Segment<'m>>,
     keys: &[Key],
     paths: &[Path],
-    needed: u32,
 ) -> Box<dyn Val + 'm> {
-    let mut map: HashMap<CelMapKey<'m>, Box<dyn Val + 'm>> = HashMap::new();
-    for (k, (key, path)) in keys.iter().zip(paths).enumerate() {
-        if needed & (1 << k) != 0 {
-            map.insert(
+    let map: HashMap<CelMapKey<'m>, Box<dyn Val + 'm>> = keys
+        .iter()
+        .zip(paths)
+        .map(|(key, path)| {
+            (
                 CelMapKey::from(key.name),
                 string(segment_value(segment, path)),
-            );
-        }
-    }
+            )
+        })
+        .collect();
     Box::new(CelMap::from(map))
 }
 
@@ -598,19 +598,17 @@ pub(crate) fn extract<'r, 'm>(
         if needs.whole & (1 << root as usize) == 0 {
             continue;
         }
-        let all = u32::MAX;
         let value: Box<dyn Val + 'm> = match root {
             Root::Msh | Root::Pid | Root::Pv1 | Root::Obx => segment_map(
                 segment_of(root).as_ref(),
                 root.keys(),
                 &paths.paths[root as usize],
-                all,
             ),
             Root::ObxList => {
                 let list: Vec<Box<dyn Val + 'm>> = message
                     .body_segments()
                     .filter(|s| s.has_id(b"OBX"))
-                    .map(|s| segment_map(Some(&s), OBX_KEYS, &paths.paths[root as usize], all))
+                    .map(|s| segment_map(Some(&s), OBX_KEYS, &paths.paths[root as usize]))
                     .collect();
                 Box::new(CelList::from(list))
             }
