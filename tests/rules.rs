@@ -241,7 +241,11 @@ fn field_and_fields_read_paths() {
     );
     holds(
         "orm_o01_v24_repetitions.hl7",
-        &[r#"size(fields("PID-3")) >= 2 || size(fields("PID-13")) >= 2"#],
+        &[
+            r#"fields("PID-3.4") == ["EF", "EF", "NHS"] && fields("PID-3(3).1") == ["2233445566"]"#,
+            r#"fields("PID-11.1") == ["1 QUAY ST", "PO BOX 7"] && pid.country == """#,
+            r#"fields("OBR-4.2") == ["CMP", "Lipid panel"] && field("OBR-4(2).1") == "80061""#,
+        ],
     );
 }
 
