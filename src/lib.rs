@@ -13,5 +13,6 @@ pub mod journal;
 pub mod limits;
 pub mod logging;
 pub mod mllp;
+pub mod rules;
 pub mod send;
 pub mod server;

@@ -143,3 +143,17 @@ const _: () =
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_MAX);
 const _: () = assert!(READ_BUFFER_BYTES_INITIAL <= FRAME_BYTES_MAX_MIN + READ_BUFFER_SLACK_BYTES);
 const _: () = assert!(FRAME_BYTES_MAX_MAX <= u32::MAX as usize);
+
+/// Most validation rules one configuration may hold. Every rule runs on every message until
+/// one fails, so the count bounds the CPU a message costs; 256 is far above the few dozen
+/// rules a real interface needs, and a longer list is a generated file gone wrong.
+pub const RULES_MAX: usize = 256;
+
+/// Longest CEL expression (bytes) of one rule or connector filter. Compilation, the
+/// parser's recursion and the size of the evaluated tree all grow with it; 4 KiB holds the
+/// longest allow-list written by hand, and anything longer belongs in several rules.
+pub const RULE_EXPRESSION_BYTES_MAX: usize = 4 * 1024;
+
+/// Longest rule name or message (bytes): both are written into ACKs (MSA-3, ERR) and logs,
+/// whose text is bounded by `ACK_TEXT_BYTES_MAX` anyway.
+pub const RULE_TEXT_BYTES_MAX: usize = 1024;
