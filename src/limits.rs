@@ -95,6 +95,12 @@ pub const SOCKET_RING_ENTER_BACKOFF: Duration = Duration::from_millis(1);
 /// long pipelined burst costs a send per 300 messages, not one per message.
 pub const ANSWER_BYTES_MAX: usize = 64 * 1024;
 
+/// Most bytes a connection reads before it lets the shard's other connections run, whether or
+/// not those bytes completed a frame: a peer streaming bytes that never close a frame (random
+/// bytes, measured: a neighbour's p99 690 ms on the ring path) writes nothing and so never hits
+/// [`ANSWER_BYTES_MAX`]. 64 KiB is ~200 typical messages, so a real sender pauses rarely.
+pub const READ_BYTES_PER_TURN_MAX: usize = 64 * 1024;
+
 /// Most frames decoded, admitted and waited for before their answers are written and the
 /// shard's other connections get a turn. Bounds the verdicts pending at once, and the time one
 /// connection holds the shard's CPU between yields (1024 parses and ACKs: well under a

@@ -27,7 +27,7 @@ use crate::hl7::Message;
 use crate::journal::{Append, DedupKey, RecordRef};
 use crate::limits::{
     ANSWER_BYTES_MAX, ANSWER_FRAMES_MAX, READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES,
-    REJECTED_FRAMES_MAX, REJECTED_FRAMES_WINDOW,
+    READ_BYTES_PER_TURN_MAX, REJECTED_FRAMES_MAX, REJECTED_FRAMES_WINDOW,
 };
 use crate::mllp::{Decoded, Decoder};
 
@@ -101,6 +101,8 @@ struct Connection {
     frame_started: Option<Instant>,
     /// Counters.
     counts: Counts,
+    /// Bytes read since this connection last let the shard's other connections run.
+    unpaused_bytes: usize,
 }
 
 /// A connection's socket: glommio's, or one on the shard's ring (SOCKET_IO).
@@ -168,6 +170,7 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         peer,
         frame_started: None,
         counts: Counts::default(),
+        unpaused_bytes: 0,
     };
     let close = conn.run(shard, id, &mut stream, slot).await;
     log_close(shard, id, peer, &conn, close);
@@ -239,6 +242,15 @@ impl Connection {
                 return close;
             }
             self.reclaim();
+            // A read that completes no frame (random bytes, one endless frame) writes nothing
+            // and so never pauses above, and on the ring a read of a full inbox returns without
+            // suspending: without this, such a peer holds the shard until glommio's preempt
+            // timer (100 ms), starving every other connection.
+            self.unpaused_bytes += n;
+            if self.unpaused_bytes >= READ_BYTES_PER_TURN_MAX {
+                self.unpaused_bytes = 0;
+                pause().await;
+            }
         }
     }
 
