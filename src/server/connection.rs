@@ -26,8 +26,9 @@ use tracing::{debug, info, warn};
 use crate::hl7::Message;
 use crate::journal::{Append, DedupKey, RecordRef};
 use crate::limits::{
-    ANSWER_BYTES_MAX, ANSWER_FRAMES_MAX, READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES,
-    READ_BYTES_PER_TURN_MAX, REJECTED_FRAMES_MAX, REJECTED_FRAMES_WINDOW,
+    ANSWER_BYTES_MAX, ANSWER_FRAMES_MAX, CONNECTION_PAUSE, READ_BUFFER_BYTES_INITIAL,
+    READ_BUFFER_GROWTH, READ_BUFFER_KEEP, READ_BUFFER_SLACK_BYTES, READ_BYTES_PER_TURN_MAX,
+    REJECTED_FRAMES_MAX, REJECTED_FRAMES_WINDOW,
 };
 use crate::mllp::{Decoded, Decoder};
 
@@ -274,15 +275,38 @@ impl Connection {
             return Err(on_timeout);
         }
         self.make_room()?;
-        let buf = &mut self.buf[self.filled..];
-        let result = if in_frame {
-            stream.read(buf, timeout).await
-        } else {
-            let drained = async {
-                shard.drain_signal(slot).await;
-                Err(io::Error::from(io::ErrorKind::Interrupted))
+        let mut timeout = timeout;
+        let result = loop {
+            // A buffer a large frame grew is kept while bytes keep coming (a stream of large
+            // frames would otherwise pay the growth — copies and fresh pages — for every
+            // frame), and given back once the peer pauses: idle connections hold only the
+            // initial buffer.
+            let keeping = self.filled == 0 && self.buf.len() > READ_BUFFER_BYTES_INITIAL;
+            let wait = if keeping {
+                timeout.min(READ_BUFFER_KEEP)
+            } else {
+                timeout
             };
-            future::or(stream.read(buf, timeout), drained).await
+            // One read takes at most a turn's worth: the copy of a larger one (a socket
+            // buffer of megabytes) would hold the shard in one step.
+            let end = (self.filled + READ_BYTES_PER_TURN_MAX).min(self.buf.len());
+            let buf = &mut self.buf[self.filled..end];
+            let result = if in_frame {
+                stream.read(buf, wait).await
+            } else {
+                let drained = async {
+                    shard.drain_signal(slot).await;
+                    Err(io::Error::from(io::ErrorKind::Interrupted))
+                };
+                future::or(stream.read(buf, wait), drained).await
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && wait < timeout => {
+                    self.buf = vec![0; READ_BUFFER_BYTES_INITIAL];
+                    timeout -= wait;
+                }
+                result => break result,
+            }
         };
         result.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => on_timeout,
@@ -438,23 +462,24 @@ impl Connection {
         if self.filled < self.buf.len() {
             return Ok(());
         }
-        let grown = (self.buf.len() * 2).min(self.buf_bytes_max);
+        let grown = (self.buf.len() * READ_BUFFER_GROWTH).min(self.buf_bytes_max);
         if grown <= self.buf.len() {
             // The decoder reports FrameTooLarge before an open frame can fill a buffer of
             // MAX_FRAME_SIZE + slack, so this is unreachable; closing is the safe answer.
             debug_assert!(false, "read buffer full at its bound");
             return Err(Close::FrameTooLarge);
         }
-        self.buf.resize(grown, 0);
+        // A new zeroed buffer rather than `resize`: a large one comes as fresh pages that are
+        // neither copied nor cleared, and cost memory only once written.
+        let mut buf = vec![0; grown];
+        buf[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+        self.buf = buf;
         Ok(())
     }
 
-    /// Gives back memory a large frame needed once the buffer is empty again, so idle
-    /// connections hold only the initial buffer.
+    /// Gives back the memory a large answer needed (the read buffer is given back in `read`,
+    /// once the peer pauses).
     fn reclaim(&mut self) {
-        if self.filled == 0 && self.buf.len() > READ_BUFFER_BYTES_INITIAL {
-            self.buf = vec![0; READ_BUFFER_BYTES_INITIAL];
-        }
         if self.out.capacity() > READ_BUFFER_BYTES_INITIAL * 8 {
             self.out = Vec::new();
         }
@@ -536,13 +561,8 @@ impl Rejections {
 /// takes this task off the run queue until the executor's next poll, which also reaps every
 /// ready socket.
 async fn pause() {
-    glommio::timer::sleep(PAUSE).await;
+    glommio::timer::sleep(CONNECTION_PAUSE).await;
 }
-
-/// How long [`pause`] sleeps. Only there to reach the executor's next poll, but long enough not
-/// to have passed before the timer is first polled (1 µs had, in a debug build, so the task
-/// never left the CPU); 50 µs per chunk of `ANSWER_FRAMES_MAX` frames costs a flood little.
-const PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// A frame of the current read: where its payload is, and what was decided.
 #[derive(Debug)]
