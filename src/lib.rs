@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod ack;
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod fuzzing;

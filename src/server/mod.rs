@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::limits;
 
 pub use clock::format_timestamp;
-pub use respond::{Responder, Verdict};
+pub use respond::Responder;
 
 /// Memory glommio registers per shard for file IO. Sockets do not use it; the journal will
 /// (its issue sizes this). Kept small so several shards fit in an 8 MiB RLIMIT_MEMLOCK.
