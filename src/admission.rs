@@ -24,7 +24,8 @@
 //! - MSH-15 (enhanced mode) may suppress any of these answers (`ack::build`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::ack::{self, AckError, AckOutcome, AckRequest, Disposition, Severity};
 use crate::hl7::{ErrorCode, Message, MessageHeader, ParseError, ParseOptions};
@@ -60,6 +61,53 @@ impl Rules {
     }
 }
 
+/// The rules in force for every shard: published by whoever loads them (start, SIGHUP reload,
+/// off the shards) and taken by each shard's [`Admission`] between two messages. A shard looks
+/// at one atomic per message and takes the lock only when the generation changed.
+#[derive(Debug)]
+pub struct RulesSlot {
+    /// The generation of `current`, readable without the lock.
+    generation: AtomicU64,
+    /// The rules in force.
+    current: Mutex<Arc<Rules>>,
+}
+
+impl RulesSlot {
+    /// A slot holding `set` as generation 1.
+    pub fn new(set: RuleSet) -> Arc<RulesSlot> {
+        Arc::new(RulesSlot {
+            generation: AtomicU64::new(1),
+            current: Mutex::new(Rules::new(set, 1)),
+        })
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The rules in force.
+    pub fn current(&self) -> Arc<Rules> {
+        Arc::clone(&self.lock())
+    }
+
+    /// Puts `set` in force as the next generation, which it returns. Every shard switches to
+    /// it before the next message it decides; a message being decided keeps the rules it
+    /// started with.
+    pub fn publish(&self, set: RuleSet) -> u64 {
+        let mut current = self.lock();
+        let generation = current.generation + 1;
+        *current = Rules::new(set, generation);
+        self.generation.store(generation, Ordering::Release);
+        generation
+    }
+
+    /// The lock; a panic elsewhere while it was held cannot leave it half written (one store).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Rules>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// How often one rule of the current generation decided a message, on one shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleCount {
@@ -75,18 +123,22 @@ pub struct RuleCount {
 pub struct Admission {
     /// How payloads are parsed (default charset).
     parse_options: ParseOptions,
-    /// The rules in force.
+    /// Where the rules in force are published.
+    slot: Arc<RulesSlot>,
+    /// The rules in force here (`slot`'s, taken between two messages).
     rules: Arc<Rules>,
     /// Per rule of `rules`, in order: how often it decided (reset when the rules change).
     counts: Vec<RuleCount>,
 }
 
 impl Admission {
-    /// Admission with `rules` in force.
-    pub fn new(parse_options: ParseOptions, rules: Arc<Rules>) -> Admission {
+    /// Admission with the rules `slot` publishes.
+    pub fn new(parse_options: ParseOptions, slot: Arc<RulesSlot>) -> Admission {
+        let rules = slot.current();
         let counts = vec![RuleCount::default(); rules.set.len()];
         Admission {
             parse_options,
+            slot,
             rules,
             counts,
         }
@@ -102,10 +154,14 @@ impl Admission {
         &self.rules
     }
 
-    /// Puts `rules` in force from the next [`Admission::decide`] on; the counters start again.
-    pub fn switch(&mut self, rules: Arc<Rules>) {
-        self.counts = vec![RuleCount::default(); rules.set.len()];
-        self.rules = rules;
+    /// Takes the slot's rules when they changed; the counters start again. Called before each
+    /// message, so a message is judged by exactly one generation.
+    fn refresh(&mut self) {
+        if self.slot.generation() != self.rules.generation {
+            let rules = self.slot.current();
+            self.counts = vec![RuleCount::default(); rules.set.len()];
+            self.rules = rules;
+        }
     }
 
     /// Per rule of the current generation, in order: its name and how often it decided.
@@ -115,6 +171,7 @@ impl Admission {
 
     /// Decides the fate of `payload`: one parse, then the rules (none: nothing is extracted).
     pub fn decide(&mut self, payload: &[u8], context: &Context<'_>) -> Decision {
+        self.refresh();
         let message = match Message::parse_keeping_header(payload, &self.parse_options) {
             Ok(message) => message,
             Err(unparsed) => {
@@ -390,7 +447,7 @@ mod tests {
             })
             .collect();
         let set = RuleSet::compile(&specs, &RulesOptions::default()).expect("rules compile");
-        Admission::new(ParseOptions::default(), Rules::new(set, 1))
+        Admission::new(ParseOptions::default(), RulesSlot::new(set))
     }
 
     /// The ACK text for `payload`, and how many MSH scans of it deciding and answering took.
@@ -494,8 +551,9 @@ mod tests {
     }
 
     #[test]
-    fn switching_rules_takes_effect_at_the_next_message() {
-        let mut admission = admission(&[]);
+    fn published_rules_take_effect_at_the_next_message() {
+        let slot = RulesSlot::new(RuleSet::empty());
+        let mut admission = Admission::new(ParseOptions::default(), Arc::clone(&slot));
         assert!(matches!(
             admission.decide(ADT, &Context::default()).cause(),
             Cause::Accepted
@@ -509,11 +567,12 @@ mod tests {
             location: None,
         };
         let set = RuleSet::compile(&[spec], &RulesOptions::default()).expect("compiles");
-        admission.switch(Rules::new(set, 2));
+        assert_eq!(slot.publish(set), 2);
         let decision = admission.decide(ADT, &Context::default());
         assert_eq!(
             decision.rule().map(|r| (r.name(), r.generation())),
             Some(("no-adt", 2))
         );
+        assert_eq!(admission.rules().generation, 2);
     }
 }

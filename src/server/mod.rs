@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use tracing::{error, info, warn};
 
+use crate::admission::RulesSlot;
 use crate::config::Config;
 use crate::limits;
+use crate::rules::{RuleSet, RulesOptions};
 
 pub use clock::format_timestamp;
 pub use respond::Responder;
@@ -103,9 +105,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .ok_or_else(|| ServerError::Other("cannot read the bound address".to_owned()))?;
     crate::journal::create_dir_durable(&config.data_dir)
         .map_err(|e| ServerError::Other(format!("DATA_DIR {}: {e}", config.data_dir.display())))?;
+    let rules = RuleSet::compile(&config.validation.rules, &RulesOptions::default())
+        .map_err(|e| ServerError::Other(format!("validation: {e}")))?;
+    if !rules.is_empty() {
+        info!(
+            generation = 1,
+            rules = rules.len(),
+            "validation rules loaded"
+        );
+    }
+    let rules = RulesSlot::new(rules);
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
     let shared = Arc::new(shard::Shared {
+        rules,
         listen_addr,
         draining: AtomicBool::new(false),
         connections: AtomicUsize::new(0),

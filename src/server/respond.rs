@@ -56,7 +56,7 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::{Admission, Context, Rules};
+    use crate::admission::{Admission, Context, RulesSlot};
     use crate::hl7::ParseOptions;
     use crate::journal::JournalError;
     use crate::rules::RuleSet;
@@ -68,7 +68,7 @@ mod tests {
     const ADT: &[u8] = b"MSH|^~\\&|SA|SF|RA|RF|20260101||ADT^A01|C-1|P|2.5\rPID|1\r";
 
     fn decide(payload: &[u8]) -> Decision {
-        let rules = Rules::new(RuleSet::empty(), 1);
+        let rules = RulesSlot::new(RuleSet::empty());
         Admission::new(ParseOptions::default(), rules).decide(payload, &Context::default())
     }
 

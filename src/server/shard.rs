@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use tracing::{error, info, warn};
 
-use crate::admission::{Admission, Rules};
+use crate::admission::{Admission, RulesSlot};
 use crate::config::{AckAfter, Config};
 use crate::hl7::ParseOptions;
 use crate::journal::{Journal, JournalOptions, RecoveryProgress};
-use crate::rules::RuleSet;
 
 use super::clock::{self, ControlIds};
 use super::connection;
@@ -53,6 +52,8 @@ pub struct Shared {
     pub start_unix_seconds: u64,
     /// Where a shard reports a failure that must end the process (after a drain).
     pub events: std::sync::Mutex<std::sync::mpsc::Sender<super::Event>>,
+    /// The validation rules in force (replaced on SIGHUP).
+    pub rules: Arc<RulesSlot>,
 }
 
 impl Shared {
@@ -165,10 +166,7 @@ impl Shard {
             all_closed: Rc::new(WakerSlot::default()),
             next_connection: Cell::new(0),
             responder: RefCell::new(Responder::new(control_ids)),
-            admission: RefCell::new(Admission::new(
-                parse_options,
-                Rules::new(RuleSet::empty(), 1),
-            )),
+            admission: RefCell::new(Admission::new(parse_options, shared.rules.clone())),
             clock_second: Cell::new(u64::MAX),
             journal,
             sockets,
