@@ -198,3 +198,164 @@ fn a_rule_that_does_not_compile_stops_the_start_and_check_config_names_it() {
         "{stdout}"
     );
 }
+
+/// Generation 1 rejects ORU, generation 2 rejects ADT: every ACK says which generation judged
+/// its message (the rule's name is in ERR-5).
+const OLD_RULES: &str = r#"
+validation:
+  rules:
+    - name: g1-no-oru
+      expression: 'msh.msg_type != "ORU"'
+      message: no ORU here
+"#;
+
+const NEW_RULES: &str = r#"
+validation:
+  rules:
+    - name: g2-no-adt
+      expression: 'msh.msg_type != "ADT"'
+      message: no ADT here
+"#;
+
+fn oru(id: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20260101120000||ORU^R01^ORU_R01|{id}|P|2.5.1\r\
+         PID|1||12345^^^HOSP^MR\rOBX|1|NM|2345-7^Glucose^LN||5.5|mmol/L|||||F\r"
+    )
+    .into_bytes()
+}
+
+/// The generation that judged a message of kind ADT (`adt`) or ORU, from its ACK; panics on
+/// an ACK that fits neither (a mix, or something else).
+fn generation_of(adt: bool, ack: &common::Ack) -> u8 {
+    let (code, rule) = (ack.code(), ack.field("ERR", 5));
+    match (adt, code.as_str(), rule.as_str()) {
+        (true, "AA", "") | (false, "AR", "g1-no-oru") => 1,
+        (true, "AR", "g2-no-adt") | (false, "AA", "") => 2,
+        _ => panic!("an ACK from no single generation: {ack:?}"),
+    }
+}
+
+/// One sender: a message at a time, ADT and ORU in turn, until `stop`; returns per message the
+/// generation that judged it and whether it was sent after `reloaded` was set.
+fn sender(
+    server: std::net::SocketAddr,
+    n: usize,
+    sent: &std::sync::atomic::AtomicUsize,
+    reloaded: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<(u8, bool)> {
+    use std::sync::atomic::Ordering;
+    let mut client = common::Client::connect(server);
+    let mut verdicts = Vec::new();
+    for i in 0.. {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let after = reloaded.load(Ordering::Acquire);
+        let id = format!("S{n}-{i}");
+        let adt_kind = i % 2 == 0;
+        let payload = if adt_kind {
+            adt(&id, "A01", "1", "M")
+        } else {
+            oru(&id)
+        };
+        client.send_message(&payload);
+        let frame = client
+            .read_frame()
+            .unwrap_or_else(|| panic!("sender {n}: connection dropped at {id}"));
+        let ack = common::Ack::parse(&frame);
+        assert_eq!(ack.control_id(), id);
+        verdicts.push((generation_of(adt_kind, &ack), after));
+        sent.fetch_add(1, Ordering::AcqRel);
+    }
+    verdicts
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+#[test]
+fn sighup_reloads_the_rules_under_load_and_a_broken_file_leaves_them_in_force() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), OLD_RULES);
+    let server = Server::start(&[("CONFIG_FILE", &config), ("ACK_AFTER", "receipt")]);
+    let (sent, reloaded, stop) = (
+        AtomicUsize::new(0),
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+    );
+    let wait_for = |more: usize| {
+        let target = sent.load(Ordering::Acquire) + more;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while sent.load(Ordering::Acquire) < target {
+            assert!(std::time::Instant::now() < deadline, "senders stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let results: Vec<Vec<(u8, bool)>> = std::thread::scope(|scope| {
+        let (addr, shared) = (server.addr, (&sent, &reloaded, &stop));
+        let senders: Vec<_> = (0..4)
+            .map(|n| scope.spawn(move || sender(addr, n, shared.0, shared.1, shared.2)))
+            .collect();
+        // Stops the senders however this closure ends (a failed assertion too): the scope
+        // joins them before the panic goes on.
+        let _stop = StopOnDrop(&stop);
+        wait_for(200);
+        write_config(dir.path(), NEW_RULES);
+        server.signal("HUP");
+        server.wait_log(
+            &["validation rules reloaded", "generation=2", "rules=1"],
+            Duration::from_secs(10),
+        );
+        reloaded.store(true, Ordering::Release);
+        wait_for(200);
+        // A broken file: refused, generation 2 stays in force (checked by every later verdict).
+        write_config(dir.path(), BROKEN);
+        server.signal("HUP");
+        let refused = server.wait_log(
+            &["validation rules reload refused", "generation=2"],
+            Duration::from_secs(10),
+        );
+        assert!(refused.contains("pid3-required"), "{refused}");
+        wait_for(200);
+        stop.store(true, Ordering::Release);
+        senders
+            .into_iter()
+            .map(|s| s.join().expect("a sender failed"))
+            .collect()
+    });
+    let (mut old, mut new) = (0, 0);
+    for (n, verdicts) in results.iter().enumerate() {
+        // One connection is served by one shard, which switches once: never back to 1.
+        let switched = verdicts
+            .iter()
+            .position(|v| v.0 == 2)
+            .unwrap_or(verdicts.len());
+        assert!(
+            verdicts[switched..].iter().all(|v| v.0 == 2),
+            "sender {n} saw generation 1 after 2"
+        );
+        assert!(
+            verdicts.iter().filter(|v| v.1).all(|v| v.0 == 2),
+            "sender {n}: a message sent after the reload line was judged by the old rules"
+        );
+        old += switched;
+        new += verdicts.len() - switched;
+    }
+    assert!(old > 0 && new > 0, "both generations judged: {old} / {new}");
+    assert!(
+        server
+            .logs()
+            .iter()
+            .all(|l| !l.contains("connection closed") || l.contains("PeerClosed")),
+        "no connection dropped by the server"
+    );
+}
