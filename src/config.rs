@@ -596,6 +596,9 @@ impl Config {
             Invocation::Journal(_) => Err(ConfigError::Usage(
                 "`mllpd journal` takes no server configuration".to_owned(),
             )),
+            Invocation::Validate(_) => Err(ConfigError::Usage(
+                "`mllpd validate` takes no server configuration".to_owned(),
+            )),
         }
     }
 

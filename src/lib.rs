@@ -17,3 +17,4 @@ pub mod mllp;
 pub mod rules;
 pub mod send;
 pub mod server;
+pub mod validate;
