@@ -1,6 +1,7 @@
-//! The per-connection driver: read into a bounded buffer, decode every complete frame, parse it
-//! and append the good ones to the shard's journal, wait for the group commit that covers them
-//! (ACK_AFTER=journal), then write the answers, in frame order. The answers of one read go out
+//! The per-connection driver: read into a bounded buffer, decode every complete frame, have
+//! admission decide its fate (`crate::admission`: one parse, the validation rules), append
+//! what the decision says to journal to the shard's journal, wait for the group commit that
+//! covers them (ACK_AFTER=journal), then write the answers, in frame order. The answers of one read go out
 //! with one write while they fit `limits::ANSWER_BYTES_MAX` and `limits::ANSWER_FRAMES_MAX`;
 //! a larger read is answered in chunks of that size, a write each, yielding to the shard's
 //! other connections between chunks. The read buffer is not compacted until its whole answer is
