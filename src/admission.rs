@@ -520,6 +520,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_rule_honours_enhanced_mode_and_the_err_form_of_old_versions() {
+        let mut admission = admission(&[("pid3", "pid.id != \"\"", "needed", OnFail::AR)]);
+        let answer = |admission: &mut Admission, payload: &[u8]| {
+            let decision = admission.decide(payload, &Context::default());
+            let mut out = Vec::new();
+            let outcome = decision.answer(payload, b"T", b"A-1", &mut out);
+            (outcome, String::from_utf8(out).expect("ASCII"))
+        };
+        let er = b"MSH|^~\\&|SA|SF|RA|RF|1||ADT^A01|C-1|P|2.5|||ER|NE\rPID|1\r";
+        let (_, ack) = answer(&mut admission, er);
+        assert!(ack.contains("\rMSA|CR|C-1|needed\r"), "{ack}");
+        let su = b"MSH|^~\\&|SA|SF|RA|RF|1||ADT^A01|C-1|P|2.5|||SU|NE\rPID|1\r";
+        let (outcome, ack) = answer(&mut admission, su);
+        assert_eq!((outcome, ack.as_str()), (AckOutcome::Suppressed, ""));
+        // Before v2.5, ERR-1 (ELD) has no place for the rule's name.
+        let old = b"MSH|^~\\&|SA|SF|RA|RF|1||ADT^A01|C-1|P|2.3\rPID|1\r";
+        let (_, ack) = answer(&mut admission, old);
+        assert!(
+            ack.ends_with("\rMSA|AR|C-1|needed\rERR|PID^1^3^101&Required field missing&HL70357\r"),
+            "{ack}"
+        );
+    }
+
+    #[test]
     fn an_evaluation_error_is_ae_207_with_the_reason_and_counted() {
         let mut admission = admission(&[("num", "int(msh.control_id) > 0", "x", OnFail::AR)]);
         let decision = admission.decide(ADT, &Context::default());
