@@ -1,10 +1,10 @@
 //! The per-connection driver: read into a bounded buffer, decode every complete frame, have
 //! admission decide its fate (`crate::admission`: one parse, the validation rules), append
 //! what the decision says to journal to the shard's journal, wait for the group commit that
-//! covers them (ACK_AFTER=journal), then write the answers, in frame order. The answers of one read go out
-//! with one write while they fit `limits::ANSWER_BYTES_MAX` and `limits::ANSWER_FRAMES_MAX`;
-//! a larger read is answered in chunks of that size, a write each, yielding to the shard's
-//! other connections between chunks. The read buffer is not compacted until its whole answer is
+//! covers them (ACK_AFTER=journal), then write the answers, in frame order. The answers of one
+//! read go out with one write while they fit `limits::ANSWER_BYTES_MAX` and
+//! `limits::ANSWER_FRAMES_MAX`; a larger read is answered in chunks of that size, a write each,
+//! yielding to the shard's other connections between chunks. The read buffer is not compacted until its whole answer is
 //! written: pending verdicts hold offsets into it. A connection that has more than
 //! `limits::REJECTED_FRAMES_MAX` frames rejected within `limits::REJECTED_FRAMES_WINDOW` (and no
 //! message accepted) is closed: a flood of empty or junk frames costs a bounded number of ARs.
