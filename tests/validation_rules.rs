@@ -359,3 +359,46 @@ fn sighup_reloads_the_rules_under_load_and_a_broken_file_leaves_them_in_force() 
         "no connection dropped by the server"
     );
 }
+
+#[test]
+fn evaluation_errors_are_logged_at_most_once_a_second_and_none_goes_uncounted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), RULES);
+    let server = Server::start(&[("SHARDS", "1"), ("CONFIG_FILE", &config)]);
+    let mut client = server.connect();
+    // Twenty messages that make `pid3-numeric` err, in one write: decided within one read.
+    let burst: Vec<u8> = (0..20)
+        .flat_map(|i| common::frame(&adt(&format!("E-{i}"), "A01", "DOE", "M")))
+        .collect();
+    client.send(&burst);
+    for i in 0..20 {
+        let ack = client.read_ack();
+        assert_eq!(
+            (ack.code(), ack.control_id()),
+            ("AE".to_owned(), format!("E-{i}"))
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    client.send_message(&adt("E-LAST", "A01", "DOE", "M"));
+    assert_eq!(client.read_ack().code(), "AE");
+    server.wait_log(
+        &["could not be evaluated", "control_id=E-LAST"],
+        Duration::from_secs(5),
+    );
+    let lines: Vec<String> = server
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("validation rule could not be evaluated"))
+        .collect();
+    assert!(lines.len() <= 3, "at most one line a second: {lines:#?}");
+    // Every error is logged or counted in the line after it.
+    let counted: u64 = lines
+        .iter()
+        .map(|l| {
+            common::log_value(l, "unlogged_since_last")
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("unlogged_since_last")
+        })
+        .sum();
+    assert_eq!(lines.len() as u64 + counted, 21, "{lines:#?}");
+}
