@@ -4,7 +4,8 @@
 //! prints is what the server would answer: per message the verdict, the rule that failed (or
 //! could not be evaluated) and the ACK's code, with its MSA and ERR segments when it is not an
 //! accept. Inputs are split like `mllpd send` splits them (one or many messages per file; CR,
-//! LF or CRLF line ends, or MLLP frames).
+//! LF or CRLF line ends, or MLLP frames). The file's other settings are checked as by
+//! `check-config`, and its DEFAULT_CHARACTER_SET applies as in the server.
 //!
 //! Exit status: 0 when every message would be accepted, 1 when one would not, 2 when the rules
 //! or the inputs cannot be read.
@@ -16,7 +17,9 @@ use std::process::ExitCode;
 use crate::ack::AckOutcome;
 use crate::admission::{Admission, Cause, Context, Decision, RulesSlot};
 use crate::cli::ValidateArgs;
+use crate::config::{Config, ConfigError, Overrides, Setting, Source};
 use crate::hl7::ParseOptions;
+use crate::rules::RuleSet;
 
 /// Every message would be accepted.
 const EXIT_ALL_ACCEPTED: u8 = 0;
@@ -30,8 +33,8 @@ const TIMESTAMP: &[u8] = b"20260101000000+0000";
 
 /// Runs `mllpd validate`.
 pub fn run(args: &ValidateArgs) -> ExitCode {
-    let rules = match crate::config::load_rules(&args.config) {
-        Ok(rules) => rules,
+    let (rules, parse_options) = match load(&args.config) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("mllpd: {error}");
             return ExitCode::from(EXIT_USAGE);
@@ -44,7 +47,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mut admission = Admission::new(ParseOptions::default(), RulesSlot::new(rules));
+    let mut admission = Admission::new(parse_options, RulesSlot::new(rules));
     let context = Context {
         peer: args.peer.map(|ip| SocketAddr::new(ip, 0)),
         ..Context::default()
@@ -64,6 +67,20 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     } else {
         EXIT_NOT_ALL_ACCEPTED
     })
+}
+
+/// The rules of the CONFIG_FILE `path` and how the server it configures parses messages
+/// (its DEFAULT_CHARACTER_SET): the whole file is validated as `check-config` would.
+fn load(path: &std::path::Path) -> Result<(RuleSet, ParseOptions), ConfigError> {
+    let mut overrides = Overrides::default();
+    let path = path.to_string_lossy().into_owned();
+    overrides.set(Setting::ConfigFile, path.clone(), Source::Flag);
+    let config = Config::resolve(&overrides)?.config;
+    let rules = crate::config::load_rules(std::path::Path::new(&path))?;
+    let parse_options = ParseOptions {
+        default_charset: config.default_charset,
+    };
+    Ok((rules, parse_options))
 }
 
 /// What is printed for one message.

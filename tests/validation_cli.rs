@@ -106,3 +106,26 @@ fn rules_that_do_not_compile_exit_2_naming_the_rule() {
     assert!(stderr.contains("rule 'broken': line 1, column"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+#[test]
+fn the_files_default_character_set_applies_as_in_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut message = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|U-1|P|2.5\rPID|1||7||".to_vec();
+    message.extend_from_slice(&[0xC3, 0x28, b'\r']); // not UTF-8
+    let messages = write(dir.path(), "m.hl7", &message);
+    let ascii = write(dir.path(), "ascii.yaml", RULES.as_bytes());
+    let output = validate(&["--config", &ascii, &messages]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let utf8 = write(
+        dir.path(),
+        "utf8.yaml",
+        format!("default_character_set: UNICODE UTF-8\n{RULES}").as_bytes(),
+    );
+    let output = validate(&["--config", &utf8, &messages]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("not a valid message: ") && stdout.contains("-> AR"),
+        "{stdout}"
+    );
+}
