@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Invocation::Serve(overrides) => serve(&overrides),
         Invocation::CheckConfig(overrides) => check_config(&overrides),
         Invocation::Send(args) => mllpd::send::run(&args),
+        Invocation::Validate(args) => mllpd::validate::run(&args),
         Invocation::Journal(command) => match mllpd::journal::export::run(&command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

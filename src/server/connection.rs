@@ -1,9 +1,10 @@
-//! The per-connection driver: read into a bounded buffer, decode every complete frame, parse it
-//! and append the good ones to the shard's journal, wait for the group commit that covers them
-//! (ACK_AFTER=journal), then write the answers, in frame order. The answers of one read go out
-//! with one write while they fit `limits::ANSWER_BYTES_MAX` and `limits::ANSWER_FRAMES_MAX`;
-//! a larger read is answered in chunks of that size, a write each, yielding to the shard's
-//! other connections between chunks. The read buffer is not compacted until its whole answer is
+//! The per-connection driver: read into a bounded buffer, decode every complete frame, have
+//! admission decide its fate (`crate::admission`: one parse, the validation rules), append
+//! what the decision says to journal to the shard's journal, wait for the group commit that
+//! covers them (ACK_AFTER=journal), then write the answers, in frame order. The answers of one
+//! read go out with one write while they fit `limits::ANSWER_BYTES_MAX` and
+//! `limits::ANSWER_FRAMES_MAX`; a larger read is answered in chunks of that size, a write each,
+//! yielding to the shard's other connections between chunks. The read buffer is not compacted until its whole answer is
 //! written: pending verdicts hold offsets into it. A connection that has more than
 //! `limits::REJECTED_FRAMES_MAX` frames rejected within `limits::REJECTED_FRAMES_WINDOW` (and no
 //! message accepted) is closed: a flood of empty or junk frames costs a bounded number of ARs.
@@ -23,8 +24,8 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::hl7::Message;
-use crate::journal::{Append, DedupKey, RecordRef};
+use crate::admission::{Cause, Context, Decision};
+use crate::journal::{Append, RecordRef};
 use crate::limits::{
     ANSWER_BYTES_MAX, ANSWER_FRAMES_MAX, CONNECTION_PAUSE, READ_BUFFER_BYTES_INITIAL,
     READ_BUFFER_GROWTH, READ_BUFFER_KEEP, READ_BUFFER_SLACK_BYTES, READ_BYTES_PER_TURN_MAX,
@@ -33,7 +34,6 @@ use crate::limits::{
 use crate::mllp::{Decoded, Decoder};
 
 use super::clock;
-use super::respond::Verdict;
 use super::shard::{Shard, WakerSlot};
 
 /// Why a connection ended. Logged once at close.
@@ -64,8 +64,10 @@ enum Close {
 struct Counts {
     /// Frames answered (or suppressed by MSH-15).
     frames: u64,
-    /// Frames rejected (AR).
+    /// Frames rejected (AR) because they did not parse.
     rejected: u64,
+    /// Messages a validation rule answered AR or AE (or could not be evaluated on).
+    failed_rules: u64,
     /// Messages the journal could not store (AE).
     not_stored: u64,
     /// Bytes read.
@@ -191,7 +193,8 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
     macro_rules! close_event {
         ($level:ident) => {
             $level!(shard = shard.index, conn = id, peer = ?peer, reason = ?close,
-                frames = c.frames, rejected = c.rejected, not_stored = c.not_stored, bytes_in = c.bytes_in,
+                frames = c.frames, rejected = c.rejected, failed_rules = c.failed_rules,
+                not_stored = c.not_stored, bytes_in = c.bytes_in,
                 bytes_out = c.bytes_out, reads = c.reads, writes = c.writes,
                 largest_write = c.write_bytes_max, noise_bytes = stats.noise_bytes,
                 abandoned_frames = stats.abandoned_frames, "connection closed")
@@ -342,8 +345,8 @@ impl Connection {
                         peer: self.peer,
                         received: reading.received,
                     };
-                    let (verdict, seq) = admit(shard, &self.buf[range.clone()], &origin).await;
-                    if self.is_one_rejection_too_many(verdict, reading.at) {
+                    let (decision, seq) = admit(shard, &self.buf[range.clone()], &origin).await;
+                    if self.is_one_rejection_too_many(&decision, reading.at) {
                         let total = &shard.stats.reject_floods;
                         total.set(total.get() + 1);
                         warn!(shard = shard.index, conn = id, peer = ?self.peer,
@@ -356,7 +359,7 @@ impl Connection {
                     }
                     self.frames.push(Frame {
                         range,
-                        verdict,
+                        decision,
                         seq,
                     });
                 }
@@ -376,14 +379,17 @@ impl Connection {
         }
     }
 
-    /// Counts a frame's verdict towards the flood bound; true when it is one rejection too many.
-    fn is_one_rejection_too_many(&mut self, verdict: Verdict, at: Instant) -> bool {
-        match verdict {
-            Verdict::Rejected(_) => self.rejections.reject(at),
-            Verdict::Accepted | Verdict::NotStored(_) => {
+    /// Counts a frame's decision towards the flood bound; true when it is one rejection too
+    /// many. Only frames that did not parse count: a message a rule refused is well formed (the
+    /// rules' cost is bounded by the frame size and the rules), and neither counts nor clears.
+    fn is_one_rejection_too_many(&mut self, decision: &Decision, at: Instant) -> bool {
+        match decision.cause() {
+            Cause::Unparsed(_) => self.rejections.reject(at),
+            Cause::Accepted | Cause::NotStored(_) => {
                 self.rejections.accept();
                 false
             }
+            Cause::Rule(_) | Cause::Evaluation { .. } => false,
         }
     }
 
@@ -398,11 +404,12 @@ impl Connection {
                 break;
             }
             answered += 1;
-            responder.respond(&self.buf[frame.range.clone()], frame.verdict, &mut self.out);
+            let payload = &self.buf[frame.range.clone()];
+            responder.respond(payload, &frame.decision, &mut self.out);
             self.counts.frames += 1;
-            match frame.verdict {
-                Verdict::Accepted => {}
-                Verdict::Rejected(error) => {
+            match frame.decision.cause() {
+                Cause::Accepted => {}
+                Cause::Unparsed(error) => {
                     self.counts.rejected += 1;
                     debug!(
                         shard = shard.index,
@@ -412,9 +419,23 @@ impl Connection {
                         "frame rejected"
                     );
                 }
-                Verdict::NotStored(error) => {
+                Cause::NotStored(error) => {
                     self.counts.not_stored += 1;
                     debug!(shard = shard.index, ?error, "message not stored");
+                }
+                Cause::Rule(rule) => {
+                    self.counts.failed_rules += 1;
+                    debug!(
+                        shard = shard.index,
+                        rule = rule.name(),
+                        generation = rule.generation(),
+                        "message failed a validation rule"
+                    );
+                }
+                Cause::Evaluation { rule, reason, .. } => {
+                    self.counts.failed_rules += 1;
+                    let control_id = frame.decision.message(payload).map(|m| m.control_id());
+                    log_evaluation_error(shard, rule.name(), control_id, reason);
                 }
             }
         }
@@ -569,8 +590,8 @@ async fn pause() {
 struct Frame {
     /// The payload's offsets in the read buffer.
     range: Range<usize>,
-    /// The verdict so far.
-    verdict: Verdict,
+    /// What admission decided (a journal failure turns it into AE).
+    decision: Decision,
     /// The journal sequence number to wait for before answering, if any.
     seq: Option<u64>,
 }
@@ -585,26 +606,46 @@ struct Origin {
     received: u64,
 }
 
-/// Parses a payload and, when it is a message, appends it to the shard's journal. Returns the
-/// verdict and the sequence number to wait for (none with ACK_AFTER=receipt).
-async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Verdict, Option<u64>) {
-    let message = match Message::parse(payload, shard.responder.borrow().parse_options()) {
-        Ok(message) => message,
-        Err(error) => return (Verdict::Rejected(error), None),
+/// Has admission decide a payload's fate and carries out what it says about the journal:
+/// appends the payload when the decision says so. Returns the decision (AE when the journal
+/// failed) and the sequence number to wait for (none with ACK_AFTER=receipt).
+async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Decision, Option<u64>) {
+    let context = Context {
+        peer: origin.peer,
+        ..Context::default()
+    };
+    let mut decision = shard.admission.borrow_mut().decide(payload, &context);
+    let Some(dedup_key) = decision.dedup_key(payload) else {
+        return (decision, None);
     };
     let record = RecordRef {
         receive_time_unix_micros: origin.received,
         connection_id: origin.connection_id,
         peer: origin.peer,
         payload,
-        dedup_key: Some(DedupKey::of(&message)),
+        dedup_key: Some(dedup_key),
     };
     let appended = shard.journal.append_in_turn(&record).await;
     match appended {
-        Ok(append) if shard.waits_for_journal() => (Verdict::Accepted, Some(append_seq(append))),
-        Ok(_) => (Verdict::Accepted, None),
-        Err(error) => (Verdict::NotStored(error), None),
+        Ok(append) if shard.waits_for_journal() => (decision, Some(append_seq(append))),
+        Ok(_) => (decision, None),
+        Err(error) => {
+            decision.not_stored(error);
+            (decision, None)
+        }
     }
+}
+
+/// Logs a rule that could not be evaluated: the rule, the message's control id and the
+/// reason (which names types and functions, never content). A sender can make every message
+/// err, so a shard logs at most one such line per second and counts the rest.
+fn log_evaluation_error(shard: &Shard, rule: &str, control_id: Option<&[u8]>, reason: &str) {
+    let Some(unlogged) = shard.evaluation_error_log_due() else {
+        return;
+    };
+    let control_id = String::from_utf8_lossy(control_id.unwrap_or_default());
+    warn!(shard = shard.index, rule, control_id = %control_id, reason,
+        unlogged_since_last = unlogged, "validation rule could not be evaluated; answered AE");
 }
 
 fn append_seq(append: Append) -> u64 {
@@ -620,7 +661,7 @@ async fn settle(shard: &Shard, frames: &mut [Frame]) {
     for frame in frames.iter_mut() {
         if let Some(seq) = frame.seq.take() {
             if let Err(error) = shard.journal.wait_durable(seq).await {
-                frame.verdict = Verdict::NotStored(error);
+                frame.decision.not_stored(error);
             }
         }
     }
