@@ -298,3 +298,48 @@ fn a_tail_past_the_watermark_or_torn_is_not_read_until_durable() {
     assert!(drain(&mut reader).is_empty());
     assert_eq!(reader.position(), 4);
 }
+
+#[test]
+fn retention_keeps_what_a_connector_has_not_delivered_and_says_so() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    let inner = dir.clone();
+    run(move || async move {
+        let watermark = Arc::new(Watermark::new());
+        // A connector has confirmed up to 49: records from 50 on are still needed.
+        watermark.set_floor(Some(50));
+        let options = JournalOptions {
+            segment_bytes_max: 4 * 1024,
+            retention_bytes: Some(0),
+            watermark: Arc::clone(&watermark),
+            ..JournalOptions::new(&inner)
+        };
+        let (journal, _) = Journal::open(options).await.unwrap();
+        for n in 1..=200 {
+            let seq = journal.append(&record(&message(n))).unwrap().seq();
+            if n % 10 == 0 {
+                journal.wait_durable(seq).await.unwrap();
+            }
+        }
+        let stats = journal.stats();
+        assert!(stats.segments_deleted > 0, "retention ran: {stats:?}");
+        assert!(stats.segments_held > 0, "the hold is counted: {stats:?}");
+        // Everything from the floor on is still there, in order.
+        let mut reader = TailReader::new(&inner, Arc::clone(&watermark), 49);
+        assert_eq!(seqs(&drain(&mut reader)), (50..=200).collect::<Vec<_>>());
+        // Released: the next pass deletes what was held.
+        watermark.set_floor(None);
+        for n in 201..=230 {
+            let seq = journal.append(&record(&message(n))).unwrap().seq();
+            journal.wait_durable(seq).await.unwrap();
+        }
+        assert_eq!(journal.stats().segments_held, 0);
+        let mut reader = TailReader::new(&inner, Arc::clone(&watermark), 49);
+        let first = reader.next(Duration::ZERO).unwrap().unwrap().seq;
+        assert!(
+            first > 50,
+            "the held segments were deleted once released ({first})"
+        );
+        journal.close().await.unwrap();
+    });
+}

@@ -893,6 +893,7 @@ impl Writer {
         let bounds = journal.retention_bounds();
         let now = SystemTime::now();
         let count = retention::deletable(closed, next_first, active_bytes, bounds, now);
+        journal.state.borrow_mut().stats.segments_held = 0;
         if let Some(floor) = bounds.floor {
             // A connector that has not delivered them holds segments retention would delete:
             // say so, since the journal then grows past RETENTION_BYTES / RETENTION_AGE.

@@ -490,3 +490,101 @@ impl Worker {
         false
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn options(data_dir: &Path, names: &[&str]) -> EngineOptions {
+        EngineOptions {
+            data_dir: data_dir.to_owned(),
+            shards: 2,
+            routing: RoutingOptions {
+                connectors: names
+                    .iter()
+                    .map(|name| ConnectorOptions {
+                        name: (*name).to_owned(),
+                        target: Target::File {
+                            dir: data_dir.join("out"),
+                        },
+                        filter: None,
+                    })
+                    .collect(),
+                ..RoutingOptions::default()
+            },
+            cpus: Vec::new(),
+            parse_options: ParseOptions::default(),
+        }
+    }
+
+    fn write_cursor(data_dir: &Path, name: &str, shard: usize, seq: u64) {
+        let dir = connector_dir(data_dir, name);
+        durable::create_dir(&dir).unwrap();
+        let mut cursor = cursor::Cursor::new(dir, shard, Arc::new(AtomicU64::new(0)));
+        cursor.confirm(seq);
+        assert!(cursor.flush());
+    }
+
+    #[test]
+    fn the_retention_floor_is_the_slowest_written_cursor_before_anything_starts() {
+        let data = tempfile::tempdir().unwrap();
+        write_cursor(data.path(), "fast", 0, 900);
+        write_cursor(data.path(), "slow", 0, 41);
+        write_cursor(data.path(), "fast", 1, 7);
+        let engine = Engine::prepare(options(data.path(), &["fast", "slow"])).unwrap();
+        assert_eq!(engine.watermark(0).floor(), Some(42));
+        // "slow" has no cursor on shard 1 yet: it needs that journal from its start.
+        assert_eq!(engine.watermark(1).floor(), Some(1));
+        let engine = Engine::prepare(options(data.path(), &[])).unwrap();
+        assert_eq!(
+            engine.watermark(0).floor(),
+            None,
+            "no connector holds nothing"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter_in_its_upper_half() {
+        let data = tempfile::tempdir().unwrap();
+        let mut engine = Engine::prepare(options(data.path(), &["a"])).unwrap();
+        engine.options.routing.retry = RetryOptions {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            max_attempts: 5,
+        };
+        let holds = Arc::clone(&engine.holds[0]);
+        let mut worker = Worker {
+            name: "a".to_owned(),
+            shard: 0,
+            dir: data.path().to_owned(),
+            destination: destination(&Target::File {
+                dir: data.path().to_owned(),
+            }),
+            filter: None,
+            reader: TailReader::new(data.path(), Arc::clone(&holds.watermark), 0),
+            cursor: cursor::Cursor::new(data.path().to_owned(), 0, Arc::new(AtomicU64::new(0))),
+            holds,
+            retry: engine.options.routing.retry,
+            on_failure: OnFailure::DeadLetter,
+            stop: Arc::new(AtomicBool::new(false)),
+            parse_options: ParseOptions::default(),
+            payload: Vec::new(),
+            jitter: seed(0, 0),
+        };
+        for (attempts, full_ms) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
+            for _ in 0..50 {
+                let wait = worker.backoff(attempts);
+                let full = Duration::from_millis(full_ms);
+                assert!(wait >= full / 2 && wait <= full, "{attempts}: {wait:?}");
+            }
+        }
+    }
+}
