@@ -5,7 +5,7 @@
 //! ```yaml
 //! connectors:
 //!   - name: lab                      # [A-Za-z0-9_-], unique; names the state directory
-//!     type: mllp                     # mllp | file (http, postgres, nats: not yet)
+//!     type: mllp                     # mllp | http | file (postgres, nats: not yet)
 //!     url: mllp://lab.example:2575
 //!     filter: 'msh.msg_type == "ORU"' # CEL, as validation rules; absent: every message
 //! retry: {initial_backoff: 1s, max_backoff: 60s, max_attempts: 10}
@@ -31,19 +31,30 @@ const NAME_BYTES_MAX: usize = 64;
 /// One entry of `connectors:` as written: known keys only (checked per type in [`validate`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ConnectorSpec {
-    /// Every key and its scalar value, in file order of keys (sorted).
+    /// Every scalar key and its value, sorted by key.
     pub keys: BTreeMap<String, String>,
+    /// `headers:` (http): header name → the environment variable holding its value.
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 impl<'de> Deserialize<'de> for ConnectorSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let map = serde_yaml_ng::Mapping::deserialize(deserializer)?;
         let mut keys = BTreeMap::new();
+        let mut headers = None;
         for (key, value) in map {
             let key = key
                 .as_str()
                 .ok_or_else(|| D::Error::custom("a connector key is not a string"))?
                 .to_owned();
+            if key == "headers" {
+                headers = Some(BTreeMap::<String, String>::deserialize(value).map_err(|e| {
+                    D::Error::custom(format!(
+                        "connector key `headers`: header name: ENV_VARIABLE ({e})"
+                    ))
+                })?);
+                continue;
+            }
             let text = match value {
                 serde_yaml_ng::Value::String(s) => s,
                 serde_yaml_ng::Value::Number(n) => n.to_string(),
@@ -57,7 +68,7 @@ impl<'de> Deserialize<'de> for ConnectorSpec {
             };
             keys.insert(key, text);
         }
-        Ok(ConnectorSpec { keys })
+        Ok(ConnectorSpec { keys, headers })
     }
 }
 
@@ -118,6 +129,14 @@ pub enum Target {
     File {
         /// The directory (absolute).
         dir: PathBuf,
+    },
+    /// `http://…` or `https://…`: one POST per message.
+    Http {
+        /// The URL.
+        url: String,
+        /// Header name → environment variable holding its value (read when delivery starts;
+        /// never logged).
+        headers: Vec<(String, String)>,
     },
 }
 
@@ -203,19 +222,24 @@ fn connector(
         .map(String::as_str)
         .unwrap_or_default();
     let extra: &[&str] = match kind {
-        "mllp" | "file" => &[],
-        "http" | "postgres" | "nats" => {
+        "mllp" | "file" | "http" => &[],
+        "postgres" | "nats" => {
             return Err(format!(
-                "{who}: type: `{kind}` is not supported yet (mllp, file)"
+                "{who}: type: `{kind}` is not supported yet (mllp, http, file)"
             ))
         }
-        "" => return Err(format!("{who}: type: required (mllp or file)")),
+        "" => return Err(format!("{who}: type: required (mllp, http or file)")),
         other => {
             return Err(format!(
-                "{who}: type: unknown type `{other}` (mllp or file)"
+                "{who}: type: unknown type `{other}` (mllp, http or file)"
             ))
         }
     };
+    if spec.headers.is_some() && kind != "http" {
+        return Err(format!(
+            "{who}: headers: unknown key for a `{kind}` connector"
+        ));
+    }
     if let Some(key) = spec
         .keys
         .keys()
@@ -226,7 +250,10 @@ fn connector(
         ));
     }
     let url = spec.keys.get("url").map(String::as_str).unwrap_or_default();
-    let target = target(kind, url).map_err(|e| format!("{who}: url: {e}"))?;
+    let mut target = target(kind, url).map_err(|e| format!("{who}: url: {e}"))?;
+    if let (Target::Http { headers, .. }, Some(given)) = (&mut target, &spec.headers) {
+        *headers = http_headers(given).map_err(|e| format!("{who}: headers: {e}"))?;
+    }
     let filter = spec.keys.get("filter").cloned();
     if let Some(expression) = &filter {
         Filter::compile(&name, expression, rules)
@@ -262,6 +289,16 @@ fn target(kind: &str, url: &str) -> Result<Target, String> {
                 address: address.to_owned(),
             })
         }
+        ("http", "http" | "https") => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if host.is_empty() || rest.contains(' ') {
+                return Err(format!("{url:?}: expected http(s)://host[:port]/path"));
+            }
+            Ok(Target::Http {
+                url: url.to_owned(),
+                headers: Vec::new(),
+            })
+        }
         ("file", "file") => {
             if !rest.starts_with('/') || rest.contains(['?', '#']) {
                 return Err(format!("{url:?}: expected file:///absolute/directory"));
@@ -274,6 +311,32 @@ fn target(kind: &str, url: &str) -> Result<Target, String> {
             "{url:?}: a `{kind}` connector needs a {kind}:// URL"
         )),
     }
+}
+
+/// Checks `headers:` (name → environment variable): names are HTTP tokens, the variables are
+/// set (their values are read when delivery starts and never printed).
+fn http_headers(given: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::with_capacity(given.len());
+    for (name, variable) in given {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(format!("{name:?} is not a header name"));
+        }
+        let reserved = ["content-type", "idempotency-key", "content-length", "host"];
+        if reserved.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(format!("{name}: set by mllpd, cannot be configured"));
+        }
+        if std::env::var_os(variable).is_none() {
+            return Err(format!(
+                "{name}: environment variable {variable} is not set"
+            ));
+        }
+        out.push((name.clone(), variable.clone()));
+    }
+    Ok(out)
 }
 
 /// The retry policy from `retry:`.
@@ -343,7 +406,11 @@ mod tests {
             ("- {name: a, type: file, url: 'file://relative'}", "connector \"a\": url:"),
             ("- {name: a, type: mllp, url: 'mllp://h:99999'}", "connector \"a\": url:"),
             ("- {name: a, type: smtp, url: 'x://y'}", "connector \"a\": type: unknown"),
-            ("- {name: a, type: http, url: 'http://y'}", "not supported yet"),
+            ("- {name: a, type: nats, url: 'nats://y'}", "not supported yet"),
+            ("- {name: a, type: http, url: 'http://'}", "connector \"a\": url:"),
+            ("- {name: a, type: file, url: 'file:///x', headers: {A: B}}", "connector \"a\": headers: unknown key"),
+            ("- {name: a, type: http, url: 'http://h/x', headers: {X-Token: MLLPD_TEST_SURELY_UNSET}}", "connector \"a\": headers: X-Token: environment variable MLLPD_TEST_SURELY_UNSET is not set"),
+            ("- {name: a, type: http, url: 'http://h/x', headers: {Content-Type: PATH}}", "connector \"a\": headers: Content-Type"),
             ("- {type: file, url: 'file:///x'}", "connector #1: name: required"),
             ("- {name: 'a b', type: file, url: 'file:///x'}", "connector \"a b\": name:"),
             ("- {name: a, type: file, url: 'file:///x', filter: 'msh.('}", "connector \"a\": filter: does not compile"),

@@ -25,6 +25,7 @@ pub mod cursor;
 pub mod dead_letter;
 mod durable;
 pub mod file;
+pub mod http;
 pub mod mllp;
 
 use std::net::IpAddr;
@@ -198,7 +199,8 @@ impl Engine {
                 let worker = Worker {
                     name: connector.name.clone(),
                     shard,
-                    destination: destination(&connector.target),
+                    destination: destination(&connector.target)
+                        .map_err(|e| format!("connector {:?}: {e}", connector.name))?,
                     filter: self.filters[index].clone(),
                     reader: TailReader::new(
                         shard_dir(&self.options.data_dir, shard),
@@ -250,12 +252,22 @@ impl Engine {
     }
 }
 
-/// The destination of a target.
-fn destination(target: &Target) -> Box<dyn Destination> {
-    match target {
+/// The destination of a target; `Err` when an environment variable it needs is not set.
+fn destination(target: &Target) -> Result<Box<dyn Destination>, String> {
+    Ok(match target {
         Target::Mllp { address } => Box::new(mllp::MllpDestination::new(address.clone())),
         Target::File { dir } => Box::new(file::FileDestination::new(dir.clone())),
-    }
+        Target::Http { url, headers } => {
+            let mut values = Vec::with_capacity(headers.len());
+            for (name, variable) in headers {
+                let value = std::env::var(variable).map_err(|_| {
+                    format!("header {name}: environment variable {variable} is not set")
+                })?;
+                values.push((name.clone(), value));
+            }
+            Box::new(http::HttpDestination::new(url.clone(), values))
+        }
+    })
 }
 
 /// A seed for a worker's jitter: different per worker and per start.
@@ -560,7 +572,8 @@ mod tests {
             dir: data.path().to_owned(),
             destination: destination(&Target::File {
                 dir: data.path().to_owned(),
-            }),
+            })
+            .unwrap(),
             filter: None,
             reader: TailReader::new(data.path(), Arc::clone(&holds.watermark), 0),
             cursor: cursor::Cursor::new(data.path().to_owned(), 0, Arc::new(AtomicU64::new(0))),
