@@ -593,6 +593,9 @@ impl Config {
             Invocation::Journal(_) => Err(ConfigError::Usage(
                 "`mllpd journal` takes no server configuration".to_owned(),
             )),
+            Invocation::Dlq(_) => Err(ConfigError::Usage(
+                "`mllpd dlq` takes no server configuration".to_owned(),
+            )),
         }
     }
 

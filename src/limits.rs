@@ -208,6 +208,11 @@ pub const CONNECTOR_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// bytes; a peer sending megabytes without an end block is broken and is disconnected.
 pub const CONNECTOR_ACK_BYTES_MAX: usize = 64 * 1024;
 
+/// How often a delivery worker looks for dead letters handed back by `mllpd dlq replay`: a
+/// directory listing per connector and shard, cheap at this rate, and a replay is picked up
+/// within about a second.
+pub const REPLAY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Most connectors one configuration may declare: each takes a thread per shard and a cursor
 /// per shard.
 pub const CONNECTORS_MAX: usize = 64;

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use mllpd::cli::{self, Invocation};
+use mllpd::cli::{self, DlqCommand, Invocation};
 use mllpd::config::{Config, Overrides};
+use mllpd::route::dlq as dead_letters;
 
 // mimalloc: thread-local free lists suit thread-per-core shards that each allocate and free
 // their own connection buffers.
@@ -25,6 +26,13 @@ fn main() -> ExitCode {
         Invocation::Serve(overrides) => serve(&overrides),
         Invocation::CheckConfig(overrides) => check_config(&overrides),
         Invocation::Send(args) => mllpd::send::run(&args),
+        Invocation::Dlq(command) => match dlq(&command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("mllpd: {error}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         Invocation::Journal(command) => match mllpd::journal::export::run(&command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -77,6 +85,41 @@ fn check_config(overrides: &Overrides) -> ExitCode {
         Err(error) => {
             eprintln!("mllpd: invalid configuration: {error}");
             ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `mllpd dlq …`: a connector's dead letters (issue 11).
+fn dlq(command: &DlqCommand) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List(t) => dead_letters::list(&t.data_dir, &t.connector, &mut out),
+        DlqCommand::Show { target: t, id } => {
+            dead_letters::show(&t.data_dir, &t.connector, id, &mut out)
+        }
+        DlqCommand::Replay {
+            target: t,
+            ids,
+            all,
+        } => {
+            let count = dead_letters::replay(&t.data_dir, &t.connector, ids, *all)?;
+            println!(
+                "{count} dead letter(s) handed back to connector {}",
+                t.connector
+            );
+            Ok(())
+        }
+        DlqCommand::Purge {
+            target: t,
+            ids,
+            all,
+        } => {
+            let count = dead_letters::purge(&t.data_dir, &t.connector, ids, *all)?;
+            println!(
+                "{count} dead letter(s) purged from connector {}",
+                t.connector
+            );
+            Ok(())
         }
     }
 }

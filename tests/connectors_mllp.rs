@@ -305,3 +305,71 @@ fn ar_is_a_dead_letter_ae_and_a_wrong_msa2_are_retried_and_order_holds() {
     let logs = upstream.logs().join("\n");
     assert!(!logs.contains("PID|"), "message content logged");
 }
+
+/// `mllpd dlq ARGS --connector lab --data-dir DATA`: (exit code, stdout).
+fn dlq(data: &Path, args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mllpd"))
+        .env_clear()
+        .arg("dlq")
+        .args(args)
+        .args(["--connector", "lab", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() || !stderr.is_empty());
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned() + &stderr,
+    )
+}
+
+#[test]
+fn dead_letters_are_listed_shown_replayed_into_the_running_server_and_purged() {
+    // The downstream refuses POISON once (then "fixed"), and GONE always.
+    let peer = Peer::start(|id, seen| match (id, seen) {
+        ("POISON", 0) | ("GONE", _) => ("AR".to_owned(), id.to_owned()),
+        _ => ("AA".to_owned(), id.to_owned()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), peer.address);
+    let data = dir.path().join("upstream");
+    let upstream = start_upstream(&data, &config);
+    let ids = ["A", "POISON", "GONE", "B"];
+    send_all(&upstream, &ids.iter().map(|id| adt(id)).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !peer.received().contains(&"B".to_owned()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, listed) = dlq(&data, &["list"]);
+    assert_eq!(code, 0, "{listed}");
+    assert!(listed.contains("2 dead letter(s)"), "{listed}");
+    assert!(
+        listed.contains("000-00000000000000000002 shard=\"0\" sequence=\"2\" attempts=\"1\""),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("reason=\"downstream answered AR\""),
+        "{listed}"
+    );
+    let (code, shown) = dlq(&data, &["show", "000-00000000000000000002"]);
+    assert_eq!(code, 0);
+    assert!(
+        shown.contains(&String::from_utf8(adt("POISON")).unwrap()),
+        "{shown}"
+    );
+    let (code, out) = dlq(&data, &["purge", "000-00000000000000000003"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = dlq(&data, &["replay", "--all"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 dead letter(s) handed back"), "{out}");
+    upstream.wait_log(
+        &["dead letter replayed", "connector=lab", "seq=2"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(peer.received(), ["A", "POISON", "GONE", "B", "POISON"]);
+    let (_, listed) = dlq(&data, &["list"]);
+    assert!(listed.contains("0 dead letter(s)"), "{listed}");
+    let (code, out) = dlq(&data, &["replay", "nope"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("no dead letter \"nope\""), "{out}");
+}

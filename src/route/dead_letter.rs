@@ -28,6 +28,9 @@ use super::durable;
 /// The sub-directory of a connector's directory holding its dead letters.
 pub const DIR_NAME: &str = "dead-letters";
 
+/// The sub-directory where `mllpd dlq replay` puts dead letters for the server to deliver again.
+pub const REPLAY_DIR_NAME: &str = "replay";
+
 /// First line of a dead-letter file.
 const HEADER: &str = "mllpd-dead-letter 1";
 
@@ -74,9 +77,18 @@ pub fn store(connector_dir: &Path, letter: &DeadLetter, payload: &[u8]) -> std::
 
 /// The dead-letter files of a connector, in name order.
 pub fn list(connector_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let dir = connector_dir.join(DIR_NAME);
+    files(&connector_dir.join(DIR_NAME))
+}
+
+/// The dead letters waiting for replay in a connector's directory, in name order.
+pub fn replays(connector_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    files(&connector_dir.join(REPLAY_DIR_NAME))
+}
+
+/// The `.dl` files of `dir` (none if it does not exist), in name order.
+fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
+    let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(e),

@@ -23,6 +23,7 @@
 pub mod config;
 pub mod cursor;
 pub mod dead_letter;
+pub mod dlq;
 mod durable;
 pub mod file;
 pub mod http;
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::hl7::{Message, ParseOptions};
 use crate::journal::{shard_dir, TailReader, Watermark};
-use crate::limits::DELIVERY_IDLE_WAIT;
+use crate::limits::{DELIVERY_IDLE_WAIT, REPLAY_CHECK_INTERVAL};
 use crate::rules::{Filter, MessageContext, RulesOptions};
 
 pub use config::{ConnectorOptions, OnFailure, RetryOptions, RoutingOptions, Target};
@@ -329,7 +330,14 @@ impl Worker {
     /// Delivers until the engine stops.
     fn run(mut self) {
         let mut read_errors = 0u64;
+        let mut replay_checked: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
+            if replay_checked.is_none_or(|at| at.elapsed() >= REPLAY_CHECK_INTERVAL) {
+                replay_checked = Some(Instant::now());
+                if !self.replays() {
+                    break;
+                }
+            }
             let (seq, peer) = match self.reader.next(DELIVERY_IDLE_WAIT) {
                 Ok(Some(view)) => {
                     self.payload.clear();
@@ -360,6 +368,51 @@ impl Worker {
             }
         }
         self.flush_cursor();
+    }
+
+    /// Delivers the dead letters of this shard handed back by `mllpd dlq replay`, oldest
+    /// first, removing each once handled (delivered, or a dead letter again). Returns false if
+    /// the engine stopped meanwhile (the rest stay for the next start).
+    fn replays(&mut self) -> bool {
+        let prefix = format!("{:03}-", self.shard);
+        let files = match dead_letter::replays(&self.dir) {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::warn!(connector = %self.name, %error, "cannot list dead letters to replay");
+                return true;
+            }
+        };
+        let mine = files.into_iter().filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        });
+        for path in mine {
+            let (fields, payload) = match dead_letter::read(&path) {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::warn!(connector = %self.name, %error,
+                        "a dead letter to replay cannot be read; left in place");
+                    continue;
+                }
+            };
+            let seq = fields
+                .iter()
+                .find(|(key, _)| key == "sequence")
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(0);
+            self.payload = payload;
+            if let Handled::Stopped = self.handle(seq, None) {
+                return false;
+            }
+            let removed = std::fs::remove_file(&path)
+                .and_then(|()| durable::sync_dir(path.parent().unwrap_or(&self.dir)));
+            if let Err(error) = removed {
+                tracing::warn!(connector = %self.name, %error,
+                    "a replayed dead letter was handled but cannot be removed (it will be sent again)");
+            }
+            tracing::info!(connector = %self.name, shard = self.shard, seq, "dead letter replayed");
+        }
+        true
     }
 
     /// Writes the cursor if it is behind, and refreshes the shard's retention floor.
