@@ -103,8 +103,11 @@ fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads a dead-letter file back: its header fields (as `key: value` pairs) and the payload.
-pub fn read(path: &Path) -> Result<(Vec<(String, String)>, Vec<u8>), String> {
+/// A dead letter's header fields (`key`, `value`), in file order.
+pub type Fields = Vec<(String, String)>;
+
+/// Reads a dead-letter file back: its header fields and the payload.
+pub fn read(path: &Path) -> Result<(Fields, Vec<u8>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let split = memchr::memmem::find(&bytes, b"\n\n")
         .ok_or_else(|| format!("{}: not a dead letter", path.display()))?;
