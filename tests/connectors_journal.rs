@@ -343,3 +343,88 @@ fn retention_keeps_what_a_connector_has_not_delivered_and_says_so() {
         journal.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_journal_whose_shard_no_longer_runs_is_still_delivered_to_its_end() {
+    use mllpd::route::{ConnectorOptions, Engine, EngineOptions, RoutingOptions, Target};
+    let data = tempfile::tempdir().unwrap();
+    // Shard 1 ran before SHARDS was lowered to 1; shard 0 runs now (empty journal).
+    journal_of_shard(data.path(), 1, 25);
+    journal_of_shard(data.path(), 0, 0);
+    let out = data.path().join("out");
+    let options = EngineOptions {
+        data_dir: data.path().to_owned(),
+        shards: 1,
+        routing: RoutingOptions {
+            connectors: vec![ConnectorOptions {
+                name: "archive".to_owned(),
+                target: Target::File { dir: out.clone() },
+                filter: None,
+            }],
+            ..RoutingOptions::default()
+        },
+        cpus: Vec::new(),
+        parse_options: mllpd::hl7::ParseOptions::default(),
+    };
+    let mut engine = Engine::prepare(options).unwrap();
+    engine.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".hl7") && !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    while files().len() < 25 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Idle on a journal that will not grow: the worker must wait, not spin.
+    let cpu = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1]
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let ticks = cpu() - before;
+    engine.stop();
+    let names = files();
+    assert_eq!(names.len(), 25);
+    assert_eq!(names[0], format!("001-{:020}.hl7", 1));
+    assert_eq!(
+        std::fs::read(out.join(&names[24])).unwrap(),
+        message(25),
+        "delivered to its end"
+    );
+    assert!(
+        ticks < 50,
+        "an idle worker spun: {ticks} ticks of CPU in 1 s"
+    );
+    let cursor = std::fs::read(data.path().join("connectors/archive/shard-1.cursor")).unwrap();
+    assert_eq!(u64::from_le_bytes(cursor[8..16].try_into().unwrap()), 25);
+}
+
+/// A closed journal of `count` records for shard `shard` under `data`.
+fn journal_of_shard(data: &Path, shard: usize, count: u64) {
+    let dir = shard_dir(data, shard);
+    run(move || async move {
+        let (journal, _) = Journal::open(JournalOptions::new(&dir)).await.unwrap();
+        for n in 1..=count {
+            journal.append(&record(&message(n))).unwrap();
+        }
+        journal.close().await.unwrap();
+    });
+}

@@ -115,8 +115,11 @@ pub struct Engine {
     options: EngineOptions,
     /// The compiled filter of each connector.
     filters: Vec<Option<Arc<Filter>>>,
-    /// Per shard: watermark and holds.
+    /// Per shard (served ones first, then any journal left by a larger SHARDS): watermark
+    /// and holds.
     holds: Vec<Arc<ShardHolds>>,
+    /// Per shard: whether it has a journal to deliver (served, or left on disk).
+    delivered: Vec<bool>,
     /// Set to stop the workers.
     stop: Arc<AtomicBool>,
     /// The running workers.
@@ -142,9 +145,15 @@ impl Engine {
     /// Loads every cursor and sets each shard's retention floor from them; call before the
     /// journals open (their first retention pass must already respect the cursors). Starts
     /// nothing.
+    ///
+    /// A journal of a shard that no longer runs (`shard-N` with N ≥ SHARDS, left by a larger
+    /// SHARDS or machine) is delivered too: all of it is durable (nothing writes it any more),
+    /// and nothing deletes it (retention runs in the writer).
     pub fn prepare(options: EngineOptions) -> Result<Engine, String> {
+        let stale = stale_journals(&options.data_dir, options.shards);
+        let count = stale.last().map_or(options.shards, |&last| last + 1);
         let mut filters = Vec::new();
-        let mut cursors: Vec<Vec<Arc<AtomicU64>>> = vec![Vec::new(); options.shards];
+        let mut cursors: Vec<Vec<Arc<AtomicU64>>> = vec![Vec::new(); count];
         for connector in &options.routing.connectors {
             let filter = match &connector.filter {
                 Some(expression) => Some(Arc::new(
@@ -161,7 +170,7 @@ impl Engine {
                 list.push(Arc::new(AtomicU64::new(seq)));
             }
         }
-        let holds = cursors
+        let holds: Vec<Arc<ShardHolds>> = cursors
             .into_iter()
             .map(|cursors| {
                 let holds = ShardHolds {
@@ -172,7 +181,24 @@ impl Engine {
                 Arc::new(holds)
             })
             .collect();
+        let delivered = (0..count)
+            .map(|shard| shard < options.shards || stale.contains(&shard))
+            .collect();
+        for &shard in &stale {
+            // Nothing writes it any more: everything in it is as durable as it will get.
+            holds[shard].watermark.publish(u64::MAX);
+            holds[shard].watermark.close();
+            if !options.routing.connectors.is_empty() {
+                tracing::warn!(
+                    shard,
+                    shards = options.shards,
+                    "the journal of a shard that no longer runs (SHARDS lowered?) is delivered \
+                     to its end and kept"
+                );
+            }
+        }
         Ok(Engine {
+            delivered,
             options,
             filters,
             holds,
@@ -194,6 +220,9 @@ impl Engine {
         let routing = &self.options.routing;
         for (index, connector) in routing.connectors.iter().enumerate() {
             for (shard, holds) in self.holds.iter().enumerate() {
+                if !self.delivered[shard] {
+                    continue;
+                }
                 let dir = connector_dir(&self.options.data_dir, &connector.name);
                 let written = Arc::clone(&holds.cursors[index]);
                 let start = written.load(Ordering::SeqCst);
@@ -251,6 +280,27 @@ impl Engine {
             let _ = thread.join();
         }
     }
+}
+
+/// The shard numbers at or above `shards` with a journal in `data_dir`, ascending.
+fn stale_journals(data_dir: &Path, shards: usize) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<usize> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let shard = name
+                .to_str()?
+                .strip_prefix("shard-")?
+                .parse::<usize>()
+                .ok()?;
+            (shard >= shards && crate::journal::has_segments(&e.path())).then_some(shard)
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// The destination of a target; `Err` when an environment variable it needs is not set.
@@ -346,6 +396,11 @@ impl Worker {
                 }
                 Ok(None) => {
                     self.flush_cursor();
+                    if self.holds.watermark.is_closed() {
+                        // Nothing more will come (a journal no longer served, or closed): the
+                        // reader no longer waits, so wait here rather than spin.
+                        self.pause(DELIVERY_IDLE_WAIT);
+                    }
                     continue;
                 }
                 Err(error) => {
