@@ -238,3 +238,36 @@ fn check_config_refuses_bad_connectors_naming_connector_and_key() {
     assert_ne!(code, 0);
     assert!(stderr.contains("on_failure"), "{stderr}");
 }
+
+#[test]
+fn a_filter_selects_per_connector_and_a_message_matching_several_goes_to_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (labs, all) = (dir.path().join("labs"), dir.path().join("all"));
+    let path = dir.path().join("mllpd.yaml");
+    let yaml = format!(
+        "connectors:\n\
+         \x20 - {{name: labs, type: file, url: 'file://{}', filter: 'msh.msg_type == \"ORU\"'}}\n\
+         \x20 - {{name: all, type: file, url: 'file://{}'}}\n",
+        labs.display(),
+        all.display()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let server = start(&dir.path().join("data"), &path);
+    let oru = std::fs::read("tests/data/oru_r01_v231_escapes.hl7").unwrap();
+    let payloads = vec![adt("F1"), oru.clone(), adt("F2"), oru.clone()];
+    let accepted = send_all(&server, &payloads);
+    assert_eq!(accepted.len(), 4);
+    assert!(
+        wait_delivered(&all, 4) == payloads,
+        "`all` takes every message, in order"
+    );
+    let got = wait_delivered(&labs, 2);
+    assert!(
+        got == [oru.clone(), oru],
+        "`labs` takes only the ORUs ({} got)",
+        got.len()
+    );
+    // The ADTs were confirmed (filtered out) too: nothing else arrives later.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delivered(&labs).len(), 2);
+}
