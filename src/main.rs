@@ -34,7 +34,12 @@ fn main() -> ExitCode {
             }
         },
         Invocation::Journal(command) => match mllpd::journal::export::run(&command) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => {
+                if let cli::JournalCommand::Stats { data_dir } = &command {
+                    print_delivery(data_dir);
+                }
+                ExitCode::SUCCESS
+            }
             Err(error) => {
                 eprintln!("mllpd: {error}");
                 ExitCode::from(EXIT_FAILURE)
@@ -121,5 +126,16 @@ fn dlq(command: &DlqCommand) -> Result<(), String> {
             );
             Ok(())
         }
+    }
+}
+
+/// After `journal stats`: where each connector's delivery stands (issue 11).
+fn print_delivery(data_dir: &std::path::Path) {
+    let journals: Vec<(usize, Option<u64>)> = mllpd::journal::export::stats(data_dir)
+        .map(|s| s.iter().map(|s| (s.shard, s.last_seq)).collect())
+        .unwrap_or_default();
+    let report = mllpd::route::delivery_report(data_dir, &journals);
+    if !report.is_empty() {
+        print!("\n{report}");
     }
 }

@@ -122,6 +122,30 @@ fn a_corpus_is_delivered_in_order_byte_for_byte() {
         })
         .count();
     assert_eq!(temps, 0);
+    // `journal stats` shows where the connector stands: caught up once its cursor is written
+    // (batched, and flushed when idle), nothing dead-lettered.
+    let count = accepted.len().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
+            .env_clear()
+            .args(["journal", "stats", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        let stats = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with("archive"))
+            .unwrap_or_else(|| panic!("{stats}"))
+            .to_owned();
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        if columns == ["archive", "0", count.as_str(), "0", "0"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -282,6 +282,52 @@ impl Engine {
     }
 }
 
+/// For `mllpd journal stats`: per connector found under `data_dir` and per shard in
+/// `journals` (shard, last sequence on disk), the written cursor, how many sequence numbers
+/// it is behind (gaps count: an upper bound) and the dead letters waiting. A connector far
+/// behind is what holds journal segments from retention.
+pub fn delivery_report(data_dir: &Path, journals: &[(usize, Option<u64>)]) -> String {
+    let root = data_dir.join(CONNECTORS_DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return String::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut out = format!(
+        "{:<20} {:<6} {:>20} {:>12} {:>12}\n",
+        "connector", "shard", "cursor", "behind", "dead_letters"
+    );
+    for name in names {
+        let dir = root.join(&name);
+        let letters = dead_letter::list(&dir).unwrap_or_default();
+        for &(shard, last) in journals {
+            let cursor = match cursor::load(&dir, shard) {
+                Ok(seq) => seq.to_string(),
+                Err(_) => "damaged".to_owned(),
+            };
+            let behind = last
+                .zip(cursor.parse::<u64>().ok())
+                .map_or_else(|| "-".to_owned(), |(l, c)| l.saturating_sub(c).to_string());
+            let prefix = format!("{shard:03}-");
+            let waiting = letters
+                .iter()
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                })
+                .count();
+            out.push_str(&format!(
+                "{name:<20} {shard:<6} {cursor:>20} {behind:>12} {waiting:>12}\n"
+            ));
+        }
+    }
+    out
+}
+
 /// The shard numbers at or above `shards` with a journal in `data_dir`, ascending.
 fn stale_journals(data_dir: &Path, shards: usize) -> Vec<usize> {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
