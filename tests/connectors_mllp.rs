@@ -373,3 +373,69 @@ fn dead_letters_are_listed_shown_replayed_into_the_running_server_and_purged() {
     assert_ne!(code, 0);
     assert!(out.contains("no dead letter \"nope\""), "{out}");
 }
+
+/// A CONFIG_FILE with connector `lab` to `address` and the given retry / on_failure lines.
+fn config_with(dir: &Path, address: SocketAddr, policy: &str) -> PathBuf {
+    let path = dir.join("mllpd.yaml");
+    let yaml =
+        format!("connectors:\n  - name: lab\n    type: mllp\n    url: mllp://{address}\n{policy}");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn max_attempts_of_ae_end_in_a_dead_letter_and_block_stalls_instead() {
+    // AE for STUCK, always: retried max_attempts times, then a dead letter (default policy).
+    let peer = Peer::start(|id, _| match id {
+        "STUCK" => ("AE".to_owned(), id.to_owned()),
+        _ => ("AA".to_owned(), id.to_owned()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "retry: {initial_backoff: 50ms, max_backoff: 100ms, max_attempts: 3}\n";
+    let config = config_with(dir.path(), peer.address, policy);
+    let data = dir.path().join("dead-letter");
+    let upstream = start_upstream(&data, &config);
+    send_all(&upstream, &[adt("A"), adt("STUCK"), adt("B")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !peer.received().contains(&"B".to_owned()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(peer.received(), ["A", "STUCK", "STUCK", "STUCK", "B"]);
+    let letters = mllpd::route::dead_letter::list(&data.join("connectors/lab")).unwrap();
+    let (fields, _) = mllpd::route::dead_letter::read(&letters[0]).unwrap();
+    assert!(
+        fields.contains(&("attempts".to_owned(), "3".to_owned())),
+        "{fields:?}"
+    );
+    assert!(fields.contains(&("reason".to_owned(), "downstream answered AE".to_owned())));
+    drop(upstream);
+
+    // The same with on_failure: block: STUCK is retried past max_attempts, B never overtakes.
+    let peer = Peer::start(|id, _| match id {
+        "STUCK" => ("AR".to_owned(), id.to_owned()),
+        _ => ("AA".to_owned(), id.to_owned()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!("{policy}on_failure: block\n");
+    let config = config_with(dir.path(), peer.address, &policy);
+    let data = dir.path().join("block");
+    let upstream = start_upstream(&data, &config);
+    send_all(&upstream, &[adt("A"), adt("STUCK"), adt("B")]);
+    std::thread::sleep(Duration::from_secs(3));
+    let received = peer.received();
+    assert!(!received.contains(&"B".to_owned()), "{received:?}");
+    let tries = received.iter().filter(|id| *id == "STUCK").count();
+    assert!(
+        tries > 3,
+        "blocked, still retrying past max_attempts: {received:?}"
+    );
+    assert!(
+        mllpd::route::dead_letter::list(&data.join("connectors/lab"))
+            .unwrap()
+            .is_empty()
+    );
+    upstream.wait_log(
+        &["delivery failed; will retry", "blocked=true"],
+        Duration::from_secs(5),
+    );
+}
