@@ -172,6 +172,12 @@ pub const TAIL_READ_BYTES: usize = 256 * 1024;
 /// stop flag again: bounds how long shutdown waits for an idle connector.
 pub const DELIVERY_IDLE_WAIT: Duration = Duration::from_millis(200);
 
+/// Longest shutdown waits for the delivery threads once intake has stopped: an idle thread
+/// stops within `DELIVERY_IDLE_WAIT`, one in a backoff at once; one inside an attempt (a
+/// downstream that took the message and has not answered) is left behind, since its message is
+/// unconfirmed and is sent again at the next start.
+pub const DELIVERY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connector's cursor file is rewritten at most this often (it is advanced in memory after
 /// every confirmation): each write costs an fsync of the file and of its directory, and a crash
 /// re-delivers at most what was confirmed since the last write.

@@ -439,3 +439,65 @@ fn max_attempts_of_ae_end_in_a_dead_letter_and_block_stalls_instead() {
         Duration::from_secs(5),
     );
 }
+
+#[test]
+fn a_silent_downstream_does_not_hold_shutdown_and_its_message_is_sent_again() {
+    // Takes connections and bytes, never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let got_bytes = Arc::new(Mutex::new(0usize));
+    let counter = got_bytes.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    *counter.lock().unwrap() += n;
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("upstream");
+    let config = config(dir.path(), address);
+    let mut upstream = Server::start(&[
+        ("DATA_DIR", data.to_str().unwrap()),
+        ("CONFIG_FILE", config.to_str().unwrap()),
+        ("SHARDS", "1"),
+        ("PRE_SHUTDOWN_DELAY", "0s"),
+    ]);
+    send_all(&upstream, &[adt("SILENT")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while *got_bytes.lock().unwrap() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(*got_bytes.lock().unwrap() > 0, "the message was sent");
+    let stopping = Instant::now();
+    upstream.signal("TERM");
+    assert_eq!(upstream.wait_exit(Duration::from_secs(25)), Some(0));
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "shutdown waited {took:?} for the ACK"
+    );
+    upstream.wait_log(
+        &["delivery threads still in an attempt at shutdown"],
+        Duration::from_secs(1),
+    );
+    drop(upstream);
+    // Restarted against an answering downstream: the unconfirmed message goes again.
+    let peer = Peer::start(|id, _| ("AA".to_owned(), id.to_owned()));
+    let answering = self::config(dir.path(), peer.address);
+    let upstream = start_upstream(&data, &answering);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while peer.received().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(peer.received(), ["SILENT"]);
+    drop(upstream);
+}

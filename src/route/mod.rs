@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::hl7::{Message, ParseOptions};
 use crate::journal::{shard_dir, TailReader, Watermark};
-use crate::limits::{DELIVERY_IDLE_WAIT, REPLAY_CHECK_INTERVAL};
+use crate::limits::{DELIVERY_IDLE_WAIT, DELIVERY_STOP_TIMEOUT, REPLAY_CHECK_INTERVAL};
 use crate::rules::{Filter, MessageContext, RulesOptions};
 
 pub use config::{ConnectorOptions, OnFailure, RetryOptions, RoutingOptions, Target};
@@ -269,15 +269,27 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops the workers (each finishes or abandons its current attempt, writes its cursor) and
-    /// waits for them.
+    /// Stops the workers (each abandons its current wait, writes its cursor) and waits for them
+    /// up to [`DELIVERY_STOP_TIMEOUT`]; a worker still inside an attempt then (a downstream
+    /// that accepted the message and has not answered) is left behind: its message is not
+    /// confirmed, so the next start sends it again.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for holds in &self.holds {
             holds.watermark.close(); // Wakes idle readers at once.
         }
-        for thread in self.threads.drain(..) {
+        let deadline = Instant::now() + DELIVERY_STOP_TIMEOUT;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (done, stuck): (Vec<_>, Vec<_>) = self.threads.drain(..).partition(|t| t.is_finished());
+        for thread in done {
             let _ = thread.join();
+        }
+        if !stuck.is_empty() {
+            tracing::warn!(threads = stuck.len(), timeout = ?DELIVERY_STOP_TIMEOUT,
+                "delivery threads still in an attempt at shutdown; their messages will be sent \
+                 again at the next start");
         }
     }
 }
