@@ -152,17 +152,34 @@ const ACK_FIXED_BYTES: usize = 160;
 /// it is escaped and cut to [`ACK_TEXT_BYTES_MAX`]. A non-accept disposition without
 /// `request.error` gets ERR code 207 (application internal error).
 pub fn build(message: &Message<'_>, request: &AckRequest<'_>, out: &mut Vec<u8>) -> AckOutcome {
+    build_naming(message, request, None, out)
+}
+
+/// [`build`], naming in ERR-5 (application error code, v2.5 and later) what decided a
+/// non-accept answer, e.g. the validation rule that failed: `application_error` is escaped.
+/// Before v2.5 ERR has no such field and the name is left out.
+pub fn build_naming(
+    message: &Message<'_>,
+    request: &AckRequest<'_>,
+    application_error: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> AckOutcome {
     let Some(code) = ack_code(message, request.disposition) else {
         return AckOutcome::Suppressed;
     };
     let start = out.len();
     let header = Header::of(message, request);
     let (d, control_id) = (&header.delimiters, message.control_id());
-    out.reserve(header.size_hint(request) + control_id.len());
+    let named = application_error.map_or(0, |name| name.len() * 4);
+    out.reserve(header.size_hint(request) + control_id.len() + named);
     write_msh(out, &header);
     write_msa(out, d, code, control_id, request.text);
     if let Some(error) = error_of(request) {
-        write_err(out, d, ErrForm::of(message), &error, request.text);
+        let err = ErrText {
+            application_error,
+            text: request.text,
+        };
+        write_err(out, d, ErrForm::of(message), &error, err);
     }
     #[cfg(debug_assertions)]
     debug_check(&out[start..], d, code, control_id);
@@ -177,18 +194,30 @@ pub fn build(message: &Message<'_>, request: &AckRequest<'_>, out: &mut Vec<u8>)
 /// MSH-11 is written `P` and an unsupported MSH-12 `2.5`, so the ACK itself is well formed.
 /// Otherwise it falls back to [`build_unparsed`].
 pub fn build_rejection(payload: &[u8], request: &AckRequest<'_>, out: &mut Vec<u8>) -> AckOutcome {
-    let Ok(message) = Message::parse_header(payload) else {
+    build_rejection_of(Message::parse_header(payload).ok().as_ref(), request, out)
+}
+
+/// [`build_rejection`] for a payload whose header was already read (`header`, as
+/// [`Message::parse_header`] reads it; `None` when it has no usable MSH): nothing is scanned
+/// again.
+pub fn build_rejection_of(
+    header: Option<&Message<'_>>,
+    request: &AckRequest<'_>,
+    out: &mut Vec<u8>,
+) -> AckOutcome {
+    let Some(message) = header else {
         let bytes = build_unparsed(request, out);
         return AckOutcome::Written {
             code: AckCode::AR,
             bytes,
         };
     };
-    let Some(code) = ack_code(&message, request.disposition) else {
+    let payload = message.bytes();
+    let Some(code) = ack_code(message, request.disposition) else {
         return AckOutcome::Suppressed;
     };
     let start = out.len();
-    let mut header = Header::of(&message, request);
+    let mut header = Header::of(message, request);
     if header.processing_id.is_empty() {
         header.processing_id = b"P";
     }
@@ -204,7 +233,7 @@ pub fn build_rejection(payload: &[u8], request: &AckRequest<'_>, out: &mut Vec<u
     write_msh(out, &header);
     write_msa(out, d, code, control_id, request.text);
     let error = error_of(request).unwrap_or(ERROR_DEFAULT);
-    write_err(out, d, ErrForm::of(&message), &error, request.text);
+    write_err(out, d, ErrForm::of(message), &error, ErrText::of(request));
     #[cfg(debug_assertions)]
     debug_check(&out[start..], d, code, control_id);
     let bytes = out.len() - start;
@@ -235,7 +264,13 @@ pub fn build_unparsed(request: &AckRequest<'_>, out: &mut Vec<u8>) -> usize {
     write_msh(out, &header);
     write_msa(out, &header.delimiters, AckCode::AR, b"", request.text);
     let error = request.error.unwrap_or(ERROR_UNPARSED_DEFAULT);
-    write_err(out, &header.delimiters, ErrForm::Erl, &error, request.text);
+    write_err(
+        out,
+        &header.delimiters,
+        ErrForm::Erl,
+        &error,
+        ErrText::of(request),
+    );
     #[cfg(debug_assertions)]
     debug_check(&out[start..], &header.delimiters, AckCode::AR, b"");
     out.len() - start
@@ -474,14 +509,27 @@ impl ErrForm {
     }
 }
 
+/// The texts of an ERR segment (v2.5 and later), written escaped.
+#[derive(Clone, Copy, Debug)]
+struct ErrText<'t> {
+    /// ERR-5, application error code: what decided the answer (a rule's name).
+    application_error: Option<&'t [u8]>,
+    /// ERR-8, user message (the MSA-3 text).
+    text: Option<&'t [u8]>,
+}
+
+impl<'t> ErrText<'t> {
+    /// The request's text alone.
+    fn of(request: &AckRequest<'t>) -> Self {
+        ErrText {
+            application_error: None,
+            text: request.text,
+        }
+    }
+}
+
 /// Writes the ERR segment in the version's form.
-fn write_err(
-    out: &mut Vec<u8>,
-    d: &Delimiters,
-    form: ErrForm,
-    error: &AckError,
-    text: Option<&[u8]>,
-) {
+fn write_err(out: &mut Vec<u8>, d: &Delimiters, form: ErrForm, error: &AckError, err: ErrText<'_>) {
     out.extend_from_slice(b"ERR");
     out.push(d.field);
     match form {
@@ -496,9 +544,19 @@ fn write_err(
             write_code(out, d, d.component, error.code);
             out.push(d.field);
             out.push(error.severity.as_byte());
-            if let Some(text) = text {
-                // ERR-5..7 empty, ERR-8 user message.
-                out.extend_from_slice(&[d.field; 4]);
+            if let Some(name) = err.application_error {
+                // ERR-5, application error code (CWE): its identifier only.
+                out.push(d.field);
+                write_text(out, d, name);
+            }
+            if let Some(text) = err.text {
+                // ERR-6..7 empty (ERR-5 too unless written above), ERR-8 user message.
+                let empty = if err.application_error.is_some() {
+                    3
+                } else {
+                    4
+                };
+                out.extend_from_slice(&[d.field; 4][..empty]);
                 write_text(out, d, text);
             }
         }

@@ -1,4 +1,5 @@
-//! The command line: clap definitions of `mllpd [serve]`, `mllpd check-config` and `mllpd send`.
+//! The command line: clap definitions of `mllpd [serve]`, `mllpd check-config`, `mllpd send`,
+//! `mllpd journal` and `mllpd validate`.
 //!
 //! Every server setting is one flag and one environment variable (clap's `env`). The settings
 //! are flattened into the root command and into `serve`/`check-config`, so `mllpd
@@ -54,6 +55,10 @@ pub enum Command {
     /// again) or purge. Safe while the server runs.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Run a CONFIG_FILE's validation rules over HL7 messages offline and print, per message,
+    /// the verdict, the failing rule and the ACK the server would send. Exit status 0 when
+    /// every message would be accepted, 1 when one would not, 2 on unreadable rules or input.
+    Validate(ValidateArgs),
 }
 
 /// `mllpd dlq …` (issue 11).
@@ -108,6 +113,21 @@ pub struct DlqTarget {
         default_value = "./mllpd-data"
     )]
     pub data_dir: PathBuf,
+}
+
+/// Arguments of `mllpd validate`.
+#[derive(Debug, Args, Clone)]
+pub struct ValidateArgs {
+    /// The CONFIG_FILE whose `validation:` rules are run.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Files of HL7 messages (one or many each; CR, LF or CRLF line ends, or MLLP-framed);
+    /// `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The sender's address the rules see as `peer.ip` (none: empty).
+    #[arg(long, value_name = "IP", value_parser = crate::validate::parse_peer)]
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// `mllpd journal …`.
@@ -266,6 +286,8 @@ pub enum Invocation {
     Journal(JournalCommand),
     /// Dead letters.
     Dlq(DlqCommand),
+    /// Run validation rules offline.
+    Validate(ValidateArgs),
 }
 
 /// Parses a command line (the first item is the program name). Environment variables are read
@@ -285,6 +307,7 @@ where
         Some(Command::Send(args)) => Invocation::Send(args),
         Some(Command::Journal(command)) => Invocation::Journal(command),
         Some(Command::Dlq(command)) => Invocation::Dlq(command),
+        Some(Command::Validate(args)) => Invocation::Validate(args),
     })
 }
 

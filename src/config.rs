@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::cli::{self, Invocation};
 use crate::hl7::Charset;
+use crate::rules::{RuleError, RuleSet, RulesOptions, ValidationSpec};
 
 /// Longest duration any setting accepts (one year): the server adds timeouts to `Instant`s,
 /// which must not overflow, and no deadline in an MLLP deployment is meant to be longer.
@@ -142,6 +143,8 @@ pub struct Config {
     pub routing: crate::route::RoutingOptions,
     /// How shards do socket IO (SOCKET_IO).
     pub socket_io: SocketIo,
+    /// The `validation:` section of CONFIG_FILE (no rules without one); checked to compile.
+    pub validation: ValidationSpec,
 }
 
 impl Default for Config {
@@ -172,6 +175,7 @@ impl Default for Config {
             journal_sync: JournalSync::Fdatasync,
             socket_io: SocketIo::Auto,
             routing: crate::route::RoutingOptions::default(),
+            validation: ValidationSpec::default(),
         }
     }
 }
@@ -434,6 +438,9 @@ pub struct FileSettings {
     /// Routing: what a message that failed for good becomes.
     #[serde(default)]
     pub on_failure: Option<crate::route::OnFailure>,
+    /// Validation rules (issue 9), checked by [`RuleSet::compile`].
+    #[serde(default)]
+    pub validation: Option<ValidationSpec>,
 }
 
 impl FileSettings {
@@ -540,6 +547,14 @@ pub enum ConfigError {
         /// What went wrong, e.g. `unknown field `idle_timout``.
         detail: String,
     },
+    /// The CONFIG_FILE's validation rules do not compile (the error names the rule and where).
+    #[error("CONFIG_FILE (--config-file): {}: validation: {error}", path.display())]
+    Rules {
+        /// The file.
+        path: PathBuf,
+        /// The first bad rule and what is wrong with it.
+        error: RuleError,
+    },
     /// The command line itself was not understood.
     #[error("{0}")]
     Usage(String),
@@ -596,6 +611,9 @@ impl Config {
             Invocation::Dlq(_) => Err(ConfigError::Usage(
                 "`mllpd dlq` takes no server configuration".to_owned(),
             )),
+            Invocation::Validate(_) => Err(ConfigError::Usage(
+                "`mllpd validate` takes no server configuration".to_owned(),
+            )),
         }
     }
 
@@ -650,6 +668,12 @@ impl Config {
                 detail,
             })?;
         }
+        if let (Some(path), Some(validation)) =
+            (&config.config_file, file.and_then(|f| f.validation))
+        {
+            compile_rules(&validation, path)?;
+            config.validation = validation;
+        }
         Ok(Resolved { config, sources })
     }
 }
@@ -662,6 +686,23 @@ fn routing(settings: &FileSettings) -> Result<crate::route::RoutingOptions, Stri
         settings.on_failure,
         &crate::rules::RulesOptions::default(),
     )
+}
+
+/// Reads the validation rules of the CONFIG_FILE `path` again and compiles them (SIGHUP,
+/// `mllpd validate`); a file without a `validation:` section has no rules.
+pub fn load_rules(path: &Path) -> Result<RuleSet, ConfigError> {
+    let validation = read_file(path)?.validation.unwrap_or_default();
+    compile_rules(&validation, path)
+}
+
+/// Compiles `validation` from the file `path` with the default bounds (`limits::RULES_MAX` …).
+fn compile_rules(validation: &ValidationSpec, path: &Path) -> Result<RuleSet, ConfigError> {
+    RuleSet::compile(&validation.rules, &RulesOptions::default()).map_err(|error| {
+        ConfigError::Rules {
+            path: path.to_owned(),
+            error,
+        }
+    })
 }
 
 /// Reads and parses the CONFIG_FILE.
@@ -1026,6 +1067,16 @@ impl Resolved {
             out.push_str(&format!(
                 "  connector {:<12} {:?}\n",
                 connector.name, connector.target
+            ));
+        }
+        let rules = &self.config.validation.rules;
+        if !rules.is_empty() {
+            let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+            out.push_str(&format!(
+                "  {:<22} {} rules, in order: {} (file)\n",
+                "validation",
+                rules.len(),
+                names.join(", ")
             ));
         }
         out

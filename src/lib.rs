@@ -1,10 +1,12 @@
 //! mllpd: an HL7 v2 MLLP receiver built thread-per-core.
 //!
 //! See `../shared/DESIGN.md` (and README) for the data flow: shard → `mllp::Decoder` →
-//! `hl7::Message` → (validate) → (journal) → `ack::build` → one write per read.
+//! `admission` (one parse, validation rules → one `Decision`) → journal → `ack::build` → one
+//! write per read.
 #![deny(unsafe_code)]
 
 pub mod ack;
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod fuzzing;
@@ -17,3 +19,4 @@ pub mod route;
 pub mod rules;
 pub mod send;
 pub mod server;
+pub mod validate;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Invocation::Serve(overrides) => serve(&overrides),
         Invocation::CheckConfig(overrides) => check_config(&overrides),
         Invocation::Send(args) => mllpd::send::run(&args),
+        Invocation::Validate(args) => mllpd::validate::run(&args),
         Invocation::Dlq(command) => match dlq(&command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

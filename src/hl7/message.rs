@@ -51,6 +51,88 @@ pub struct ParseOptions {
     pub default_charset: Charset,
 }
 
+/// A payload that [`Message::parse_keeping_header`] refused.
+#[derive(Clone, Debug)]
+pub struct Unparsed<'a> {
+    /// Why.
+    pub error: ParseError,
+    /// What [`Message::parse_header`] reads, when MSH and its delimiters were usable.
+    pub header: Option<Message<'a>>,
+}
+
+/// A parse's offsets without the payload: what [`Message`] keeps besides its borrow. Plain
+/// data (`Copy`), so a pending frame holds it across an await while the read buffer that holds
+/// the payload stays owned by the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// As [`Message`]'s.
+    delimiters: Delimiters,
+    /// As [`Message`]'s.
+    msh_start: u32,
+    /// As [`Message`]'s.
+    msh_end: u32,
+    /// As [`Message`]'s.
+    separators: [u32; MSH_SEPARATORS_CACHED],
+    /// As [`Message`]'s.
+    separator_count: u8,
+    /// As [`Message`]'s.
+    charset: Charset,
+    /// As [`Message`]'s.
+    version_number: (u8, u8),
+}
+
+impl MessageHeader {
+    /// The message again, over the payload it was parsed from; no byte is scanned.
+    ///
+    /// # Panics
+    /// When `payload` is shorter than the MSH segment this header was read from (another
+    /// payload): every offset must stay inside it.
+    pub fn attach<'a>(&self, payload: &'a [u8]) -> Message<'a> {
+        assert!(
+            payload.len() >= self.msh_end as usize,
+            "a header attached to another payload"
+        );
+        Message {
+            bytes: payload,
+            delimiters: self.delimiters,
+            msh_start: self.msh_start,
+            msh_end: self.msh_end,
+            separators: self.separators,
+            separator_count: self.separator_count,
+            charset: self.charset,
+            version_number: self.version_number,
+        }
+    }
+}
+
+/// Test builds record which payloads had their MSH scanned, per thread, so a test can show a
+/// message is scanned once from its frame to its ACK (admission's "parse once"); the debug
+/// re-parse of each ACK built is a scan of another buffer and does not count.
+#[cfg(test)]
+pub(crate) mod scans {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static SCANNED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// `payload` was scanned once more.
+    pub(super) fn count(payload: &[u8]) {
+        SCANNED.with(|s| s.borrow_mut().push(payload.as_ptr() as usize));
+    }
+
+    /// Forgets the scans recorded on this thread (a buffer freed earlier may share an address).
+    pub(crate) fn reset() {
+        SCANNED.with(|s| s.borrow_mut().clear());
+    }
+
+    /// How often `payload` (this very buffer) was scanned on this thread.
+    pub(crate) fn of(payload: &[u8]) -> usize {
+        let at = payload.as_ptr() as usize;
+        SCANNED.with(|s| s.borrow().iter().filter(|&&p| p == at).count())
+    }
+}
+
 /// How many MSH field separators `parse` remembers: MSH-1 … MSH-21 are then two array reads;
 /// later fields (rare, v2.7+ MSH-22 …) are found by scanning the MSH segment.
 const MSH_SEPARATORS_CACHED: usize = 21;
@@ -85,19 +167,64 @@ impl<'a> Message<'a> {
     /// When `payload` is longer than `u32::MAX` bytes; the frame decoder never yields such a
     /// payload (`limits::FRAME_BYTES_MAX_MAX`).
     pub fn parse(payload: &'a [u8], options: &ParseOptions) -> Result<Self, ParseError> {
+        Self::parse_keeping_header(payload, options).map_err(|unparsed| unparsed.error)
+    }
+
+    /// [`Message::parse`], keeping on failure what [`Message::parse_header`] would read (MSH
+    /// and its delimiters), from the same scan: admission answers a rejected message with the
+    /// sender's header without scanning its MSH a second time.
+    // The error is as large as the message it carries, and a Box would allocate for every
+    // rejected frame, which a flood of junk frames must not cause.
+    #[allow(clippy::result_large_err)]
+    pub fn parse_keeping_header(
+        payload: &'a [u8],
+        options: &ParseOptions,
+    ) -> Result<Self, Unparsed<'a>> {
         assert!(
             u32::try_from(payload.len()).is_ok(),
             "payload exceeds FRAME_BYTES_MAX_MAX"
         );
-        let mut message = Self::scan_msh(payload)?;
-        message.check_required()?;
-        message.version_number = message.check_version()?;
+        let mut message = Self::scan_msh(payload).map_err(|error| Unparsed {
+            error,
+            header: None,
+        })?;
+        let unparsed = |error, mut header: Message<'a>| {
+            header.version_number = header.check_version().unwrap_or((2, 5));
+            Unparsed {
+                error,
+                header: Some(header),
+            }
+        };
+        if let Err(error) = message.check_required() {
+            return Err(unparsed(error, message));
+        }
+        message.version_number = match message.check_version() {
+            Ok(version) => version,
+            Err(error) => return Err(unparsed(error, message)),
+        };
         let charset_field = message.character_set_field();
         message.charset = Charset::from_msh18(charset_field).unwrap_or(options.default_charset);
         if message.charset == Charset::Utf8 {
-            check_utf8(payload)?;
+            if let Err(error) = check_utf8(payload) {
+                return Err(unparsed(error, message));
+            }
         }
         Ok(message)
+    }
+
+    /// The offsets of this parse without the borrow of the payload, to keep across an await
+    /// (the connection's buffer is borrowed again later) and [`MessageHeader::attach`] again
+    /// without scanning anything.
+    pub fn header(&self) -> MessageHeader {
+        MessageHeader {
+            delimiters: self.delimiters,
+            msh_start: self.msh_start,
+            msh_end: self.msh_end,
+            separators: self.separators,
+            separator_count: self.separator_count,
+            charset: self.charset,
+            version_number: self.version_number,
+        }
     }
 
     /// Reads only what an answer to a rejected message needs: MSH found and its delimiters
@@ -122,6 +249,8 @@ impl<'a> Message<'a> {
 
     /// Finds MSH after any leading CR/LF, reads MSH-1/MSH-2 and records the MSH separators.
     fn scan_msh(payload: &'a [u8]) -> Result<Self, ParseError> {
+        #[cfg(test)]
+        scans::count(payload);
         let start = payload
             .iter()
             .position(|&b| b != b'\r' && b != b'\n')

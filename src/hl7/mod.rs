@@ -13,5 +13,7 @@ mod scan;
 
 pub use delimiters::Delimiters;
 pub use error::{ErrorCode, Location, ParseError, ParseErrorKind};
-pub use message::{Charset, Message, ParseOptions, Segment, Segments};
+#[cfg(test)]
+pub(crate) use message::scans;
+pub use message::{Charset, Message, MessageHeader, ParseOptions, Segment, Segments, Unparsed};
 pub use path::{Path, PathError};

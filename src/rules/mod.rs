@@ -449,6 +449,24 @@ impl RuleSet {
         self.program.needs.describe()
     }
 
+    /// The name of rule `index` (in the configured order), if there is one.
+    pub fn name(&self, index: usize) -> Option<&str> {
+        self.rules.get(index).map(|r| r.name.as_str())
+    }
+
+    /// What rule `index` answers when it fails, if there is such a rule: what
+    /// [`RuleSet::evaluate`] returns in [`Verdict::Fail`], for a caller that kept only the index.
+    pub fn failure(&self, index: usize) -> Option<Failure<'_>> {
+        self.rules.get(index).map(|rule| Failure {
+            index,
+            rule: &rule.name,
+            on_fail: rule.on_fail,
+            code: rule.code,
+            message: &rule.message,
+            location: rule.location,
+        })
+    }
+
     /// Runs the rules in order on `message`; the first that fails or errors decides.
     pub fn evaluate<'r>(
         &'r self,

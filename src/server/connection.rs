@@ -1,9 +1,10 @@
-//! The per-connection driver: read into a bounded buffer, decode every complete frame, parse it
-//! and append the good ones to the shard's journal, wait for the group commit that covers them
-//! (ACK_AFTER=journal), then write the answers, in frame order. The answers of one read go out
-//! with one write while they fit `limits::ANSWER_BYTES_MAX` and `limits::ANSWER_FRAMES_MAX`;
-//! a larger read is answered in chunks of that size, a write each, yielding to the shard's
-//! other connections between chunks. The read buffer is not compacted until its whole answer is
+//! The per-connection driver: read into a bounded buffer, decode every complete frame, have
+//! admission decide its fate (`crate::admission`: one parse, the validation rules), append
+//! what the decision says to journal to the shard's journal, wait for the group commit that
+//! covers them (ACK_AFTER=journal), then write the answers, in frame order. The answers of one
+//! read go out with one write while they fit `limits::ANSWER_BYTES_MAX` and
+//! `limits::ANSWER_FRAMES_MAX`; a larger read is answered in chunks of that size, a write each,
+//! yielding to the shard's other connections between chunks. The read buffer is not compacted until its whole answer is
 //! written: pending verdicts hold offsets into it. A connection that has more than
 //! `limits::REJECTED_FRAMES_MAX` frames rejected within `limits::REJECTED_FRAMES_WINDOW` (and no
 //! message accepted) is closed: a flood of empty or junk frames costs a bounded number of ARs.
@@ -23,16 +24,16 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::hl7::Message;
-use crate::journal::{Append, DedupKey, RecordRef};
+use crate::admission::{Cause, Context, Decision};
+use crate::journal::{Append, RecordRef};
 use crate::limits::{
-    ANSWER_BYTES_MAX, ANSWER_FRAMES_MAX, READ_BUFFER_BYTES_INITIAL, READ_BUFFER_SLACK_BYTES,
-    READ_BYTES_PER_TURN_MAX, REJECTED_FRAMES_MAX, REJECTED_FRAMES_WINDOW,
+    ANSWER_BYTES_MAX, ANSWER_FRAMES_MAX, CONNECTION_PAUSE, READ_BUFFER_BYTES_INITIAL,
+    READ_BUFFER_GROWTH, READ_BUFFER_KEEP, READ_BUFFER_SLACK_BYTES, READ_BYTES_PER_TURN_MAX,
+    REJECTED_FRAMES_MAX, REJECTED_FRAMES_WINDOW,
 };
 use crate::mllp::{Decoded, Decoder};
 
 use super::clock;
-use super::respond::Verdict;
 use super::shard::{Shard, WakerSlot};
 
 /// Why a connection ended. Logged once at close.
@@ -63,8 +64,10 @@ enum Close {
 struct Counts {
     /// Frames answered (or suppressed by MSH-15).
     frames: u64,
-    /// Frames rejected (AR).
+    /// Frames rejected (AR) because they did not parse.
     rejected: u64,
+    /// Messages a validation rule answered AR or AE (or could not be evaluated on).
+    failed_rules: u64,
     /// Messages the journal could not store (AE).
     not_stored: u64,
     /// Bytes read.
@@ -190,7 +193,8 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
     macro_rules! close_event {
         ($level:ident) => {
             $level!(shard = shard.index, conn = id, peer = ?peer, reason = ?close,
-                frames = c.frames, rejected = c.rejected, not_stored = c.not_stored, bytes_in = c.bytes_in,
+                frames = c.frames, rejected = c.rejected, failed_rules = c.failed_rules,
+                not_stored = c.not_stored, bytes_in = c.bytes_in,
                 bytes_out = c.bytes_out, reads = c.reads, writes = c.writes,
                 largest_write = c.write_bytes_max, noise_bytes = stats.noise_bytes,
                 abandoned_frames = stats.abandoned_frames, "connection closed")
@@ -274,15 +278,38 @@ impl Connection {
             return Err(on_timeout);
         }
         self.make_room()?;
-        let buf = &mut self.buf[self.filled..];
-        let result = if in_frame {
-            stream.read(buf, timeout).await
-        } else {
-            let drained = async {
-                shard.drain_signal(slot).await;
-                Err(io::Error::from(io::ErrorKind::Interrupted))
+        let mut timeout = timeout;
+        let result = loop {
+            // A buffer a large frame grew is kept while bytes keep coming (a stream of large
+            // frames would otherwise pay the growth — copies and fresh pages — for every
+            // frame), and given back once the peer pauses: idle connections hold only the
+            // initial buffer.
+            let keeping = self.filled == 0 && self.buf.len() > READ_BUFFER_BYTES_INITIAL;
+            let wait = if keeping {
+                timeout.min(READ_BUFFER_KEEP)
+            } else {
+                timeout
             };
-            future::or(stream.read(buf, timeout), drained).await
+            // One read takes at most a turn's worth: the copy of a larger one (a socket
+            // buffer of megabytes) would hold the shard in one step.
+            let end = (self.filled + READ_BYTES_PER_TURN_MAX).min(self.buf.len());
+            let buf = &mut self.buf[self.filled..end];
+            let result = if in_frame {
+                stream.read(buf, wait).await
+            } else {
+                let drained = async {
+                    shard.drain_signal(slot).await;
+                    Err(io::Error::from(io::ErrorKind::Interrupted))
+                };
+                future::or(stream.read(buf, wait), drained).await
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && wait < timeout => {
+                    self.buf = vec![0; READ_BUFFER_BYTES_INITIAL];
+                    timeout -= wait;
+                }
+                result => break result,
+            }
         };
         result.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => on_timeout,
@@ -318,8 +345,8 @@ impl Connection {
                         peer: self.peer,
                         received: reading.received,
                     };
-                    let (verdict, seq) = admit(shard, &self.buf[range.clone()], &origin).await;
-                    if self.is_one_rejection_too_many(verdict, reading.at) {
+                    let (decision, seq) = admit(shard, &self.buf[range.clone()], &origin).await;
+                    if self.is_one_rejection_too_many(&decision, reading.at) {
                         let total = &shard.stats.reject_floods;
                         total.set(total.get() + 1);
                         warn!(shard = shard.index, conn = id, peer = ?self.peer,
@@ -332,7 +359,7 @@ impl Connection {
                     }
                     self.frames.push(Frame {
                         range,
-                        verdict,
+                        decision,
                         seq,
                     });
                 }
@@ -352,14 +379,17 @@ impl Connection {
         }
     }
 
-    /// Counts a frame's verdict towards the flood bound; true when it is one rejection too many.
-    fn is_one_rejection_too_many(&mut self, verdict: Verdict, at: Instant) -> bool {
-        match verdict {
-            Verdict::Rejected(_) => self.rejections.reject(at),
-            Verdict::Accepted | Verdict::NotStored(_) => {
+    /// Counts a frame's decision towards the flood bound; true when it is one rejection too
+    /// many. Only frames that did not parse count: a message a rule refused is well formed (the
+    /// rules' cost is bounded by the frame size and the rules), and neither counts nor clears.
+    fn is_one_rejection_too_many(&mut self, decision: &Decision, at: Instant) -> bool {
+        match decision.cause() {
+            Cause::Unparsed(_) => self.rejections.reject(at),
+            Cause::Accepted | Cause::NotStored(_) => {
                 self.rejections.accept();
                 false
             }
+            Cause::Rule(_) | Cause::Evaluation { .. } => false,
         }
     }
 
@@ -374,11 +404,12 @@ impl Connection {
                 break;
             }
             answered += 1;
-            responder.respond(&self.buf[frame.range.clone()], frame.verdict, &mut self.out);
+            let payload = &self.buf[frame.range.clone()];
+            responder.respond(payload, &frame.decision, &mut self.out);
             self.counts.frames += 1;
-            match frame.verdict {
-                Verdict::Accepted => {}
-                Verdict::Rejected(error) => {
+            match frame.decision.cause() {
+                Cause::Accepted => {}
+                Cause::Unparsed(error) => {
                     self.counts.rejected += 1;
                     debug!(
                         shard = shard.index,
@@ -388,9 +419,23 @@ impl Connection {
                         "frame rejected"
                     );
                 }
-                Verdict::NotStored(error) => {
+                Cause::NotStored(error) => {
                     self.counts.not_stored += 1;
                     debug!(shard = shard.index, ?error, "message not stored");
+                }
+                Cause::Rule(rule) => {
+                    self.counts.failed_rules += 1;
+                    debug!(
+                        shard = shard.index,
+                        rule = rule.name(),
+                        generation = rule.generation(),
+                        "message failed a validation rule"
+                    );
+                }
+                Cause::Evaluation { rule, reason, .. } => {
+                    self.counts.failed_rules += 1;
+                    let control_id = frame.decision.message(payload).map(|m| m.control_id());
+                    log_evaluation_error(shard, rule.name(), control_id, reason);
                 }
             }
         }
@@ -438,23 +483,24 @@ impl Connection {
         if self.filled < self.buf.len() {
             return Ok(());
         }
-        let grown = (self.buf.len() * 2).min(self.buf_bytes_max);
+        let grown = (self.buf.len() * READ_BUFFER_GROWTH).min(self.buf_bytes_max);
         if grown <= self.buf.len() {
             // The decoder reports FrameTooLarge before an open frame can fill a buffer of
             // MAX_FRAME_SIZE + slack, so this is unreachable; closing is the safe answer.
             debug_assert!(false, "read buffer full at its bound");
             return Err(Close::FrameTooLarge);
         }
-        self.buf.resize(grown, 0);
+        // A new zeroed buffer rather than `resize`: a large one comes as fresh pages that are
+        // neither copied nor cleared, and cost memory only once written.
+        let mut buf = vec![0; grown];
+        buf[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+        self.buf = buf;
         Ok(())
     }
 
-    /// Gives back memory a large frame needed once the buffer is empty again, so idle
-    /// connections hold only the initial buffer.
+    /// Gives back the memory a large answer needed (the read buffer is given back in `read`,
+    /// once the peer pauses).
     fn reclaim(&mut self) {
-        if self.filled == 0 && self.buf.len() > READ_BUFFER_BYTES_INITIAL {
-            self.buf = vec![0; READ_BUFFER_BYTES_INITIAL];
-        }
         if self.out.capacity() > READ_BUFFER_BYTES_INITIAL * 8 {
             self.out = Vec::new();
         }
@@ -536,21 +582,16 @@ impl Rejections {
 /// takes this task off the run queue until the executor's next poll, which also reaps every
 /// ready socket.
 async fn pause() {
-    glommio::timer::sleep(PAUSE).await;
+    glommio::timer::sleep(CONNECTION_PAUSE).await;
 }
-
-/// How long [`pause`] sleeps. Only there to reach the executor's next poll, but long enough not
-/// to have passed before the timer is first polled (1 µs had, in a debug build, so the task
-/// never left the CPU); 50 µs per chunk of `ANSWER_FRAMES_MAX` frames costs a flood little.
-const PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// A frame of the current read: where its payload is, and what was decided.
 #[derive(Debug)]
 struct Frame {
     /// The payload's offsets in the read buffer.
     range: Range<usize>,
-    /// The verdict so far.
-    verdict: Verdict,
+    /// What admission decided (a journal failure turns it into AE).
+    decision: Decision,
     /// The journal sequence number to wait for before answering, if any.
     seq: Option<u64>,
 }
@@ -565,26 +606,46 @@ struct Origin {
     received: u64,
 }
 
-/// Parses a payload and, when it is a message, appends it to the shard's journal. Returns the
-/// verdict and the sequence number to wait for (none with ACK_AFTER=receipt).
-async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Verdict, Option<u64>) {
-    let message = match Message::parse(payload, shard.responder.borrow().parse_options()) {
-        Ok(message) => message,
-        Err(error) => return (Verdict::Rejected(error), None),
+/// Has admission decide a payload's fate and carries out what it says about the journal:
+/// appends the payload when the decision says so. Returns the decision (AE when the journal
+/// failed) and the sequence number to wait for (none with ACK_AFTER=receipt).
+async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Decision, Option<u64>) {
+    let context = Context {
+        peer: origin.peer,
+        ..Context::default()
+    };
+    let mut decision = shard.admission.borrow_mut().decide(payload, &context);
+    let Some(dedup_key) = decision.dedup_key(payload) else {
+        return (decision, None);
     };
     let record = RecordRef {
         receive_time_unix_micros: origin.received,
         connection_id: origin.connection_id,
         peer: origin.peer,
         payload,
-        dedup_key: Some(DedupKey::of(&message)),
+        dedup_key: Some(dedup_key),
     };
     let appended = shard.journal.append_in_turn(&record).await;
     match appended {
-        Ok(append) if shard.waits_for_journal() => (Verdict::Accepted, Some(append_seq(append))),
-        Ok(_) => (Verdict::Accepted, None),
-        Err(error) => (Verdict::NotStored(error), None),
+        Ok(append) if shard.waits_for_journal() => (decision, Some(append_seq(append))),
+        Ok(_) => (decision, None),
+        Err(error) => {
+            decision.not_stored(error);
+            (decision, None)
+        }
     }
+}
+
+/// Logs a rule that could not be evaluated: the rule, the message's control id and the
+/// reason (which names types and functions, never content). A sender can make every message
+/// err, so a shard logs at most one such line per second and counts the rest.
+fn log_evaluation_error(shard: &Shard, rule: &str, control_id: Option<&[u8]>, reason: &str) {
+    let Some(unlogged) = shard.evaluation_error_log_due() else {
+        return;
+    };
+    let control_id = String::from_utf8_lossy(control_id.unwrap_or_default());
+    warn!(shard = shard.index, rule, control_id = %control_id, reason,
+        unlogged_since_last = unlogged, "validation rule could not be evaluated; answered AE");
 }
 
 fn append_seq(append: Append) -> u64 {
@@ -600,7 +661,7 @@ async fn settle(shard: &Shard, frames: &mut [Frame]) {
     for frame in frames.iter_mut() {
         if let Some(seq) = frame.seq.take() {
             if let Err(error) = shard.journal.wait_durable(seq).await {
-                frame.verdict = Verdict::NotStored(error);
+                frame.decision.not_stored(error);
             }
         }
     }

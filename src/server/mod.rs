@@ -4,7 +4,9 @@
 //! reservation socket, starts one shard per CPU of the process's affinity mask (each pinned,
 //! each binding the address with SO_REUSEPORT), prints the start line, and then waits on the
 //! main thread for a signal: the first starts PRE_SHUTDOWN_DELAY then the drain, the second
-//! exits at once. `server/` is the only module that awaits a socket.
+//! exits at once; SIGHUP reloads (the validation rules, compiled on the signal thread and
+//! taken by each shard between two messages; no connection is touched). `server/` is the only
+//! module that awaits a socket.
 
 mod clock;
 mod connection;
@@ -23,11 +25,13 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use tracing::{error, info, warn};
 
+use crate::admission::RulesSlot;
 use crate::config::Config;
 use crate::limits;
+use crate::rules::{RuleSet, RulesOptions};
 
 pub use clock::format_timestamp;
-pub use respond::{Responder, Verdict};
+pub use respond::Responder;
 
 /// Memory glommio registers per shard for file IO. Sockets do not use it; the journal will
 /// (its issue sizes this). Kept small so several shards fit in an 8 MiB RLIMIT_MEMLOCK.
@@ -103,10 +107,22 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .ok_or_else(|| ServerError::Other("cannot read the bound address".to_owned()))?;
     crate::journal::create_dir_durable(&config.data_dir)
         .map_err(|e| ServerError::Other(format!("DATA_DIR {}: {e}", config.data_dir.display())))?;
+    let rules = RuleSet::compile(&config.validation.rules, &RulesOptions::default())
+        .map_err(|e| ServerError::Other(format!("validation: {e}")))?;
+    if !rules.is_empty() {
+        info!(
+            generation = 1,
+            rules = rules.len(),
+            "validation rules loaded"
+        );
+    }
+    let rules = RulesSlot::new(rules);
     let (events_tx, events) = mpsc::channel();
-    watch_signals(events_tx.clone())?;
+    let reloads = vec![reload_rules(config.config_file.clone(), Arc::clone(&rules))];
+    watch_signals(events_tx.clone(), reloads)?;
     let mut delivery = prepare_delivery(&config, &cpus, &shard_cpus)?;
     let shared = Arc::new(shard::Shared {
+        rules,
         watermarks: (0..shard_cpus.len())
             .map(|i| delivery.watermark(i))
             .collect(),
@@ -167,14 +183,67 @@ fn prepare_delivery(
     .map_err(|e| ServerError::Other(format!("delivery: {e}")))
 }
 
-fn watch_signals(events: mpsc::Sender<Event>) -> Result<(), ServerError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// One SIGHUP, as the signal thread hands it to every part that reloads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReloadEvent {
+    /// How many SIGHUPs were received, this one included.
+    pub number: u64,
+}
+
+/// A part of the server that reloads on SIGHUP: the validation rules today; TLS certificates
+/// and connectors will hook in the same way. It runs on the signal thread, off the shards, and
+/// must leave what is in force untouched when what it reads is not valid.
+pub(crate) type ReloadHook = Box<dyn Fn(ReloadEvent) + Send>;
+
+/// The hook that re-reads CONFIG_FILE's validation rules, compiles them and, when they are
+/// valid, publishes them to `slot` as the next generation (each shard takes it before its next
+/// message); otherwise the rules in force stay and the error is logged.
+fn reload_rules(config_file: Option<std::path::PathBuf>, slot: Arc<RulesSlot>) -> ReloadHook {
+    Box::new(move |event| {
+        let Some(path) = &config_file else {
+            info!(
+                reload = event.number,
+                "SIGHUP: no CONFIG_FILE; validation rules unchanged"
+            );
+            return;
+        };
+        match crate::config::load_rules(path) {
+            Ok(set) => {
+                let rules = set.len();
+                let generation = slot.publish(set);
+                info!(
+                    reload = event.number,
+                    generation, rules, "validation rules reloaded"
+                );
+            }
+            Err(error) => error!(
+                reload = event.number,
+                generation = slot.generation(),
+                %error,
+                "validation rules reload refused; the rules in force stay"
+            ),
+        }
+    })
+}
+
+/// Starts the signal thread: SIGTERM and SIGINT go to the main thread (shutdown); SIGHUP is a
+/// reload event handed to every hook in `reloads`, in order, on this thread.
+fn watch_signals(events: mpsc::Sender<Event>, reloads: Vec<ReloadHook>) -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| ServerError::Other(format!("cannot install signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("mllpd-signals".to_owned())
         .spawn(move || {
+            let mut reload = ReloadEvent { number: 0 };
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload.number += 1;
+                    for hook in &reloads {
+                        hook(reload);
+                    }
+                    continue;
+                }
                 if events.send(Event::Signal(signal)).is_err() {
                     break;
                 }

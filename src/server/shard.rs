@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use tracing::{error, info, warn};
 
+use crate::admission::{Admission, RulesSlot};
 use crate::config::{AckAfter, Config};
 use crate::hl7::ParseOptions;
 use crate::journal::{Journal, JournalOptions, RecoveryProgress};
@@ -51,6 +52,8 @@ pub struct Shared {
     pub start_unix_seconds: u64,
     /// Where a shard reports a failure that must end the process (after a drain).
     pub events: std::sync::Mutex<std::sync::mpsc::Sender<super::Event>>,
+    /// The validation rules in force (replaced on SIGHUP).
+    pub rules: Arc<RulesSlot>,
     /// Each shard's journal watermark, shared with the delivery engine (issue 11).
     pub watermarks: Vec<Arc<crate::journal::Watermark>>,
 }
@@ -125,6 +128,9 @@ pub struct Shard {
     next_connection: Cell<u64>,
     /// ACK writer shared by the shard's connections (single-threaded; never held across await).
     pub responder: RefCell<Responder>,
+    /// Where the fate of each frame is decided: parse options, the rules in force, their
+    /// counters (single-threaded; never held across await).
+    pub admission: RefCell<Admission>,
     /// Last second the responder's timestamp was set for.
     clock_second: Cell<u64>,
     /// The shard's journal.
@@ -133,6 +139,8 @@ pub struct Shard {
     pub sockets: Option<Rc<super::uring::Sockets>>,
     /// Whether a fatal failure was already reported.
     failed: Cell<bool>,
+    /// When an evaluation error was last logged, and how many were not logged since.
+    evaluation_errors_logged: Cell<(Option<Instant>, u64)>,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -159,11 +167,13 @@ impl Shard {
             open: Cell::new(0),
             all_closed: Rc::new(WakerSlot::default()),
             next_connection: Cell::new(0),
-            responder: RefCell::new(Responder::new(parse_options, control_ids)),
+            responder: RefCell::new(Responder::new(control_ids)),
+            admission: RefCell::new(Admission::new(parse_options, shared.rules.clone())),
             clock_second: Cell::new(u64::MAX),
             journal,
             sockets,
             failed: Cell::new(false),
+            evaluation_errors_logged: Cell::new((None, 0)),
             stats: ShardStats::default(),
             shared,
         }
@@ -184,6 +194,23 @@ impl Shard {
         if !self.failed.replace(true) {
             error!(shard = self.index, reason, "fatal: draining and exiting");
             self.shared.fail(format!("shard {}: {reason}", self.index));
+        }
+    }
+
+    /// Whether an evaluation error may be logged now (at most one line per LOG_INTERVAL):
+    /// `Some(errors not logged since the last line)`, or `None` when it is to be counted only.
+    pub fn evaluation_error_log_due(&self) -> Option<u64> {
+        let (last, unlogged) = self.evaluation_errors_logged.get();
+        let now = Instant::now();
+        match last {
+            Some(at) if now.saturating_duration_since(at) < LOG_INTERVAL => {
+                self.evaluation_errors_logged.set((last, unlogged + 1));
+                None
+            }
+            _ => {
+                self.evaluation_errors_logged.set((Some(now), 0));
+                Some(unlogged)
+            }
         }
     }
 

@@ -356,6 +356,7 @@ fn run_in(
     let measured_from = Instant::now();
     std::thread::sleep(scenario.before);
     let before = footprint(pid, data_dir);
+    let fd_targets_before = server::fd_targets(pid, data_dir);
     let attack_started = Instant::now();
     let cpu_started = server::cpu_time(pid);
     let (mut children, reports) = spawn_attackers(harness, scenario, mllpd.addr)?;
@@ -374,6 +375,16 @@ fn run_in(
     );
     let fds_settled_in = server::wait_fds(pid, data_dir, before.fds, scenario.fd_settle)
         .map(|_| attack_ended.elapsed());
+    if fds_settled_in.is_none() {
+        // Name what stayed open, to tell a leaked socket from a runtime's own descriptor.
+        let mut extra = server::fd_targets(pid, data_dir);
+        for target in &fd_targets_before {
+            if let Some(i) = extra.iter().position(|t| t == target) {
+                extra.swap_remove(i);
+            }
+        }
+        eprintln!("  descriptors not back at the baseline: {extra:?}");
+    }
     std::thread::sleep(scenario.after);
     let after = footprint(pid, data_dir);
     let fresh_connection_ok = sender::one_message(mllpd.addr, "FRESH-1").is_ok();

@@ -191,6 +191,27 @@ pub fn fds(pid: u32, data_dir: &Path) -> Option<(usize, usize)> {
     Some((all, journal))
 }
 
+/// What each descriptor of `pid` besides its journal files points at (`socket:[…]`,
+/// `anon_inode:[io_uring]`, …), with its number.
+pub fn fd_targets(pid: u32, data_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            (!target.starts_with(data_dir)).then(|| {
+                format!(
+                    "{}={}",
+                    entry.file_name().to_string_lossy(),
+                    target.display()
+                )
+            })
+        })
+        .collect()
+}
+
 /// User + system CPU time of `pid` (clock ticks of 10 ms).
 pub fn cpu_time(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
