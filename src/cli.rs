@@ -51,10 +51,68 @@ pub enum Command {
     /// Read the journals of a data directory (read-only; safe while the server runs).
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// A connector's dead letters: list, show, replay (the running server delivers them
+    /// again) or purge. Safe while the server runs.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Run a CONFIG_FILE's validation rules over HL7 messages offline and print, per message,
     /// the verdict, the failing rule and the ACK the server would send. Exit status 0 when
     /// every message would be accepted, 1 when one would not, 2 on unreadable rules or input.
     Validate(ValidateArgs),
+}
+
+/// `mllpd dlq …` (issue 11).
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
+pub enum DlqCommand {
+    /// One line per dead letter: id, shard, sequence, attempts, time, reason.
+    List(DlqTarget),
+    /// A dead letter's header and the message exactly as received.
+    Show {
+        /// The connector and data directory.
+        #[command(flatten)]
+        target: DlqTarget,
+        /// The dead letter's id, as `list` prints it.
+        id: String,
+    },
+    /// Hands dead letters back to the connector: the running server delivers them again
+    /// (within a second, after what its connector is delivering), or at its next start.
+    Replay {
+        /// The connector and data directory.
+        #[command(flatten)]
+        target: DlqTarget,
+        /// The ids, as `list` prints them.
+        ids: Vec<String>,
+        /// Every dead letter of the connector.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Deletes dead letters for good.
+    Purge {
+        /// The connector and data directory.
+        #[command(flatten)]
+        target: DlqTarget,
+        /// The ids, as `list` prints them.
+        ids: Vec<String>,
+        /// Every dead letter of the connector.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+/// Which connector's dead letters.
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct DlqTarget {
+    /// The connector's name.
+    #[arg(long, value_name = "NAME")]
+    pub connector: String,
+    /// The data directory (DATA_DIR of the server).
+    #[arg(
+        long,
+        env = "DATA_DIR",
+        value_name = "DIR",
+        default_value = "./mllpd-data"
+    )]
+    pub data_dir: PathBuf,
 }
 
 /// Arguments of `mllpd validate`.
@@ -226,6 +284,8 @@ pub enum Invocation {
     Send(SendArgs),
     /// Read journals.
     Journal(JournalCommand),
+    /// Dead letters.
+    Dlq(DlqCommand),
     /// Run validation rules offline.
     Validate(ValidateArgs),
 }
@@ -246,6 +306,7 @@ where
         Some(Command::CheckConfig(_)) => Invocation::CheckConfig(overrides(&matches, sub_matches)),
         Some(Command::Send(args)) => Invocation::Send(args),
         Some(Command::Journal(command)) => Invocation::Journal(command),
+        Some(Command::Dlq(command)) => Invocation::Dlq(command),
         Some(Command::Validate(args)) => Invocation::Validate(args),
     })
 }

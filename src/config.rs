@@ -139,6 +139,8 @@ pub struct Config {
     pub ack_after: AckAfter,
     /// How the journal makes a batch durable (JOURNAL_SYNC).
     pub journal_sync: JournalSync,
+    /// Delivery to connectors (CONFIG_FILE `connectors`, `retry`, `on_failure`; issue 11).
+    pub routing: crate::route::RoutingOptions,
     /// How shards do socket IO (SOCKET_IO).
     pub socket_io: SocketIo,
     /// The `validation:` section of CONFIG_FILE (no rules without one); checked to compile.
@@ -172,6 +174,7 @@ impl Default for Config {
             ack_after: AckAfter::Journal,
             journal_sync: JournalSync::Fdatasync,
             socket_io: SocketIo::Auto,
+            routing: crate::route::RoutingOptions::default(),
             validation: ValidationSpec::default(),
         }
     }
@@ -426,6 +429,15 @@ pub struct FileSettings {
     /// SOCKET_IO.
     #[serde(default, deserialize_with = "scalar")]
     pub socket_io: Option<String>,
+    /// Routing (issue 11): the connectors, checked by [`crate::route::config::validate`].
+    #[serde(default)]
+    pub connectors: Option<Vec<crate::route::config::ConnectorSpec>>,
+    /// Routing: the retry policy of every connector.
+    #[serde(default)]
+    pub retry: Option<crate::route::config::RetrySpec>,
+    /// Routing: what a message that failed for good becomes.
+    #[serde(default)]
+    pub on_failure: Option<crate::route::OnFailure>,
     /// Validation rules (issue 9), checked by [`RuleSet::compile`].
     #[serde(default)]
     pub validation: Option<ValidationSpec>,
@@ -596,6 +608,9 @@ impl Config {
             Invocation::Journal(_) => Err(ConfigError::Usage(
                 "`mllpd journal` takes no server configuration".to_owned(),
             )),
+            Invocation::Dlq(_) => Err(ConfigError::Usage(
+                "`mllpd dlq` takes no server configuration".to_owned(),
+            )),
             Invocation::Validate(_) => Err(ConfigError::Usage(
                 "`mllpd validate` takes no server configuration".to_owned(),
             )),
@@ -647,6 +662,12 @@ impl Config {
             })?;
             sources.push((setting, origin));
         }
+        if let (Some(settings), Some(path)) = (&file, &config.config_file) {
+            config.routing = routing(settings).map_err(|detail| ConfigError::File {
+                path: path.clone(),
+                detail,
+            })?;
+        }
         if let (Some(path), Some(validation)) =
             (&config.config_file, file.and_then(|f| f.validation))
         {
@@ -655,6 +676,16 @@ impl Config {
         }
         Ok(Resolved { config, sources })
     }
+}
+
+/// The routing section of a CONFIG_FILE, checked (the error names the connector and key).
+fn routing(settings: &FileSettings) -> Result<crate::route::RoutingOptions, String> {
+    crate::route::config::validate(
+        settings.connectors.as_deref().unwrap_or_default(),
+        settings.retry.as_ref(),
+        settings.on_failure,
+        &crate::rules::RulesOptions::default(),
+    )
 }
 
 /// Reads the validation rules of the CONFIG_FILE `path` again and compiles them (SIGHUP,
@@ -1030,6 +1061,12 @@ impl Resolved {
             out.push_str(&format!(
                 "  {:<22} {value} ({source})\n",
                 setting.env_name()
+            ));
+        }
+        for connector in &self.config.routing.connectors {
+            out.push_str(&format!(
+                "  connector {:<12} {:?}\n",
+                connector.name, connector.target
             ));
         }
         let rules = &self.config.validation.rules;

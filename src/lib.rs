@@ -15,6 +15,7 @@ pub mod journal;
 pub mod limits;
 pub mod logging;
 pub mod mllp;
+pub mod route;
 pub mod rules;
 pub mod send;
 pub mod server;

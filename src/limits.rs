@@ -184,3 +184,66 @@ pub const RULE_EXPRESSION_BYTES_MAX: usize = 4 * 1024;
 /// Longest rule name or message (bytes): both are written into ACKs (MSA-3, ERR) and logs,
 /// whose text is bounded by `ACK_TEXT_BYTES_MAX` anyway.
 pub const RULE_TEXT_BYTES_MAX: usize = 1024;
+
+/// Bytes the tailing journal reader (delivery) reads at once: many typical records per read
+/// syscall, little memory per connector and shard; a larger record is read whole on its own.
+pub const TAIL_READ_BYTES: usize = 256 * 1024;
+
+/// Longest a delivery thread sleeps waiting for the journal's watermark before it looks at its
+/// stop flag again: bounds how long shutdown waits for an idle connector.
+pub const DELIVERY_IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// Longest shutdown waits for the delivery threads once intake has stopped: an idle thread
+/// stops within `DELIVERY_IDLE_WAIT`, one in a backoff at once; one inside an attempt (a
+/// downstream that took the message and has not answered) is left behind, since its message is
+/// unconfirmed and is sent again at the next start.
+pub const DELIVERY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connector's cursor file is rewritten at most this often (it is advanced in memory after
+/// every confirmation): each write costs an fsync of the file and of its directory, and a crash
+/// re-delivers at most what was confirmed since the last write.
+pub const CURSOR_WRITE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// ... or once this many records were confirmed since the last write, whichever comes first:
+/// bounds the re-delivered tail after a crash at a fast rate (with the interval above, about
+/// 1 000 records or 200 ms of traffic per connector and shard).
+pub const CURSOR_WRITE_RECORDS: u64 = 1000;
+
+/// Default first wait before a failed delivery is retried (`retry.initial_backoff`): long
+/// enough not to hammer a downstream that just refused, short enough that a blip costs little.
+pub const RETRY_INITIAL_BACKOFF_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Default longest wait between retries (`retry.max_backoff`): the backoff doubles up to this,
+/// so a downstream back after a long outage is noticed within a minute.
+pub const RETRY_MAX_BACKOFF_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Default attempts before a message's delivery is given up (`retry.max_attempts`) and
+/// `on_failure` applies: with the backoffs above about 4.5 minutes, enough to ride out a
+/// downstream restart without dead-lettering the whole queue behind it.
+pub const RETRY_MAX_ATTEMPTS_DEFAULT: u32 = 10;
+
+/// How long a connector waits for a TCP connection to its downstream: a host that does not
+/// answer within this is counted as a failed attempt and retried with backoff.
+pub const CONNECTOR_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an `mllp` connector waits for the downstream's ACK (and a `file` or `http` one for
+/// its write or answer): a downstream that accepts and never answers is retried, not waited on
+/// forever.
+pub const CONNECTOR_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest ACK frame an `mllp` connector reads from its downstream: an ACK is a few hundred
+/// bytes; a peer sending megabytes without an end block is broken and is disconnected.
+pub const CONNECTOR_ACK_BYTES_MAX: usize = 64 * 1024;
+
+/// How often a delivery worker looks for dead letters handed back by `mllpd dlq replay`: a
+/// directory listing per connector and shard, cheap at this rate, and a replay is picked up
+/// within about a second.
+pub const REPLAY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most connectors one configuration may declare: each takes a thread per shard and a cursor
+/// per shard.
+pub const CONNECTORS_MAX: usize = 64;
+
+const _: () = assert!(CURSOR_WRITE_RECORDS > 0);
+const _: () =
+    assert!(RETRY_INITIAL_BACKOFF_DEFAULT.as_millis() <= RETRY_MAX_BACKOFF_DEFAULT.as_millis());

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use mllpd::cli::{self, Invocation};
+use mllpd::cli::{self, DlqCommand, Invocation};
 use mllpd::config::{Config, Overrides};
+use mllpd::route::dlq as dead_letters;
 
 // mimalloc: thread-local free lists suit thread-per-core shards that each allocate and free
 // their own connection buffers.
@@ -26,8 +27,20 @@ fn main() -> ExitCode {
         Invocation::CheckConfig(overrides) => check_config(&overrides),
         Invocation::Send(args) => mllpd::send::run(&args),
         Invocation::Validate(args) => mllpd::validate::run(&args),
-        Invocation::Journal(command) => match mllpd::journal::export::run(&command) {
+        Invocation::Dlq(command) => match dlq(&command) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("mllpd: {error}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Invocation::Journal(command) => match mllpd::journal::export::run(&command) {
+            Ok(()) => {
+                if let cli::JournalCommand::Stats { data_dir } = &command {
+                    print_delivery(data_dir);
+                }
+                ExitCode::SUCCESS
+            }
             Err(error) => {
                 eprintln!("mllpd: {error}");
                 ExitCode::from(EXIT_FAILURE)
@@ -79,5 +92,51 @@ fn check_config(overrides: &Overrides) -> ExitCode {
             eprintln!("mllpd: invalid configuration: {error}");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// `mllpd dlq …`: a connector's dead letters (issue 11).
+fn dlq(command: &DlqCommand) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List(t) => dead_letters::list(&t.data_dir, &t.connector, &mut out),
+        DlqCommand::Show { target: t, id } => {
+            dead_letters::show(&t.data_dir, &t.connector, id, &mut out)
+        }
+        DlqCommand::Replay {
+            target: t,
+            ids,
+            all,
+        } => {
+            let count = dead_letters::replay(&t.data_dir, &t.connector, ids, *all)?;
+            println!(
+                "{count} dead letter(s) handed back to connector {}",
+                t.connector
+            );
+            Ok(())
+        }
+        DlqCommand::Purge {
+            target: t,
+            ids,
+            all,
+        } => {
+            let count = dead_letters::purge(&t.data_dir, &t.connector, ids, *all)?;
+            println!(
+                "{count} dead letter(s) purged from connector {}",
+                t.connector
+            );
+            Ok(())
+        }
+    }
+}
+
+/// After `journal stats`: where each connector's delivery stands (issue 11).
+fn print_delivery(data_dir: &std::path::Path) {
+    let journals: Vec<(usize, Option<u64>)> = mllpd::journal::export::stats(data_dir)
+        .map(|s| s.iter().map(|s| (s.shard, s.last_seq)).collect())
+        .unwrap_or_default();
+    let report = mllpd::route::delivery_report(data_dir, &journals);
+    if !report.is_empty() {
+        print!("\n{report}");
     }
 }

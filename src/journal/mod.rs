@@ -84,17 +84,22 @@ mod record;
 mod recovery;
 mod retention;
 mod segment;
+mod tail;
+mod watermark;
 mod writer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use fault::{FaultGate, FaultInjectionRefused, FaultPlan, ALLOW_FAULT_INJECTION_VAR};
 pub use record::{RecordView, RECORD_OVERHEAD_BYTES};
 pub use recovery::create_dir_durable;
 pub use segment::{Next, SegmentReader, SEGMENT_HEADER_BYTES};
+pub use tail::{has_segments, TailError, TailReader};
+pub use watermark::Watermark;
 pub use writer::Journal;
 
 /// Default largest segment file (64 MiB): big enough that rotation (a file creation and a
@@ -171,6 +176,9 @@ pub struct JournalOptions {
     /// Test hook: injected storage faults (ENOSPC, fdatasync failure, slow flushes).
     #[doc(hidden)]
     pub faults: Option<Rc<FaultPlan>>,
+    /// Where the committer publishes the durable watermark, and where delivery holds segments
+    /// from retention; shared with the readers of this journal (issue 11).
+    pub watermark: Arc<Watermark>,
 }
 
 impl JournalOptions {
@@ -188,6 +196,7 @@ impl JournalOptions {
             sync: SyncMode::Data,
             retention_interval: RETENTION_CHECK_INTERVAL,
             faults: None,
+            watermark: Arc::new(Watermark::new()),
         }
     }
 
@@ -399,6 +408,9 @@ pub struct JournalStats {
     pub segment_bytes: u64,
     /// Closed segments deleted by retention.
     pub segments_deleted: u64,
+    /// Closed segments retention would delete but a connector still needs (its cursor is in
+    /// them or before them), at the last retention pass.
+    pub segments_held: usize,
     /// Total time spent in write + flush, µs (divide by `flushes` for the mean).
     pub flush_micros_total: u64,
     /// Of that, time spent waiting for durability (fdatasync, or the `O_DSYNC` write), µs.

@@ -127,6 +127,7 @@ impl Journal {
             ..JournalStats::default()
         };
         writer.fill_stats(&mut stats);
+        options.watermark.publish(report.next_seq - 1);
         let journal = Rc::new(Journal {
             state: RefCell::new(State {
                 pending: Vec::new(),
@@ -354,6 +355,7 @@ impl Journal {
 
     /// Called by the committer as it stops (its files and lock already released).
     fn committer_stopped(&self) {
+        self.options.watermark.close();
         let mut st = self.state.borrow_mut();
         st.committer_done = true;
         for waker in st.room_waiters.drain(..) {
@@ -426,6 +428,11 @@ impl Journal {
             }
         }
         let (settled, poisoned) = (st.settled_seq, st.poisoned);
+        if !poisoned {
+            // Readers off the shard (delivery) may now read up to `settled`: the batch is on
+            // disk, or was cut back from it (a gap they skip).
+            self.options.watermark.publish(settled);
+        }
         st.durable_waiters.retain(|(seq, waker)| {
             let done = poisoned || *seq <= settled;
             if done {
@@ -440,7 +447,13 @@ impl Journal {
         Bounds {
             age: self.options.retention_age,
             bytes: self.options.retention_bytes,
-            floor: self.state.borrow().retention_floor,
+            floor: match (
+                self.state.borrow().retention_floor,
+                self.options.watermark.floor(),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 
@@ -877,13 +890,25 @@ impl Writer {
         };
         let deleted_before = self.deleted;
         let closed = self.closed.make_contiguous();
-        let count = retention::deletable(
-            closed,
-            next_first,
-            active_bytes,
-            journal.retention_bounds(),
-            SystemTime::now(),
-        );
+        let bounds = journal.retention_bounds();
+        let now = SystemTime::now();
+        let count = retention::deletable(closed, next_first, active_bytes, bounds, now);
+        journal.state.borrow_mut().stats.segments_held = 0;
+        if let Some(floor) = bounds.floor {
+            // A connector that has not delivered them holds segments retention would delete:
+            // say so, since the journal then grows past RETENTION_BYTES / RETENTION_AGE.
+            let unheld = Bounds {
+                floor: None,
+                ..bounds
+            };
+            let held = retention::deletable(closed, next_first, active_bytes, unheld, now) - count;
+            let held_bytes: u64 = closed[count..count + held].iter().map(|s| s.bytes).sum();
+            journal.state.borrow_mut().stats.segments_held = held;
+            if held > 0 {
+                tracing::warn!(dir = %self.dir.display(), floor, segments = held, bytes = held_bytes,
+                    "retention keeps journal segments a connector has not delivered yet");
+            }
+        }
         for _ in 0..count {
             let Some(segment) = self.closed.pop_front() else {
                 break;

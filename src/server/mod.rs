@@ -120,8 +120,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let (events_tx, events) = mpsc::channel();
     let reloads = vec![reload_rules(config.config_file.clone(), Arc::clone(&rules))];
     watch_signals(events_tx.clone(), reloads)?;
+    let mut delivery = prepare_delivery(&config, &cpus, &shard_cpus)?;
     let shared = Arc::new(shard::Shared {
         rules,
+        watermarks: (0..shard_cpus.len())
+            .map(|i| delivery.watermark(i))
+            .collect(),
         listen_addr,
         draining: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
@@ -140,7 +144,43 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         socket_io,
         "mllpd started"
     );
-    wait_for_shutdown(&shared, &events)
+    // The journals are recovered (every shard serves): delivery may read them now.
+    if let Err(e) = delivery.start() {
+        shared.draining.store(true, Ordering::Release);
+        delivery.stop();
+        return Err(ServerError::Other(e));
+    }
+    let outcome = wait_for_shutdown(&shared, &events);
+    // Intake has stopped (the shards drained, or the process is exiting): stop delivery; each
+    // connector writes its cursor and resumes from it at the next start.
+    delivery.stop();
+    outcome
+}
+
+/// The delivery engine for `config`, its cursors loaded (before the journals open, whose
+/// retention must respect them). Its threads go on the CPUs of the affinity mask no shard is
+/// pinned to; when every CPU has a shard they are left to the scheduler (the shards are
+/// pinned, the delivery threads are not).
+fn prepare_delivery(
+    config: &Config,
+    cpus: &[usize],
+    shard_cpus: &[usize],
+) -> Result<crate::route::Engine, ServerError> {
+    let free: Vec<usize> = cpus
+        .iter()
+        .copied()
+        .filter(|cpu| !shard_cpus.contains(cpu))
+        .collect();
+    crate::route::Engine::prepare(crate::route::EngineOptions {
+        data_dir: config.data_dir.clone(),
+        shards: shard_cpus.len(),
+        routing: config.routing.clone(),
+        cpus: free,
+        parse_options: crate::hl7::ParseOptions {
+            default_charset: config.default_charset,
+        },
+    })
+    .map_err(|e| ServerError::Other(format!("delivery: {e}")))
 }
 
 /// One SIGHUP, as the signal thread hands it to every part that reloads.

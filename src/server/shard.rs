@@ -54,6 +54,8 @@ pub struct Shared {
     pub events: std::sync::Mutex<std::sync::mpsc::Sender<super::Event>>,
     /// The validation rules in force (replaced on SIGHUP).
     pub rules: Arc<RulesSlot>,
+    /// Each shard's journal watermark, shared with the delivery engine (issue 11).
+    pub watermarks: Vec<Arc<crate::journal::Watermark>>,
 }
 
 impl Shared {
@@ -291,7 +293,10 @@ pub async fn run(index: usize, shared: Arc<Shared>, bound: std::sync::mpsc::Send
             records_scanned = p.records_scanned, elapsed = ?p.elapsed, "journal recovery running");
         let _ = bound.send(Startup::Recovering);
     };
-    let options = JournalOptions::from_config(config, index);
+    let options = JournalOptions {
+        watermark: Arc::clone(&shared.watermarks[index]),
+        ..JournalOptions::from_config(config, index)
+    };
     let (journal, recovery) = match Journal::open_reporting(options, &mut progress).await {
         Ok(opened) => opened,
         Err(e) => {

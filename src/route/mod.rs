@@ -1,0 +1,769 @@
+//! Routing: store-and-forward delivery from the shards' journals to the connectors (issue 11).
+//!
+//! Delivery never runs on a shard. The [`Engine`] runs one plain thread per connector and shard
+//! (off the shards' CPUs when the affinity mask leaves any free), each with a
+//! [`TailReader`] on that shard's journal (only what is durable: the shard publishes its
+//! [`Watermark`]), the connector's [`Destination`] and a durable [`cursor::Cursor`]. Invariants:
+//!
+//! - **FIFO per connector and shard, never skipped.** A worker hands one message at a time to
+//!   its destination and moves on only once it was confirmed: delivered, stored as a dead
+//!   letter, or not selected by the connector's filter. Until then it retries it with
+//!   exponential backoff and jitter ([`config::RetryOptions`]); `on_failure` says what happens
+//!   after `max_attempts` (or on a rejection): a dead letter and the next message, or `block`
+//!   (retry forever at `max_backoff`: only that connector on that shard stalls).
+//! - **At least once.** The cursor is advanced after confirmation and written in batches: a
+//!   crash re-delivers at most the confirmed-but-unwritten tail. Destinations that can
+//!   de-duplicate make that exactly once (`file` rewrites the same name).
+//! - **Retention waits for delivery.** The written cursors are the retention floor of each
+//!   journal ([`Watermark::set_floor`]), set before the journals open, so a segment is deleted
+//!   only once every connector has confirmed all of it.
+//!
+//! On-disk state lives in `DATA_DIR/connectors/NAME/`: `shard-N.cursor` and `dead-letters/`.
+
+pub mod config;
+pub mod cursor;
+pub mod dead_letter;
+pub mod dlq;
+mod durable;
+pub mod file;
+pub mod http;
+pub mod mllp;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::hl7::{Message, ParseOptions};
+use crate::journal::{shard_dir, TailReader, Watermark};
+use crate::limits::{DELIVERY_IDLE_WAIT, DELIVERY_STOP_TIMEOUT, REPLAY_CHECK_INTERVAL};
+use crate::rules::{Filter, MessageContext, RulesOptions};
+
+pub use config::{ConnectorOptions, OnFailure, RetryOptions, RoutingOptions, Target};
+
+/// The directory holding every connector's state under DATA_DIR.
+pub const CONNECTORS_DIR: &str = "connectors";
+
+/// One message handed to a destination.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    /// The shard whose journal holds it.
+    pub shard: usize,
+    /// Its sequence number there.
+    pub seq: u64,
+    /// The message exactly as received.
+    pub payload: &'a [u8],
+    /// Its MSH-10 (empty if the header could not be read).
+    pub control_id: &'a [u8],
+}
+
+/// What a destination made of one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Confirmed by the destination.
+    Delivered,
+    /// Refused for good (AR, 4xx): retrying will not help. The reason has no message content.
+    Rejected(String),
+    /// Not delivered this time (AE, timeout, disconnect, IO error): retry.
+    Failed(String),
+}
+
+/// A connector type's delivery: one message at a time, blocking, on the worker's thread.
+pub trait Destination: Send {
+    /// Tries once to deliver `delivery`.
+    fn deliver(&mut self, delivery: &Delivery<'_>) -> Outcome;
+}
+
+/// What the engine is started with (built by the server from its configuration).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// DATA_DIR: the journals (`shard-N/`) and the connectors' state.
+    pub data_dir: PathBuf,
+    /// Shards whose journals are delivered.
+    pub shards: usize,
+    /// The connectors and their policy.
+    pub routing: RoutingOptions,
+    /// CPUs the delivery threads may run on (those no shard is pinned to); empty: anywhere.
+    pub cpus: Vec<usize>,
+    /// How a message is parsed for its filter and control id.
+    pub parse_options: ParseOptions,
+}
+
+/// The retention holds of one shard: every connector's written cursor on it.
+#[derive(Debug)]
+struct ShardHolds {
+    /// The shard's watermark (its floor is set from the cursors).
+    watermark: Arc<Watermark>,
+    /// The written cursor of each connector on this shard.
+    cursors: Vec<Arc<AtomicU64>>,
+}
+
+impl ShardHolds {
+    /// Sets the retention floor to the slowest written cursor + 1.
+    fn refresh(&self) {
+        let slowest = self.cursors.iter().map(|c| c.load(Ordering::SeqCst)).min();
+        self.watermark
+            .set_floor(slowest.map(|s| s.saturating_add(1)));
+    }
+}
+
+/// The delivery engine: see the module documentation.
+pub struct Engine {
+    /// What it was prepared with.
+    options: EngineOptions,
+    /// The compiled filter of each connector.
+    filters: Vec<Option<Arc<Filter>>>,
+    /// Per shard (served ones first, then any journal left by a larger SHARDS): watermark
+    /// and holds.
+    holds: Vec<Arc<ShardHolds>>,
+    /// Per shard: whether it has a journal to deliver (served, or left on disk).
+    delivered: Vec<bool>,
+    /// Set to stop the workers.
+    stop: Arc<AtomicBool>,
+    /// The running workers.
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("connectors", &self.options.routing.connectors.len())
+            .field("shards", &self.options.shards)
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+/// The state directory of connector `name` under `data_dir`.
+pub fn connector_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join(CONNECTORS_DIR).join(name)
+}
+
+impl Engine {
+    /// Loads every cursor and sets each shard's retention floor from them; call before the
+    /// journals open (their first retention pass must already respect the cursors). Starts
+    /// nothing.
+    ///
+    /// A journal of a shard that no longer runs (`shard-N` with N ≥ SHARDS, left by a larger
+    /// SHARDS or machine) is delivered too: all of it is durable (nothing writes it any more),
+    /// and nothing deletes it (retention runs in the writer).
+    pub fn prepare(options: EngineOptions) -> Result<Engine, String> {
+        let stale = stale_journals(&options.data_dir, options.shards);
+        let count = stale.last().map_or(options.shards, |&last| last + 1);
+        let mut filters = Vec::new();
+        let mut cursors: Vec<Vec<Arc<AtomicU64>>> = vec![Vec::new(); count];
+        for connector in &options.routing.connectors {
+            let filter = match &connector.filter {
+                Some(expression) => Some(Arc::new(
+                    Filter::compile(&connector.name, expression, &RulesOptions::default())
+                        .map_err(|e| format!("connector {:?}: filter: {e}", connector.name))?,
+                )),
+                None => None,
+            };
+            filters.push(filter);
+            let dir = connector_dir(&options.data_dir, &connector.name);
+            durable::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (shard, list) in cursors.iter_mut().enumerate() {
+                let seq = cursor::load(&dir, shard)?;
+                list.push(Arc::new(AtomicU64::new(seq)));
+            }
+        }
+        let holds: Vec<Arc<ShardHolds>> = cursors
+            .into_iter()
+            .map(|cursors| {
+                let holds = ShardHolds {
+                    watermark: Arc::new(Watermark::new()),
+                    cursors,
+                };
+                holds.refresh();
+                Arc::new(holds)
+            })
+            .collect();
+        let delivered = (0..count)
+            .map(|shard| shard < options.shards || stale.contains(&shard))
+            .collect();
+        for &shard in &stale {
+            // Nothing writes it any more: everything in it is as durable as it will get.
+            holds[shard].watermark.publish(u64::MAX);
+            holds[shard].watermark.close();
+            if !options.routing.connectors.is_empty() {
+                tracing::warn!(
+                    shard,
+                    shards = options.shards,
+                    "the journal of a shard that no longer runs (SHARDS lowered?) is delivered \
+                     to its end and kept"
+                );
+            }
+        }
+        Ok(Engine {
+            delivered,
+            options,
+            filters,
+            holds,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        })
+    }
+
+    /// The watermark shard `shard`'s journal must publish into (and read its floor from).
+    ///
+    /// # Panics
+    /// If `shard` is not below the shard count it was prepared with.
+    pub fn watermark(&self, shard: usize) -> Arc<Watermark> {
+        Arc::clone(&self.holds[shard].watermark)
+    }
+
+    /// Starts one worker per connector and shard. Call once the journals are recovered.
+    pub fn start(&mut self) -> Result<(), String> {
+        let routing = &self.options.routing;
+        for (index, connector) in routing.connectors.iter().enumerate() {
+            for (shard, holds) in self.holds.iter().enumerate() {
+                if !self.delivered[shard] {
+                    continue;
+                }
+                let dir = connector_dir(&self.options.data_dir, &connector.name);
+                let written = Arc::clone(&holds.cursors[index]);
+                let start = written.load(Ordering::SeqCst);
+                let worker = Worker {
+                    name: connector.name.clone(),
+                    shard,
+                    destination: destination(&connector.target)
+                        .map_err(|e| format!("connector {:?}: {e}", connector.name))?,
+                    filter: self.filters[index].clone(),
+                    reader: TailReader::new(
+                        shard_dir(&self.options.data_dir, shard),
+                        Arc::clone(&holds.watermark),
+                        start,
+                    ),
+                    cursor: cursor::Cursor::new(dir.clone(), shard, written),
+                    dir,
+                    holds: Arc::clone(holds),
+                    retry: routing.retry,
+                    on_failure: routing.on_failure,
+                    stop: Arc::clone(&self.stop),
+                    parse_options: self.options.parse_options,
+                    payload: Vec::new(),
+                    jitter: seed(index, shard),
+                };
+                let cpu = (!self.options.cpus.is_empty()).then(|| {
+                    self.options.cpus[(index * self.holds.len() + shard) % self.options.cpus.len()]
+                });
+                let thread = std::thread::Builder::new()
+                    .name(format!("mllpd-deliver-{}-{shard}", connector.name))
+                    .spawn(move || {
+                        if let Some(cpu) = cpu {
+                            core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                        }
+                        worker.run();
+                    })
+                    .map_err(|e| format!("cannot start a delivery thread: {e}"))?;
+                self.threads.push(thread);
+            }
+        }
+        if !self.threads.is_empty() {
+            tracing::info!(connectors = routing.connectors.len(), threads = self.threads.len(),
+                cpus = ?self.options.cpus, "delivery started");
+        }
+        Ok(())
+    }
+
+    /// Stops the workers (each abandons its current wait, writes its cursor) and waits for them
+    /// up to [`DELIVERY_STOP_TIMEOUT`]; a worker still inside an attempt then (a downstream
+    /// that accepted the message and has not answered) is left behind: its message is not
+    /// confirmed, so the next start sends it again.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for holds in &self.holds {
+            holds.watermark.close(); // Wakes idle readers at once.
+        }
+        let deadline = Instant::now() + DELIVERY_STOP_TIMEOUT;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (done, stuck): (Vec<_>, Vec<_>) = self.threads.drain(..).partition(|t| t.is_finished());
+        for thread in done {
+            let _ = thread.join();
+        }
+        if !stuck.is_empty() {
+            tracing::warn!(threads = stuck.len(), timeout = ?DELIVERY_STOP_TIMEOUT,
+                "delivery threads still in an attempt at shutdown; their messages will be sent \
+                 again at the next start");
+        }
+    }
+}
+
+/// For `mllpd journal stats`: per connector found under `data_dir` and per shard in
+/// `journals` (shard, last sequence on disk), the written cursor, how many sequence numbers
+/// it is behind (gaps count: an upper bound) and the dead letters waiting. A connector far
+/// behind is what holds journal segments from retention.
+pub fn delivery_report(data_dir: &Path, journals: &[(usize, Option<u64>)]) -> String {
+    let root = data_dir.join(CONNECTORS_DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return String::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut out = format!(
+        "{:<20} {:<6} {:>20} {:>12} {:>12}\n",
+        "connector", "shard", "cursor", "behind", "dead_letters"
+    );
+    for name in names {
+        let dir = root.join(&name);
+        let letters = dead_letter::list(&dir).unwrap_or_default();
+        for &(shard, last) in journals {
+            let cursor = match cursor::load(&dir, shard) {
+                Ok(seq) => seq.to_string(),
+                Err(_) => "damaged".to_owned(),
+            };
+            let behind = last
+                .zip(cursor.parse::<u64>().ok())
+                .map_or_else(|| "-".to_owned(), |(l, c)| l.saturating_sub(c).to_string());
+            let prefix = format!("{shard:03}-");
+            let waiting = letters
+                .iter()
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                })
+                .count();
+            out.push_str(&format!(
+                "{name:<20} {shard:<6} {cursor:>20} {behind:>12} {waiting:>12}\n"
+            ));
+        }
+    }
+    out
+}
+
+/// The shard numbers at or above `shards` with a journal in `data_dir`, ascending.
+fn stale_journals(data_dir: &Path, shards: usize) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<usize> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let shard = name
+                .to_str()?
+                .strip_prefix("shard-")?
+                .parse::<usize>()
+                .ok()?;
+            (shard >= shards && crate::journal::has_segments(&e.path())).then_some(shard)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The destination of a target; `Err` when an environment variable it needs is not set.
+fn destination(target: &Target) -> Result<Box<dyn Destination>, String> {
+    Ok(match target {
+        Target::Mllp { address } => Box::new(mllp::MllpDestination::new(address.clone())),
+        Target::File { dir } => Box::new(file::FileDestination::new(dir.clone())),
+        Target::Http { url, headers } => {
+            let mut values = Vec::with_capacity(headers.len());
+            for (name, variable) in headers {
+                let value = std::env::var(variable).map_err(|_| {
+                    format!("header {name}: environment variable {variable} is not set")
+                })?;
+                values.push((name.clone(), value));
+            }
+            Box::new(http::HttpDestination::new(url.clone(), values))
+        }
+    })
+}
+
+/// A seed for a worker's jitter: different per worker and per start.
+fn seed(index: usize, shard: usize) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (now ^ ((index as u64) << 32) ^ shard as u64) | 1
+}
+
+/// µs since the Unix epoch, now.
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// How a worker's handling of one message ended.
+enum Handled {
+    /// Delivered, dead-lettered or filtered out: the cursor may pass it.
+    Confirmed,
+    /// The engine stops; the message stays unconfirmed (delivered again after the restart).
+    Stopped,
+}
+
+/// One connector on one shard.
+struct Worker {
+    /// The connector's name.
+    name: String,
+    /// The shard.
+    shard: usize,
+    /// The connector's state directory.
+    dir: PathBuf,
+    /// Where messages go.
+    destination: Box<dyn Destination>,
+    /// Which messages go.
+    filter: Option<Arc<Filter>>,
+    /// The shard's journal from the cursor on.
+    reader: TailReader,
+    /// The durable cursor.
+    cursor: cursor::Cursor,
+    /// The shard's retention holds (refreshed after each cursor write).
+    holds: Arc<ShardHolds>,
+    /// Backoff policy.
+    retry: RetryOptions,
+    /// What a failed-for-good message becomes.
+    on_failure: OnFailure,
+    /// Set when the engine stops.
+    stop: Arc<AtomicBool>,
+    /// Parsing for the filter and control id.
+    parse_options: ParseOptions,
+    /// The current message (copied out of the reader's buffer).
+    payload: Vec<u8>,
+    /// xorshift state for the jitter.
+    jitter: u64,
+}
+
+impl Worker {
+    /// Delivers until the engine stops.
+    fn run(mut self) {
+        let mut read_errors = 0u64;
+        let mut replay_checked: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if replay_checked.is_none_or(|at| at.elapsed() >= REPLAY_CHECK_INTERVAL) {
+                replay_checked = Some(Instant::now());
+                if !self.replays() {
+                    break;
+                }
+            }
+            let (seq, peer) = match self.reader.next(DELIVERY_IDLE_WAIT) {
+                Ok(Some(view)) => {
+                    self.payload.clear();
+                    self.payload.extend_from_slice(view.payload);
+                    (view.seq, view.peer.map(|p| p.ip()))
+                }
+                Ok(None) => {
+                    self.flush_cursor();
+                    if self.holds.watermark.is_closed() {
+                        // Nothing more will come (a journal no longer served, or closed): the
+                        // reader no longer waits, so wait here rather than spin.
+                        self.pause(DELIVERY_IDLE_WAIT);
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    read_errors += 1;
+                    if read_errors % 100 == 1 {
+                        tracing::error!(connector = %self.name, shard = self.shard, %error,
+                            "cannot read the journal for delivery; retrying (nothing is skipped)");
+                    }
+                    self.pause(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            match self.handle(seq, peer) {
+                Handled::Confirmed => {
+                    if self.cursor.confirm(seq) {
+                        self.holds.refresh();
+                    }
+                }
+                Handled::Stopped => break,
+            }
+        }
+        self.flush_cursor();
+    }
+
+    /// Delivers the dead letters of this shard handed back by `mllpd dlq replay`, oldest
+    /// first, removing each once handled (delivered, or a dead letter again). Returns false if
+    /// the engine stopped meanwhile (the rest stay for the next start).
+    fn replays(&mut self) -> bool {
+        let prefix = format!("{:03}-", self.shard);
+        let files = match dead_letter::replays(&self.dir) {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::warn!(connector = %self.name, %error, "cannot list dead letters to replay");
+                return true;
+            }
+        };
+        let mine = files.into_iter().filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        });
+        for path in mine {
+            let (fields, payload) = match dead_letter::read(&path) {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::warn!(connector = %self.name, %error,
+                        "a dead letter to replay cannot be read; left in place");
+                    continue;
+                }
+            };
+            let seq = fields
+                .iter()
+                .find(|(key, _)| key == "sequence")
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(0);
+            self.payload = payload;
+            if let Handled::Stopped = self.handle(seq, None) {
+                return false;
+            }
+            let removed = std::fs::remove_file(&path)
+                .and_then(|()| durable::sync_dir(path.parent().unwrap_or(&self.dir)));
+            if let Err(error) = removed {
+                tracing::warn!(connector = %self.name, %error,
+                    "a replayed dead letter was handled but cannot be removed (it will be sent again)");
+            }
+            tracing::info!(connector = %self.name, shard = self.shard, seq, "dead letter replayed");
+        }
+        true
+    }
+
+    /// Writes the cursor if it is behind, and refreshes the shard's retention floor.
+    fn flush_cursor(&mut self) {
+        if self.cursor.confirmed() != self.cursor.written() && self.cursor.flush() {
+            self.holds.refresh();
+        }
+    }
+
+    /// Whether the connector takes this message; `Err` when its filter cannot decide.
+    fn selected(&self, peer: Option<IpAddr>) -> Result<bool, String> {
+        let Some(filter) = &self.filter else {
+            return Ok(true);
+        };
+        let message = Message::parse(&self.payload, &self.parse_options)
+            .map_err(|e| format!("the message cannot be parsed for the filter: {e:?}"))?;
+        let context = MessageContext {
+            peer_ip: peer,
+            ..MessageContext::default()
+        };
+        filter
+            .matches(&message, &context)
+            .map_err(|e| format!("the filter cannot decide: {e}"))
+    }
+
+    /// Filters, delivers with retries, dead-letters or blocks; see the module invariants.
+    fn handle(&mut self, seq: u64, peer: Option<IpAddr>) -> Handled {
+        match self.selected(peer) {
+            Ok(true) => {}
+            Ok(false) => return Handled::Confirmed,
+            Err(reason) => return self.give_up(seq, 0, reason),
+        }
+        let header = Message::parse_header(&self.payload).ok();
+        let control_id = header
+            .as_ref()
+            .map_or(&b""[..], |m| m.control_id())
+            .to_vec();
+        let mut attempts = 0u32;
+        loop {
+            attempts = attempts.saturating_add(1);
+            let delivery = Delivery {
+                shard: self.shard,
+                seq,
+                payload: &self.payload,
+                control_id: &control_id,
+            };
+            let reason = match self.destination.deliver(&delivery) {
+                Outcome::Delivered => {
+                    if attempts > 1 {
+                        tracing::info!(connector = %self.name, shard = self.shard, seq, attempts,
+                            "delivered after retries");
+                    }
+                    return Handled::Confirmed;
+                }
+                Outcome::Rejected(reason) => {
+                    if self.on_failure == OnFailure::DeadLetter {
+                        return self.give_up(seq, attempts, reason);
+                    }
+                    reason
+                }
+                Outcome::Failed(reason) => {
+                    if attempts >= self.retry.max_attempts
+                        && self.on_failure == OnFailure::DeadLetter
+                    {
+                        return self.give_up(seq, attempts, reason);
+                    }
+                    reason
+                }
+            };
+            let wait = self.backoff(attempts);
+            tracing::warn!(connector = %self.name, shard = self.shard, seq, attempts,
+                %reason, retry_in = ?wait, blocked = attempts >= self.retry.max_attempts,
+                "delivery failed; will retry");
+            if !self.pause(wait) {
+                return Handled::Stopped;
+            }
+        }
+    }
+
+    /// Stores the message as a dead letter (retrying the store itself until it succeeds or the
+    /// engine stops: a message is never confirmed without it).
+    fn give_up(&mut self, seq: u64, attempts: u32, reason: String) -> Handled {
+        let letter = dead_letter::DeadLetter {
+            shard: self.shard,
+            seq,
+            attempts,
+            time_unix_micros: now_micros(),
+            reason,
+        };
+        let mut tries = 0u32;
+        loop {
+            match dead_letter::store(&self.dir, &letter, &self.payload) {
+                Ok(()) => {
+                    tracing::warn!(connector = %self.name, shard = self.shard, seq, attempts,
+                        "message stored as a dead letter");
+                    tracing::debug!(connector = %self.name, seq, reason = %letter.reason,
+                        "dead letter reason");
+                    return Handled::Confirmed;
+                }
+                Err(error) => {
+                    tries += 1;
+                    tracing::error!(connector = %self.name, shard = self.shard, seq, %error,
+                        "cannot store a dead letter; retrying (the message is kept)");
+                    let wait = self.backoff(tries);
+                    if !self.pause(wait) {
+                        return Handled::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The wait before attempt `attempts + 1`: `initial × 2^(attempts-1)`, capped at the
+    /// maximum, then a random point in its upper half (jitter: workers that failed together do
+    /// not retry together).
+    fn backoff(&mut self, attempts: u32) -> Duration {
+        let exponent = attempts.saturating_sub(1).min(30);
+        let full = self
+            .retry
+            .initial_backoff
+            .saturating_mul(1u32 << exponent)
+            .min(self.retry.max_backoff);
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let fraction = 0.5 + (self.jitter % 1000) as f64 / 2000.0;
+        full.mul_f64(fraction)
+    }
+
+    /// Sleeps `wait` unless the engine stops first; returns false if it stopped.
+    fn pause(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        while !self.stop.load(Ordering::SeqCst) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(DELIVERY_IDLE_WAIT));
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn options(data_dir: &Path, names: &[&str]) -> EngineOptions {
+        EngineOptions {
+            data_dir: data_dir.to_owned(),
+            shards: 2,
+            routing: RoutingOptions {
+                connectors: names
+                    .iter()
+                    .map(|name| ConnectorOptions {
+                        name: (*name).to_owned(),
+                        target: Target::File {
+                            dir: data_dir.join("out"),
+                        },
+                        filter: None,
+                    })
+                    .collect(),
+                ..RoutingOptions::default()
+            },
+            cpus: Vec::new(),
+            parse_options: ParseOptions::default(),
+        }
+    }
+
+    fn write_cursor(data_dir: &Path, name: &str, shard: usize, seq: u64) {
+        let dir = connector_dir(data_dir, name);
+        durable::create_dir(&dir).unwrap();
+        let mut cursor = cursor::Cursor::new(dir, shard, Arc::new(AtomicU64::new(0)));
+        cursor.confirm(seq);
+        assert!(cursor.flush());
+    }
+
+    #[test]
+    fn the_retention_floor_is_the_slowest_written_cursor_before_anything_starts() {
+        let data = tempfile::tempdir().unwrap();
+        write_cursor(data.path(), "fast", 0, 900);
+        write_cursor(data.path(), "slow", 0, 41);
+        write_cursor(data.path(), "fast", 1, 7);
+        let engine = Engine::prepare(options(data.path(), &["fast", "slow"])).unwrap();
+        assert_eq!(engine.watermark(0).floor(), Some(42));
+        // "slow" has no cursor on shard 1 yet: it needs that journal from its start.
+        assert_eq!(engine.watermark(1).floor(), Some(1));
+        let engine = Engine::prepare(options(data.path(), &[])).unwrap();
+        assert_eq!(
+            engine.watermark(0).floor(),
+            None,
+            "no connector holds nothing"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter_in_its_upper_half() {
+        let data = tempfile::tempdir().unwrap();
+        let mut engine = Engine::prepare(options(data.path(), &["a"])).unwrap();
+        engine.options.routing.retry = RetryOptions {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            max_attempts: 5,
+        };
+        let holds = Arc::clone(&engine.holds[0]);
+        let mut worker = Worker {
+            name: "a".to_owned(),
+            shard: 0,
+            dir: data.path().to_owned(),
+            destination: destination(&Target::File {
+                dir: data.path().to_owned(),
+            })
+            .unwrap(),
+            filter: None,
+            reader: TailReader::new(data.path(), Arc::clone(&holds.watermark), 0),
+            cursor: cursor::Cursor::new(data.path().to_owned(), 0, Arc::new(AtomicU64::new(0))),
+            holds,
+            retry: engine.options.routing.retry,
+            on_failure: OnFailure::DeadLetter,
+            stop: Arc::new(AtomicBool::new(false)),
+            parse_options: ParseOptions::default(),
+            payload: Vec::new(),
+            jitter: seed(0, 0),
+        };
+        for (attempts, full_ms) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
+            for _ in 0..50 {
+                let wait = worker.backoff(attempts);
+                let full = Duration::from_millis(full_ms);
+                assert!(wait >= full / 2 && wait <= full, "{attempts}: {wait:?}");
+            }
+        }
+    }
+}
