@@ -195,6 +195,10 @@ pub struct Settings {
     /// [default: auto]
     #[arg(long, env = "SOCKET_IO", value_name = "HOW")]
     pub socket_io: Option<String>,
+    /// Admin endpoint (/metrics, /healthz, /readyz): IP:PORT, or off; never the MLLP address
+    /// [default: 127.0.0.1:9575]
+    #[arg(long, env = "ADMIN_ADDR", value_name = "ADDR")]
+    pub admin_addr: Option<String>,
 }
 
 /// Arguments of `mllpd send`.

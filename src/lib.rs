@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod ack;
+pub mod admin;
 pub mod admission;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod hl7;
 pub mod journal;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod mllp;
 pub mod rules;
 pub mod send;

@@ -184,3 +184,35 @@ pub const RULE_EXPRESSION_BYTES_MAX: usize = 4 * 1024;
 /// Longest rule name or message (bytes): both are written into ACKs (MSA-3, ERR) and logs,
 /// whose text is bounded by `ACK_TEXT_BYTES_MAX` anyway.
 pub const RULE_TEXT_BYTES_MAX: usize = 1024;
+
+/// Default admin endpoint (ADMIN_ADDR): loopback only, so metrics and health are not exposed
+/// to the network unless an operator (or a manifest) asks for it; 9575 sits beside MLLP's 2575.
+pub const ADMIN_ADDR_DEFAULT: &str = "127.0.0.1:9575";
+
+/// Deadline for one admin request, from accept to the last byte of the answer. The admin
+/// thread serves one request at a time (a scrape every few seconds needs no more), so a client
+/// that connects and says nothing holds it at most this long.
+pub const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest admin request head (request line and headers): a GET of three short paths needs a
+/// few hundred bytes; anything longer is not a probe or a scraper and is refused.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// How often a shard bumps its heartbeat and publishes its journal and rule figures for the
+/// admin thread: the staleness of those metrics, at two wake-ups per second per shard.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A shard whose heartbeat is older than this fails `/healthz`: many intervals, so a busy
+/// 2-core machine or a long journal flush is not taken for a stuck shard, and well inside a
+/// Kubernetes liveness probe's default budget (3 failures × 10 s).
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
+
+/// Log lines the non-blocking log writer queues before it drops (and counts) new ones: a
+/// shard never waits for stderr. 64 Ki lines is several seconds of a connection flood's
+/// rate-limited lines, and at most a few tens of MiB.
+pub const LOG_QUEUE_LINES: usize = 64 * 1024;
+
+/// How often the count of dropped log lines is reported in the log (when it grew).
+pub const LOG_DROPS_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+const _: () = assert!(HEARTBEAT_INTERVAL.as_millis() * 4 <= HEARTBEAT_STALE.as_millis());

@@ -179,8 +179,25 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
     log_close(shard, id, peer, &conn, close);
 }
 
+/// Counts one answered frame in the shard's metrics (atomics only this shard writes).
+fn count_answer(shard: &Shard, cause: &Cause, code: Option<crate::ack::AckCode>) {
+    let stats = &shard.stats;
+    stats.frames.inc();
+    stats.ack(code);
+    match cause {
+        Cause::Unparsed(_) => stats.frames_unparsed.inc(),
+        Cause::NotStored(_) => {
+            stats.messages.inc();
+            stats.messages_not_stored.inc();
+        }
+        Cause::Accepted | Cause::Rule(_) | Cause::Evaluation { .. } => stats.messages.inc(),
+    }
+}
+
 fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection, close: Close) {
     let stats = conn.decoder.stats();
+    shard.stats.frames_abandoned.add(stats.abandoned_frames);
+    shard.stats.noise_bytes.add(stats.noise_bytes);
     let c = &conn.counts;
     let abnormal = matches!(
         close,
@@ -227,6 +244,7 @@ impl Connection {
             };
             self.filled += n;
             self.counts.bytes_in += n as u64;
+            shard.stats.bytes_in.add(n as u64);
             self.counts.reads += 1;
             let mut reading = Reading::new(clock::unix_micros_now());
             while self.answer_chunk(shard, id, &mut reading).await {
@@ -371,8 +389,10 @@ impl Connection {
                     reading.decoded += consumed;
                     let total = &shard.stats.frames_too_large;
                     total.set(total.get() + 1);
-                    warn!(shard = shard.index, %error, frames_too_large_total = total.get(),
-                        "frame rejected; closing connection");
+                    if let Some(unlogged) = shard.connection_error_log_due() {
+                        warn!(shard = shard.index, %error, frames_too_large_total = total.get(),
+                            unlogged_since_last = unlogged, "frame rejected; closing connection");
+                    }
                     reading.close = Some(Close::FrameTooLarge);
                 }
             }
@@ -405,8 +425,9 @@ impl Connection {
             }
             answered += 1;
             let payload = &self.buf[frame.range.clone()];
-            responder.respond(payload, &frame.decision, &mut self.out);
+            let code = responder.respond_coded(payload, &frame.decision, &mut self.out);
             self.counts.frames += 1;
+            count_answer(shard, frame.decision.cause(), code);
             match frame.decision.cause() {
                 Cause::Accepted => {}
                 Cause::Unparsed(error) => {
@@ -460,6 +481,7 @@ impl Connection {
         let result = stream.write_all(&self.out, timeout).await;
         let bytes = self.out.len() as u64;
         self.counts.bytes_out += bytes;
+        shard.stats.bytes_out.add(bytes);
         self.counts.writes += 1;
         self.counts.write_bytes_max = self.counts.write_bytes_max.max(bytes);
         self.out.clear();

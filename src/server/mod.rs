@@ -117,6 +117,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         );
     }
     let rules = RulesSlot::new(rules);
+    let metrics = crate::metrics::Metrics::new(shard_cpus.len(), crate::logging::lines_dropped);
+    start_admin(&config, listen_addr, &metrics)?;
     let (events_tx, events) = mpsc::channel();
     let reloads = vec![reload_rules(config.config_file.clone(), Arc::clone(&rules))];
     watch_signals(events_tx.clone(), reloads)?;
@@ -128,8 +130,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         start_unix_seconds: clock::unix_seconds_now(),
         events: std::sync::Mutex::new(events_tx.clone()),
         config,
+        metrics,
     });
     let socket_io = start_shards(&shared, &shard_cpus, events_tx)?;
+    shared
+        .metrics
+        .readiness
+        .serving
+        .store(true, Ordering::Release);
     drop(reservation);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -141,6 +149,38 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         "mllpd started"
     );
     wait_for_shutdown(&shared, &events)
+}
+
+/// Binds ADMIN_ADDR (unless off) and starts the admin thread; it answers 503 on `/readyz` until
+/// every shard serves. Refused when it is the MLLP address (the configuration already refuses
+/// equal values; this catches LISTEN_ADDR port 0 resolving to it).
+fn start_admin(
+    config: &Config,
+    listen_addr: SocketAddr,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<(), ServerError> {
+    let Some(addr) = config.admin_addr else {
+        return Ok(());
+    };
+    if addr == listen_addr {
+        return Err(ServerError::Other(format!(
+            "ADMIN_ADDR {addr} is the MLLP listen address; use another port, or off"
+        )));
+    }
+    let options = crate::admin::AdminOptions {
+        addr,
+        heartbeat_stale: limits::HEARTBEAT_STALE,
+    };
+    let admin = crate::admin::Admin::bind(options)
+        .map_err(|e| ServerError::Other(format!("cannot listen on ADMIN_ADDR {addr}: {e}")))?;
+    let bound = admin
+        .local_addr()
+        .map_err(|e| ServerError::Other(e.to_string()))?;
+    admin
+        .spawn(Arc::clone(metrics))
+        .map_err(|e| ServerError::Other(format!("cannot start the admin thread: {e}")))?;
+    info!(admin = %bound, "admin endpoint listening");
+    Ok(())
 }
 
 /// One SIGHUP, as the signal thread hands it to every part that reloads.
@@ -316,6 +356,13 @@ fn wait_for_shutdown(
     let mut fatal = None;
     match events.recv() {
         Ok(Event::Signal(signal)) => {
+            // Not ready from this moment: a load balancer polling /readyz takes this instance
+            // out of rotation during PRE_SHUTDOWN_DELAY, while it still serves.
+            shared
+                .metrics
+                .readiness
+                .terminating
+                .store(true, Ordering::Release);
             info!(signal, delay = ?shared.config.pre_shutdown_delay,
                 "shutdown requested; serving until PRE_SHUTDOWN_DELAY ends");
             match wait(events, shared.config.pre_shutdown_delay) {
