@@ -143,6 +143,8 @@ pub struct Config {
     pub socket_io: SocketIo,
     /// Where the admin endpoint (/metrics, /healthz, /readyz) listens; `None`: off (ADMIN_ADDR).
     pub admin_addr: Option<SocketAddr>,
+    /// The audit trail file; `None`: off (AUDIT_LOG).
+    pub audit_log: Option<PathBuf>,
     /// The `validation:` section of CONFIG_FILE (no rules without one); checked to compile.
     pub validation: ValidationSpec,
 }
@@ -175,6 +177,7 @@ impl Default for Config {
             journal_sync: JournalSync::Fdatasync,
             socket_io: SocketIo::Auto,
             admin_addr: ADMIN_ADDR_DEFAULT.parse().ok(),
+            audit_log: None,
             validation: ValidationSpec::default(),
         }
     }
@@ -230,11 +233,13 @@ pub enum Setting {
     SocketIo,
     /// ADMIN_ADDR.
     AdminAddr,
+    /// AUDIT_LOG.
+    AuditLog,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and `check-config` list them.
-    pub const ALL: [Setting; 23] = [
+    pub const ALL: [Setting; 24] = [
         Setting::ListenAddr,
         Setting::IdleTimeout,
         Setting::FrameTimeout,
@@ -258,6 +263,7 @@ impl Setting {
         Setting::JournalSync,
         Setting::SocketIo,
         Setting::AdminAddr,
+        Setting::AuditLog,
     ];
 
     /// (environment name, YAML key and clap id, flag).
@@ -298,6 +304,7 @@ impl Setting {
             Setting::JournalSync => ("JOURNAL_SYNC", "journal_sync", "--journal-sync"),
             Setting::SocketIo => ("SOCKET_IO", "socket_io", "--socket-io"),
             Setting::AdminAddr => ("ADMIN_ADDR", "admin_addr", "--admin-addr"),
+            Setting::AuditLog => ("AUDIT_LOG", "audit_log", "--audit-log"),
         }
     }
 
@@ -436,6 +443,9 @@ pub struct FileSettings {
     /// ADMIN_ADDR.
     #[serde(default, deserialize_with = "scalar")]
     pub admin_addr: Option<String>,
+    /// AUDIT_LOG.
+    #[serde(default, deserialize_with = "scalar")]
+    pub audit_log: Option<String>,
     /// Validation rules (issue 9), checked by [`RuleSet::compile`].
     #[serde(default)]
     pub validation: Option<ValidationSpec>,
@@ -480,6 +490,7 @@ impl FileSettings {
             Setting::JournalSync => &self.journal_sync,
             Setting::SocketIo => &self.socket_io,
             Setting::AdminAddr => &self.admin_addr,
+            Setting::AuditLog => &self.audit_log,
         };
         value.as_deref()
     }
@@ -758,6 +769,12 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
         Setting::JournalSync => config.journal_sync = parse_journal_sync(text)?,
         Setting::SocketIo => config.socket_io = parse_socket_io(text)?,
         Setting::AdminAddr => config.admin_addr = parse_admin_addr(text)?,
+        Setting::AuditLog => {
+            config.audit_log = match text {
+                "off" => None,
+                path => Some(parse_path(path)?),
+            }
+        }
     }
     Ok(())
 }
@@ -1171,6 +1188,10 @@ fn render(config: &Config, setting: Setting) -> String {
         Setting::AdminAddr => config
             .admin_addr
             .map_or("off".to_owned(), |a| a.to_string()),
+        Setting::AuditLog => config
+            .audit_log
+            .as_ref()
+            .map_or("off".to_owned(), |p| p.display().to_string()),
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod ack;
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod fuzzing;

@@ -216,3 +216,27 @@ pub const LOG_QUEUE_LINES: usize = 64 * 1024;
 pub const LOG_DROPS_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 const _: () = assert!(HEARTBEAT_INTERVAL.as_millis() * 4 <= HEARTBEAT_STALE.as_millis());
+
+/// Longest header field (MSH-3, MSH-4, MSH-9, MSH-10) copied into an audit line, in bytes: a
+/// control id is at most 199 bytes (HL7 v2.7), an application name far less; a sender's longer
+/// field is cut, so a line stays small whatever arrives.
+pub const AUDIT_FIELD_BYTES_MAX: usize = 256;
+
+/// Batches (one per answered chunk of a read) the audit queue holds before shards wait: with
+/// up to `ANSWER_FRAMES_MAX` lines of about 300 bytes each, at most tens of MiB, and many
+/// fsyncs' worth of traffic, so only a stalled disk makes shards wait.
+pub const AUDIT_QUEUE_BATCHES: usize = 1024;
+
+/// How long the audit writer waits before retrying a failed write (a full or failing disk).
+pub const AUDIT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Size at which the audit file is rotated: 64 MiB is about 200 000 decisions, a few minutes
+/// at full speed or a day of a busy interface, and quick to scan or ship.
+pub const AUDIT_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Audit files kept, the current one included: at most 512 MiB on disk.
+pub const AUDIT_FILES_MAX: usize = 8;
+
+/// Longest wait at exit for the audit writer to write out what is queued (a full queue is tens
+/// of MiB: seconds on any disk; longer means the disk is failing, and exiting is better).
+pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);

@@ -119,6 +119,18 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let rules = RulesSlot::new(rules);
     let metrics = crate::metrics::Metrics::new(shard_cpus.len(), crate::logging::lines_dropped);
     start_admin(&config, listen_addr, &metrics)?;
+    let (audit, audit_flush) = match &config.audit_log {
+        None => (None, None),
+        Some(path) => {
+            let (sender, flush) = crate::audit::start(crate::audit::AuditOptions {
+                path: path.clone(),
+                file_bytes_max: limits::AUDIT_FILE_BYTES_MAX,
+                files_max: limits::AUDIT_FILES_MAX,
+            })
+            .map_err(|e| ServerError::Other(format!("AUDIT_LOG {}: {e}", path.display())))?;
+            (Some(sender), Some(flush))
+        }
+    };
     let (events_tx, events) = mpsc::channel();
     let reloads = vec![reload_rules(config.config_file.clone(), Arc::clone(&rules))];
     watch_signals(events_tx.clone(), reloads)?;
@@ -131,6 +143,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         events: std::sync::Mutex::new(events_tx.clone()),
         config,
         metrics,
+        audit,
     });
     let socket_io = start_shards(&shared, &shard_cpus, events_tx)?;
     shared
@@ -148,7 +161,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         socket_io,
         "mllpd started"
     );
-    wait_for_shutdown(&shared, &events)
+    let stopped = wait_for_shutdown(&shared, &events);
+    let cut_short = matches!(stopped, Err(ServerError::Shutdown(_)));
+    if let Some(flush) = audit_flush.filter(|_| !cut_short) {
+        // The shards are done: every line they queued is written out before the exit.
+        if !flush.flush(limits::AUDIT_FLUSH_TIMEOUT) {
+            error!("the audit log could not be written out at exit");
+        }
+    }
+    stopped
 }
 
 /// Binds ADMIN_ADDR (unless off) and starts the admin thread; it answers 503 on `/readyz` until

@@ -56,6 +56,8 @@ pub struct Shared {
     pub rules: Arc<RulesSlot>,
     /// Every shard's counters and the readiness the admin endpoint reports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the audit lines go (AUDIT_LOG), if on.
+    pub audit: Option<crate::audit::AuditSender>,
 }
 
 impl Shared {
