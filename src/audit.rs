@@ -290,6 +290,30 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_makes_the_shard_wait_and_drops_nothing() {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sender = AuditSender(tx);
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                sender.send(b"a\n".to_vec()).await.unwrap();
+                let waiting = {
+                    let sender = sender.clone();
+                    glommio::spawn_local(async move { sender.send(b"b\n".to_vec()).await })
+                };
+                // The queue is full: the second batch waits rather than being dropped.
+                glommio::timer::sleep(Duration::from_millis(30)).await;
+                assert_eq!(rx.try_recv().unwrap(), b"a\n");
+                waiting.await.unwrap();
+                assert_eq!(rx.try_recv().unwrap(), b"b\n");
+                drop(rx);
+                assert!(sender.send(b"c\n".to_vec()).await.is_err(), "writer gone");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
     fn a_line_is_one_json_object_with_capped_fields() {
         let long = vec![b'A'; AUDIT_FIELD_BYTES_MAX + 10];
         let line = AuditLine {
