@@ -365,6 +365,9 @@ pub async fn run(index: usize, shared: Arc<Shared>, bound: std::sync::mpsc::Send
         })
         .detach()
     });
+    // The first heartbeat before the shard reports serving: once /readyz says ready, /healthz
+    // says alive too.
+    publish(&shard);
     let _ = bound.send(Startup::Serving(if shard.sockets.is_some() {
         "uring"
     } else {
@@ -433,9 +436,8 @@ async fn wait_connections_closed(shard: &Shard) {
 async fn heartbeat(shard: Rc<Shard>) {
     let mut stall = stall_fault(shard.index);
     loop {
-        let first = shard.stats.heartbeat_unix_millis.get() == 0;
         publish(&shard);
-        if let Some(stall) = stall.take_if(|_| !first) {
+        if let Some(stall) = stall.take() {
             // Test hook: the shard's thread is blocked, as by a runaway computation.
             std::thread::sleep(stall);
         }
@@ -444,7 +446,7 @@ async fn heartbeat(shard: Rc<Shard>) {
 }
 
 /// `MLLPD_FAULT_STALL_SHARD=<duration>`: a test hook that blocks shard 0's thread that long,
-/// once, at its second heartbeat, so `/healthz` can be seen to fail (debug builds, or with
+/// once, as soon as it serves, so `/healthz` can be seen to fail (debug builds, or with
 /// MLLPD_ALLOW_FAULT_INJECTION=1, like every MLLPD_FAULT_* hook).
 fn stall_fault(index: usize) -> Option<Duration> {
     if index != 0
