@@ -253,6 +253,14 @@ pub struct Settings {
     /// [default: auto]
     #[arg(long, env = "SOCKET_IO", value_name = "HOW")]
     pub socket_io: Option<String>,
+    /// Admin endpoint (/metrics, /healthz, /readyz): IP:PORT, or off; never the MLLP address
+    /// [default: 127.0.0.1:9575]
+    #[arg(long, env = "ADMIN_ADDR", value_name = "ADDR")]
+    pub admin_addr: Option<String>,
+    /// Audit trail: one JSON line per message decision (no patient data), or off
+    /// [default: off]
+    #[arg(long, env = "AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<String>,
 }
 
 /// Arguments of `mllpd send`.

@@ -143,6 +143,10 @@ pub struct Config {
     pub routing: crate::route::RoutingOptions,
     /// How shards do socket IO (SOCKET_IO).
     pub socket_io: SocketIo,
+    /// Where the admin endpoint (/metrics, /healthz, /readyz) listens; `None`: off (ADMIN_ADDR).
+    pub admin_addr: Option<SocketAddr>,
+    /// The audit trail file; `None`: off (AUDIT_LOG).
+    pub audit_log: Option<PathBuf>,
     /// The `validation:` section of CONFIG_FILE (no rules without one); checked to compile.
     pub validation: ValidationSpec,
 }
@@ -175,6 +179,8 @@ impl Default for Config {
             journal_sync: JournalSync::Fdatasync,
             socket_io: SocketIo::Auto,
             routing: crate::route::RoutingOptions::default(),
+            admin_addr: ADMIN_ADDR_DEFAULT.parse().ok(),
+            audit_log: None,
             validation: ValidationSpec::default(),
         }
     }
@@ -228,11 +234,15 @@ pub enum Setting {
     JournalSync,
     /// SOCKET_IO.
     SocketIo,
+    /// ADMIN_ADDR.
+    AdminAddr,
+    /// AUDIT_LOG.
+    AuditLog,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and `check-config` list them.
-    pub const ALL: [Setting; 22] = [
+    pub const ALL: [Setting; 24] = [
         Setting::ListenAddr,
         Setting::IdleTimeout,
         Setting::FrameTimeout,
@@ -255,6 +265,8 @@ impl Setting {
         Setting::AckAfter,
         Setting::JournalSync,
         Setting::SocketIo,
+        Setting::AdminAddr,
+        Setting::AuditLog,
     ];
 
     /// (environment name, YAML key and clap id, flag).
@@ -294,6 +306,8 @@ impl Setting {
             Setting::AckAfter => ("ACK_AFTER", "ack_after", "--ack-after"),
             Setting::JournalSync => ("JOURNAL_SYNC", "journal_sync", "--journal-sync"),
             Setting::SocketIo => ("SOCKET_IO", "socket_io", "--socket-io"),
+            Setting::AdminAddr => ("ADMIN_ADDR", "admin_addr", "--admin-addr"),
+            Setting::AuditLog => ("AUDIT_LOG", "audit_log", "--audit-log"),
         }
     }
 
@@ -438,6 +452,12 @@ pub struct FileSettings {
     /// Routing: what a message that failed for good becomes.
     #[serde(default)]
     pub on_failure: Option<crate::route::OnFailure>,
+    /// ADMIN_ADDR.
+    #[serde(default, deserialize_with = "scalar")]
+    pub admin_addr: Option<String>,
+    /// AUDIT_LOG.
+    #[serde(default, deserialize_with = "scalar")]
+    pub audit_log: Option<String>,
     /// Validation rules (issue 9), checked by [`RuleSet::compile`].
     #[serde(default)]
     pub validation: Option<ValidationSpec>,
@@ -481,6 +501,8 @@ impl FileSettings {
             Setting::AckAfter => &self.ack_after,
             Setting::JournalSync => &self.journal_sync,
             Setting::SocketIo => &self.socket_io,
+            Setting::AdminAddr => &self.admin_addr,
+            Setting::AuditLog => &self.audit_log,
         };
         value.as_deref()
     }
@@ -668,6 +690,21 @@ impl Config {
                 detail,
             })?;
         }
+        if let Some(message) = admin_addr_clash(&config) {
+            let origin = sources
+                .iter()
+                .find(|(s, _)| *s == Setting::AdminAddr)
+                .map_or(Source::Default, |(_, o)| *o);
+            return Err(ConfigError::Invalid {
+                setting: Setting::AdminAddr,
+                origin,
+                file: config
+                    .config_file
+                    .clone()
+                    .filter(|_| origin == Source::File),
+                message,
+            });
+        }
         if let (Some(path), Some(validation)) =
             (&config.config_file, file.and_then(|f| f.validation))
         {
@@ -762,6 +799,13 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
         Setting::AckAfter => config.ack_after = parse_ack_after(text)?,
         Setting::JournalSync => config.journal_sync = parse_journal_sync(text)?,
         Setting::SocketIo => config.socket_io = parse_socket_io(text)?,
+        Setting::AdminAddr => config.admin_addr = parse_admin_addr(text)?,
+        Setting::AuditLog => {
+            config.audit_log = match text {
+                "off" => None,
+                path => Some(parse_path(path)?),
+            }
+        }
     }
     Ok(())
 }
@@ -771,6 +815,29 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
 fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| {
         format!("invalid address '{text}' (expected IP:PORT, e.g. 0.0.0.0:2575 or [::]:2575)")
+    })
+}
+
+/// Why ADMIN_ADDR cannot be used beside LISTEN_ADDR: the same port on the same (or an
+/// unspecified) IP. Port 0 (a port the kernel picks) never clashes.
+fn admin_addr_clash(config: &Config) -> Option<String> {
+    let (admin, listen) = (config.admin_addr?, config.listen_addr);
+    let same_ip =
+        admin.ip() == listen.ip() || admin.ip().is_unspecified() || listen.ip().is_unspecified();
+    (admin.port() != 0 && admin.port() == listen.port() && same_ip).then(|| {
+        format!(
+            "'{admin}' is the MLLP listen address (LISTEN_ADDR {listen}); use another port, or off"
+        )
+    })
+}
+
+/// ADMIN_ADDR: an IP:PORT, or `off`.
+fn parse_admin_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        format!("invalid address '{text}' (expected IP:PORT, e.g. 127.0.0.1:9575, or off)")
     })
 }
 
@@ -1155,6 +1222,13 @@ fn render(config: &Config, setting: Setting) -> String {
             SocketIo::Glommio => "glommio".to_owned(),
             SocketIo::Uring => "uring".to_owned(),
         },
+        Setting::AdminAddr => config
+            .admin_addr
+            .map_or("off".to_owned(), |a| a.to_string()),
+        Setting::AuditLog => config
+            .audit_log
+            .as_ref()
+            .map_or("off".to_owned(), |p| p.display().to_string()),
     }
 }
 

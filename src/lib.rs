@@ -6,7 +6,9 @@
 #![deny(unsafe_code)]
 
 pub mod ack;
+pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod fuzzing;
@@ -14,6 +16,7 @@ pub mod hl7;
 pub mod journal;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod mllp;
 pub mod route;
 pub mod rules;

@@ -247,3 +247,58 @@ pub const CONNECTORS_MAX: usize = 64;
 const _: () = assert!(CURSOR_WRITE_RECORDS > 0);
 const _: () =
     assert!(RETRY_INITIAL_BACKOFF_DEFAULT.as_millis() <= RETRY_MAX_BACKOFF_DEFAULT.as_millis());
+/// Default admin endpoint (ADMIN_ADDR): loopback only, so metrics and health are not exposed
+/// to the network unless an operator (or a manifest) asks for it; 9575 sits beside MLLP's 2575.
+pub const ADMIN_ADDR_DEFAULT: &str = "127.0.0.1:9575";
+
+/// Deadline for one admin request, from accept to the last byte of the answer. The admin
+/// thread serves one request at a time (a scrape every few seconds needs no more), so a client
+/// that connects and says nothing holds it at most this long.
+pub const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest admin request head (request line and headers): a GET of three short paths needs a
+/// few hundred bytes; anything longer is not a probe or a scraper and is refused.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// How often a shard bumps its heartbeat and publishes its journal and rule figures for the
+/// admin thread: the staleness of those metrics, at two wake-ups per second per shard.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A shard whose heartbeat is older than this fails `/healthz`: many intervals, so a busy
+/// 2-core machine or a long journal flush is not taken for a stuck shard, and well inside a
+/// Kubernetes liveness probe's default budget (3 failures × 10 s).
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
+
+/// Log lines the non-blocking log writer queues before it drops (and counts) new ones: a
+/// shard never waits for stderr. 64 Ki lines is several seconds of a connection flood's
+/// rate-limited lines, and at most a few tens of MiB.
+pub const LOG_QUEUE_LINES: usize = 64 * 1024;
+
+/// How often the count of dropped log lines is reported in the log (when it grew).
+pub const LOG_DROPS_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+const _: () = assert!(HEARTBEAT_INTERVAL.as_millis() * 4 <= HEARTBEAT_STALE.as_millis());
+
+/// Longest header field (MSH-3, MSH-4, MSH-9, MSH-10) copied into an audit line, in bytes: a
+/// control id is at most 199 bytes (HL7 v2.7), an application name far less; a sender's longer
+/// field is cut, so a line stays small whatever arrives.
+pub const AUDIT_FIELD_BYTES_MAX: usize = 256;
+
+/// Batches (one per answered chunk of a read) the audit queue holds before shards wait: with
+/// up to `ANSWER_FRAMES_MAX` lines of about 300 bytes each, at most tens of MiB, and many
+/// fsyncs' worth of traffic, so only a stalled disk makes shards wait.
+pub const AUDIT_QUEUE_BATCHES: usize = 1024;
+
+/// How long the audit writer waits before retrying a failed write (a full or failing disk).
+pub const AUDIT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Size at which the audit file is rotated: 64 MiB is about 200 000 decisions, a few minutes
+/// at full speed or a day of a busy interface, and quick to scan or ship.
+pub const AUDIT_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Audit files kept, the current one included: at most 512 MiB on disk.
+pub const AUDIT_FILES_MAX: usize = 8;
+
+/// Longest wait at exit for the audit writer to write out what is queued (a full queue is tens
+/// of MiB: seconds on any disk; longer means the disk is failing, and exiting is better).
+pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);

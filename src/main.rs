@@ -63,10 +63,14 @@ fn serve(overrides: &Overrides) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(error) = mllpd::logging::init(&config) {
-        eprintln!("mllpd: {error}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    // Held to the end: dropping it writes out the queued log lines and reports drops.
+    let _log = match mllpd::logging::init(&config) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("mllpd: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match mllpd::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -158,6 +158,8 @@ fn every_env_name_is_read() {
         ("ACK_AFTER", "receipt", "receipt"),
         ("JOURNAL_SYNC", "dsync", "dsync"),
         ("SOCKET_IO", "glommio", "glommio"),
+        ("ADMIN_ADDR", "127.0.0.1:9576", "127.0.0.1:9576"),
+        ("AUDIT_LOG", "audit.log", "audit.log"),
     ];
     for setting in Setting::ALL {
         assert!(

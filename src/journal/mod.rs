@@ -415,4 +415,9 @@ pub struct JournalStats {
     pub flush_micros_total: u64,
     /// Of that, time spent waiting for durability (fdatasync, or the `O_DSYNC` write), µs.
     pub sync_micros_total: u64,
+    /// Durable batches per write + flush time bucket (`metrics::FLUSH_MICROS_BOUNDS`, then
+    /// +Inf; not cumulative).
+    pub flush_micros_buckets: [u64; crate::metrics::FLUSH_MICROS_BOUNDS.len() + 1],
+    /// Durable batches per record count bucket (`metrics::BATCH_RECORDS_BOUNDS`, then +Inf).
+    pub batch_records_buckets: [u64; crate::metrics::BATCH_RECORDS_BOUNDS.len() + 1],
 }

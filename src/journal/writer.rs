@@ -408,6 +408,10 @@ impl Journal {
                 st.stats.records_flushed += batch.records as u64;
                 st.stats.bytes_flushed += batch.bytes as u64;
                 st.stats.flush_micros_total += elapsed;
+                use crate::metrics::{bucket, BATCH_RECORDS_BOUNDS, FLUSH_MICROS_BOUNDS};
+                st.stats.flush_micros_buckets[bucket(&FLUSH_MICROS_BOUNDS, elapsed)] += 1;
+                let records = batch.records as u64;
+                st.stats.batch_records_buckets[bucket(&BATCH_RECORDS_BOUNDS, records)] += 1;
             }
             Err(Failure::NotStored) => {
                 st.settled_seq = batch.last_seq;

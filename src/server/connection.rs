@@ -106,6 +106,8 @@ struct Connection {
     counts: Counts,
     /// Bytes read since this connection last let the shard's other connections run.
     unpaused_bytes: usize,
+    /// Audit lines of the answers not yet handed to the audit writer (AUDIT_LOG).
+    audit: Vec<u8>,
 }
 
 /// A connection's socket: glommio's, or one on the shard's ring (SOCKET_IO).
@@ -174,13 +176,31 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         frame_started: None,
         counts: Counts::default(),
         unpaused_bytes: 0,
+        audit: Vec::new(),
     };
     let close = conn.run(shard, id, &mut stream, slot).await;
     log_close(shard, id, peer, &conn, close);
 }
 
+/// Counts one answered frame in the shard's metrics (atomics only this shard writes).
+fn count_answer(shard: &Shard, cause: &Cause, code: Option<crate::ack::AckCode>) {
+    let stats = &shard.stats;
+    stats.frames.inc();
+    stats.ack(code);
+    match cause {
+        Cause::Unparsed(_) => stats.frames_unparsed.inc(),
+        Cause::NotStored(_) => {
+            stats.messages.inc();
+            stats.messages_not_stored.inc();
+        }
+        Cause::Accepted | Cause::Rule(_) | Cause::Evaluation { .. } => stats.messages.inc(),
+    }
+}
+
 fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection, close: Close) {
     let stats = conn.decoder.stats();
+    shard.stats.frames_abandoned.add(stats.abandoned_frames);
+    shard.stats.noise_bytes.add(stats.noise_bytes);
     let c = &conn.counts;
     let abnormal = matches!(
         close,
@@ -227,6 +247,7 @@ impl Connection {
             };
             self.filled += n;
             self.counts.bytes_in += n as u64;
+            shard.stats.bytes_in.add(n as u64);
             self.counts.reads += 1;
             let mut reading = Reading::new(clock::unix_micros_now());
             while self.answer_chunk(shard, id, &mut reading).await {
@@ -327,6 +348,7 @@ impl Connection {
         self.admit_frames(shard, id, reading).await;
         settle(shard, &mut self.frames).await;
         self.respond(shard, reading.received);
+        self.hand_over_audit(shard).await;
         !self.frames.is_empty() || !reading.done()
     }
 
@@ -345,7 +367,8 @@ impl Connection {
                         peer: self.peer,
                         received: reading.received,
                     };
-                    let (decision, seq) = admit(shard, &self.buf[range.clone()], &origin).await;
+                    let (decision, seq, stored) =
+                        admit(shard, &self.buf[range.clone()], &origin).await;
                     if self.is_one_rejection_too_many(&decision, reading.at) {
                         let total = &shard.stats.reject_floods;
                         total.set(total.get() + 1);
@@ -361,6 +384,7 @@ impl Connection {
                         range,
                         decision,
                         seq,
+                        stored,
                     });
                 }
                 Decoded::Incomplete { consumed } => {
@@ -371,8 +395,10 @@ impl Connection {
                     reading.decoded += consumed;
                     let total = &shard.stats.frames_too_large;
                     total.set(total.get() + 1);
-                    warn!(shard = shard.index, %error, frames_too_large_total = total.get(),
-                        "frame rejected; closing connection");
+                    if let Some(unlogged) = shard.connection_error_log_due() {
+                        warn!(shard = shard.index, %error, frames_too_large_total = total.get(),
+                            unlogged_since_last = unlogged, "frame rejected; closing connection");
+                    }
                     reading.close = Some(Close::FrameTooLarge);
                 }
             }
@@ -405,8 +431,13 @@ impl Connection {
             }
             answered += 1;
             let payload = &self.buf[frame.range.clone()];
-            responder.respond(payload, &frame.decision, &mut self.out);
+            let code = responder.respond_coded(payload, &frame.decision, &mut self.out);
             self.counts.frames += 1;
+            count_answer(shard, frame.decision.cause(), code);
+            if shard.shared.audit.is_some() {
+                audit_line(shard, self.peer, frame, payload, code, now_unix_micros)
+                    .write_to(&mut self.audit);
+            }
             match frame.decision.cause() {
                 Cause::Accepted => {}
                 Cause::Unparsed(error) => {
@@ -460,6 +491,7 @@ impl Connection {
         let result = stream.write_all(&self.out, timeout).await;
         let bytes = self.out.len() as u64;
         self.counts.bytes_out += bytes;
+        shard.stats.bytes_out.add(bytes);
         self.counts.writes += 1;
         self.counts.write_bytes_max = self.counts.write_bytes_max.max(bytes);
         self.out.clear();
@@ -594,6 +626,8 @@ struct Frame {
     decision: Decision,
     /// The journal sequence number to wait for before answering, if any.
     seq: Option<u64>,
+    /// The journal sequence number it was stored as (or a duplicate of), if any.
+    stored: Option<u64>,
 }
 
 /// Where and when a frame came from, as journaled.
@@ -608,15 +642,20 @@ struct Origin {
 
 /// Has admission decide a payload's fate and carries out what it says about the journal:
 /// appends the payload when the decision says so. Returns the decision (AE when the journal
-/// failed) and the sequence number to wait for (none with ACK_AFTER=receipt).
-async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Decision, Option<u64>) {
+/// failed), the sequence number to wait for (none with ACK_AFTER=receipt), and the one it was
+/// stored as.
+async fn admit(
+    shard: &Shard,
+    payload: &[u8],
+    origin: &Origin,
+) -> (Decision, Option<u64>, Option<u64>) {
     let context = Context {
         peer: origin.peer,
         ..Context::default()
     };
     let mut decision = shard.admission.borrow_mut().decide(payload, &context);
     let Some(dedup_key) = decision.dedup_key(payload) else {
-        return (decision, None);
+        return (decision, None, None);
     };
     let record = RecordRef {
         receive_time_unix_micros: origin.received,
@@ -627,11 +666,71 @@ async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Decision, Opt
     };
     let appended = shard.journal.append_in_turn(&record).await;
     match appended {
-        Ok(append) if shard.waits_for_journal() => (decision, Some(append_seq(append))),
-        Ok(_) => (decision, None),
+        Ok(append) => {
+            let seq = append_seq(append);
+            let wait = shard.waits_for_journal().then_some(seq);
+            (decision, wait, Some(seq))
+        }
         Err(error) => {
             decision.not_stored(error);
-            (decision, None)
+            (decision, None, None)
+        }
+    }
+}
+
+/// The audit line of one answered frame: the decision and header fields, never content.
+fn audit_line<'a>(
+    shard: &Shard,
+    peer: Option<SocketAddr>,
+    frame: &'a Frame,
+    payload: &[u8],
+    code: Option<crate::ack::AckCode>,
+    now_unix_micros: u64,
+) -> crate::audit::AuditLine<'a> {
+    use crate::admission::Parsed;
+    use crate::audit::field;
+    let header = match frame.decision.parsed() {
+        Parsed::Message(header) | Parsed::Header(header) => Some(header.attach(payload)),
+        Parsed::Nothing => None,
+    };
+    let cause = match frame.decision.cause() {
+        Cause::Accepted => None,
+        Cause::Unparsed(_) => Some("unparsed"),
+        Cause::Rule(_) => Some("rule"),
+        Cause::Evaluation { .. } => Some("evaluation"),
+        Cause::NotStored(_) => Some("not_stored"),
+    };
+    crate::audit::AuditLine {
+        time: crate::audit::time(now_unix_micros),
+        shard: shard.index,
+        seq: frame.stored,
+        peer,
+        tls_client_cn: None,
+        sending_application: header.as_ref().and_then(|m| field(m.sending_application())),
+        sending_facility: header.as_ref().and_then(|m| field(m.sending_facility())),
+        message_type: header.as_ref().and_then(|m| field(m.msh(9))),
+        control_id: header.as_ref().and_then(|m| field(m.control_id())),
+        ack_code: code.map_or("none", |c| {
+            std::str::from_utf8(c.as_bytes()).unwrap_or("??")
+        }),
+        rule: frame.decision.rule().map(|r| r.name()),
+        cause,
+    }
+}
+
+impl Connection {
+    /// Hands the audit lines of the answers just built to the audit writer before they are
+    /// written: when its queue is full this waits, delaying this connection's ACKs
+    /// (back-pressure), and never drops a line. A writer that stopped ends the process.
+    async fn hand_over_audit(&mut self, shard: &Shard) {
+        let Some(audit) = &shard.shared.audit else {
+            return;
+        };
+        if self.audit.is_empty() {
+            return;
+        }
+        if audit.send(std::mem::take(&mut self.audit)).await.is_err() {
+            shard.fail("the audit log writer stopped");
         }
     }
 }

@@ -117,6 +117,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         );
     }
     let rules = RulesSlot::new(rules);
+    let metrics = crate::metrics::Metrics::new(shard_cpus.len(), crate::logging::lines_dropped);
+    start_admin(&config, listen_addr, &metrics)?;
+    let (audit, audit_flush) = match &config.audit_log {
+        None => (None, None),
+        Some(path) => {
+            let (sender, flush) = crate::audit::start(crate::audit::AuditOptions {
+                path: path.clone(),
+                file_bytes_max: limits::AUDIT_FILE_BYTES_MAX,
+                files_max: limits::AUDIT_FILES_MAX,
+            })
+            .map_err(|e| ServerError::Other(format!("AUDIT_LOG {}: {e}", path.display())))?;
+            (Some(sender), Some(flush))
+        }
+    };
     let (events_tx, events) = mpsc::channel();
     let reloads = vec![reload_rules(config.config_file.clone(), Arc::clone(&rules))];
     watch_signals(events_tx.clone(), reloads)?;
@@ -132,8 +146,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         start_unix_seconds: clock::unix_seconds_now(),
         events: std::sync::Mutex::new(events_tx.clone()),
         config,
+        metrics,
+        audit,
     });
     let socket_io = start_shards(&shared, &shard_cpus, events_tx)?;
+    shared
+        .metrics
+        .readiness
+        .serving
+        .store(true, Ordering::Release);
     drop(reservation);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -150,11 +171,18 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         delivery.stop();
         return Err(ServerError::Other(e));
     }
-    let outcome = wait_for_shutdown(&shared, &events);
+    let stopped = wait_for_shutdown(&shared, &events);
     // Intake has stopped (the shards drained, or the process is exiting): stop delivery; each
     // connector writes its cursor and resumes from it at the next start.
     delivery.stop();
-    outcome
+    let cut_short = matches!(stopped, Err(ServerError::Shutdown(_)));
+    if let Some(flush) = audit_flush.filter(|_| !cut_short) {
+        // The shards are done: every line they queued is written out before the exit.
+        if !flush.flush(limits::AUDIT_FLUSH_TIMEOUT) {
+            error!("the audit log could not be written out at exit");
+        }
+    }
+    stopped
 }
 
 /// The delivery engine for `config`, its cursors loaded (before the journals open, whose
@@ -181,6 +209,38 @@ fn prepare_delivery(
         },
     })
     .map_err(|e| ServerError::Other(format!("delivery: {e}")))
+}
+
+/// Binds ADMIN_ADDR (unless off) and starts the admin thread; it answers 503 on `/readyz` until
+/// every shard serves. Refused when it is the MLLP address (the configuration already refuses
+/// equal values; this catches LISTEN_ADDR port 0 resolving to it).
+fn start_admin(
+    config: &Config,
+    listen_addr: SocketAddr,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<(), ServerError> {
+    let Some(addr) = config.admin_addr else {
+        return Ok(());
+    };
+    if addr == listen_addr {
+        return Err(ServerError::Other(format!(
+            "ADMIN_ADDR {addr} is the MLLP listen address; use another port, or off"
+        )));
+    }
+    let options = crate::admin::AdminOptions {
+        addr,
+        heartbeat_stale: limits::HEARTBEAT_STALE,
+    };
+    let admin = crate::admin::Admin::bind(options)
+        .map_err(|e| ServerError::Other(format!("cannot listen on ADMIN_ADDR {addr}: {e}")))?;
+    let bound = admin
+        .local_addr()
+        .map_err(|e| ServerError::Other(e.to_string()))?;
+    admin
+        .spawn(Arc::clone(metrics))
+        .map_err(|e| ServerError::Other(format!("cannot start the admin thread: {e}")))?;
+    info!(admin = %bound, "admin endpoint listening");
+    Ok(())
 }
 
 /// One SIGHUP, as the signal thread hands it to every part that reloads.
@@ -356,6 +416,13 @@ fn wait_for_shutdown(
     let mut fatal = None;
     match events.recv() {
         Ok(Event::Signal(signal)) => {
+            // Not ready from this moment: a load balancer polling /readyz takes this instance
+            // out of rotation during PRE_SHUTDOWN_DELAY, while it still serves.
+            shared
+                .metrics
+                .readiness
+                .terminating
+                .store(true, Ordering::Release);
             info!(signal, delay = ?shared.config.pre_shutdown_delay,
                 "shutdown requested; serving until PRE_SHUTDOWN_DELAY ends");
             match wait(events, shared.config.pre_shutdown_delay) {

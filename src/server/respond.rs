@@ -38,18 +38,31 @@ impl Responder {
     /// Appends the framed answer `decision` gives `payload` (the payload it was decided on) to
     /// `out` (nothing when MSH-15 suppresses it). Returns whether an ACK was written.
     pub fn respond(&mut self, payload: &[u8], decision: &Decision, out: &mut Vec<u8>) -> bool {
+        self.respond_coded(payload, decision, out).is_some()
+    }
+
+    /// [`Responder::respond`], returning the code of the ACK written (none: suppressed).
+    pub fn respond_coded(
+        &mut self,
+        payload: &[u8],
+        decision: &Decision,
+        out: &mut Vec<u8>,
+    ) -> Option<crate::ack::AckCode> {
         let mut control_id = [0u8; CONTROL_ID_BYTES_MAX];
         let control_id_len = self.control_ids.next(&mut control_id);
         let frame_start = out.len();
         mllp::frame_begin(out);
         let outcome = decision.answer(payload, &self.timestamp, &control_id[..control_id_len], out);
-        let written = outcome != AckOutcome::Suppressed;
-        if written {
-            mllp::frame_end(out);
-        } else {
-            out.truncate(frame_start);
+        match outcome {
+            AckOutcome::Written { code, .. } => {
+                mllp::frame_end(out);
+                Some(code)
+            }
+            AckOutcome::Suppressed => {
+                out.truncate(frame_start);
+                None
+            }
         }
-        written
     }
 }
 

@@ -56,33 +56,26 @@ pub struct Shared {
     pub rules: Arc<RulesSlot>,
     /// Each shard's journal watermark, shared with the delivery engine (issue 11).
     pub watermarks: Vec<Arc<crate::journal::Watermark>>,
+    /// Every shard's counters and the readiness the admin endpoint reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the audit lines go (AUDIT_LOG), if on.
+    pub audit: Option<crate::audit::AuditSender>,
 }
 
 impl Shared {
     /// Reports a failure that must end the process: the main thread drains every shard and
     /// exits non-zero, so the supervisor restarts mllpd and recovery runs.
     pub fn fail(&self, reason: String) {
+        self.metrics.readiness.failed.store(true, Ordering::Release);
         if let Ok(events) = self.events.lock() {
             let _ = events.send(super::Event::Fatal(reason));
         }
     }
 }
 
-/// Per-shard counters (a later metrics endpoint reads them).
-#[derive(Debug, Default)]
-pub struct ShardStats {
-    /// Connections accepted and served.
-    pub connections_accepted: Cell<u64>,
-    /// Connections closed at once because MAX_CONNECTIONS was reached.
-    pub connections_refused: Cell<u64>,
-    /// Accept calls that failed (EMFILE, ENFILE, ENOBUFS, …).
-    pub accept_errors: Cell<u64>,
-    /// Connections closed because a frame exceeded MAX_FRAME_SIZE.
-    pub frames_too_large: Cell<u64>,
-    /// Connections closed for a flood of rejected frames (more than REJECTED_FRAMES_MAX within
-    /// REJECTED_FRAMES_WINDOW).
-    pub reject_floods: Cell<u64>,
-}
+/// Per-shard counters: atomics only this shard writes, read by the admin thread
+/// (`crate::metrics`).
+pub type ShardStats = crate::metrics::ShardCounters;
 
 /// A slot for one task's waker, woken when the shard starts draining.
 #[derive(Default)]
@@ -141,8 +134,10 @@ pub struct Shard {
     failed: Cell<bool>,
     /// When an evaluation error was last logged, and how many were not logged since.
     evaluation_errors_logged: Cell<(Option<Instant>, u64)>,
-    /// Counters.
-    pub stats: ShardStats,
+    /// When an oversized frame was last logged, and how many were not logged since.
+    connection_errors_logged: Cell<(Option<Instant>, u64)>,
+    /// Counters (shared with the admin thread; written only here).
+    pub stats: Arc<ShardStats>,
 }
 
 /// Id reserved for the acceptor's waker slot (connection ids start at 1).
@@ -174,7 +169,13 @@ impl Shard {
             sockets,
             failed: Cell::new(false),
             evaluation_errors_logged: Cell::new((None, 0)),
-            stats: ShardStats::default(),
+            connection_errors_logged: Cell::new((None, 0)),
+            stats: shared
+                .metrics
+                .shards
+                .get(index)
+                .cloned()
+                .unwrap_or_default(),
             shared,
         }
     }
@@ -200,18 +201,14 @@ impl Shard {
     /// Whether an evaluation error may be logged now (at most one line per LOG_INTERVAL):
     /// `Some(errors not logged since the last line)`, or `None` when it is to be counted only.
     pub fn evaluation_error_log_due(&self) -> Option<u64> {
-        let (last, unlogged) = self.evaluation_errors_logged.get();
-        let now = Instant::now();
-        match last {
-            Some(at) if now.saturating_duration_since(at) < LOG_INTERVAL => {
-                self.evaluation_errors_logged.set((last, unlogged + 1));
-                None
-            }
-            _ => {
-                self.evaluation_errors_logged.set((Some(now), 0));
-                Some(unlogged)
-            }
-        }
+        log_due(&self.evaluation_errors_logged)
+    }
+
+    /// Like [`Shard::evaluation_error_log_due`], for oversized frames (each closes its
+    /// connection): many connections failing alike must not flood the log; the metrics count
+    /// every one. (A flood cut is logged each time: it already costs the sender 1000 frames.)
+    pub fn connection_error_log_due(&self) -> Option<u64> {
+        log_due(&self.connection_errors_logged)
     }
 
     /// Whether the shard is draining (no new frames are waited for between frames).
@@ -250,15 +247,34 @@ impl Shard {
         let slot = Rc::new(WakerSlot::default());
         self.waiters.borrow_mut().insert(id, slot.clone());
         self.open.set(self.open.get() + 1);
+        self.stats.connections_open.set(self.open.get() as u64);
         (id, slot)
     }
 
     fn close_connection(&self, id: u64) {
         self.waiters.borrow_mut().remove(&id);
         self.open.set(self.open.get() - 1);
+        self.stats.connections_open.set(self.open.get() as u64);
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
         if self.open.get() == 0 {
             self.all_closed.wake();
+        }
+    }
+}
+
+/// Whether a rate-limited line may be logged now (at most one per LOG_INTERVAL): `Some(lines
+/// not logged since the last one)`, or `None` when it is to be counted only.
+fn log_due(state: &Cell<(Option<Instant>, u64)>) -> Option<u64> {
+    let (last, unlogged) = state.get();
+    let now = Instant::now();
+    match last {
+        Some(at) if now.saturating_duration_since(at) < LOG_INTERVAL => {
+            state.set((last, unlogged + 1));
+            None
+        }
+        _ => {
+            state.set((Some(now), 0));
+            Some(unlogged)
         }
     }
 }
@@ -354,17 +370,22 @@ pub async fn run(index: usize, shared: Arc<Shared>, bound: std::sync::mpsc::Send
         })
         .detach()
     });
+    // The first heartbeat before the shard reports serving: once /readyz says ready, /healthz
+    // says alive too.
+    publish(&shard);
     let _ = bound.send(Startup::Serving(if shard.sockets.is_some() {
         "uring"
     } else {
         "glommio"
     }));
     let watcher = glommio::spawn_local(watch_shutdown(shard.clone()));
+    let heartbeat = glommio::spawn_local(heartbeat(shard.clone()));
     accept_loop(&shard, &listener.accept).await;
     listener.stop();
     drop(listener);
     wait_connections_closed(&shard).await;
     watcher.cancel().await;
+    heartbeat.cancel().await;
     if let (Some(sockets), Some(driver)) = (&shard.sockets, driver) {
         sockets.stop();
         let _ = driver.await;
@@ -412,6 +433,70 @@ async fn wait_connections_closed(shard: &Shard) {
         }
     })
     .await;
+}
+
+/// Bumps the shard's heartbeat (`/healthz`) and publishes what the admin thread cannot read
+/// directly, the journal's and the rules' figures, every `limits::HEARTBEAT_INTERVAL`: off the
+/// message path, so the mutex of the rule table is taken only here and at a scrape.
+async fn heartbeat(shard: Rc<Shard>) {
+    let mut stall = stall_fault(shard.index);
+    loop {
+        publish(&shard);
+        if let Some(stall) = stall.take() {
+            // Test hook: the shard's thread is blocked, as by a runaway computation.
+            std::thread::sleep(stall);
+        }
+        glommio::timer::sleep(crate::limits::HEARTBEAT_INTERVAL).await;
+    }
+}
+
+/// `MLLPD_FAULT_STALL_SHARD=<duration>`: a test hook that blocks shard 0's thread that long,
+/// once, as soon as it serves, so `/healthz` can be seen to fail (debug builds, or with
+/// MLLPD_ALLOW_FAULT_INJECTION=1, like every MLLPD_FAULT_* hook).
+fn stall_fault(index: usize) -> Option<Duration> {
+    if index != 0
+        || !matches!(
+            crate::journal::FaultPlan::gate_env(),
+            crate::journal::FaultGate::Armed
+        )
+    {
+        return None;
+    }
+    let stall = std::env::var("MLLPD_FAULT_STALL_SHARD").ok()?;
+    let stall = humantime::parse_duration(&stall).ok()?;
+    warn!(
+        shard = index,
+        ?stall,
+        "shard stall armed (MLLPD_FAULT_STALL_SHARD): test use only"
+    );
+    Some(stall)
+}
+
+fn publish(shard: &Shard) {
+    let j = shard.journal.stats();
+    shard
+        .stats
+        .publish_journal(&crate::metrics::JournalFigures {
+            flushes: j.flushes,
+            records: j.records_flushed,
+            bytes: j.bytes_flushed,
+            batches_failed: j.batches_failed,
+            segments: j.segments as u64,
+            segment_bytes: j.segment_bytes,
+            durable_seq: j.settled_seq,
+            poisoned: j.poisoned,
+            flush_buckets: j.flush_micros_buckets,
+            flush_micros_total: j.flush_micros_total,
+            batch_buckets: j.batch_records_buckets,
+        });
+    if let Ok(admission) = shard.admission.try_borrow() {
+        let generation = admission.rules().generation;
+        let counts = admission
+            .rule_counts()
+            .map(|(rule, c)| (rule.to_owned(), c.failed, c.errored));
+        shard.stats.publish_rules(generation, counts);
+    }
+    shard.stats.beat();
 }
 
 async fn watch_shutdown(shard: Rc<Shard>) {

@@ -50,6 +50,8 @@ impl Server {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            // Parallel test servers must not fight over the default admin port.
+            .env("ADMIN_ADDR", "127.0.0.1:0")
             .env("LOG_LEVEL", "info")
             .env("LOG_FORMAT", "text")
             .env("NO_COLOR", "1")

@@ -60,6 +60,7 @@ impl Mllpd {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("ADMIN_ADDR", "127.0.0.1:0")
             .env("LOG_LEVEL", "info")
             .env("LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
