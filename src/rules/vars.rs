@@ -539,6 +539,18 @@ pub(crate) struct Slots<'r, 'm> {
     consts: &'r [Box<dyn Val>],
 }
 
+impl Slots<'_, '_> {
+    /// The string of `@k{n}`.
+    pub(crate) fn key(&self, n: usize) -> Option<&str> {
+        self.keys.get(n).map(|s| s.inner())
+    }
+
+    /// The value of `@p{n}`.
+    pub(crate) fn probe(&self, n: usize) -> Option<&dyn Val> {
+        self.probes.get(n).map(|v| v.as_ref() as &dyn Val)
+    }
+}
+
 impl cel::context::VariableResolver for Slots<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let Some(hidden) = variable.strip_prefix('@') else {
