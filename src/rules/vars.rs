@@ -652,7 +652,20 @@ pub(crate) fn extract<'r, 'm>(
     let probes = needs
         .probes
         .iter()
-        .map(|probe| probe_value(probe, message))
+        .map(|probe| match probe {
+            // A field of a root's segment (`field("PV1-3.3")` next to `pv1.patient_class`):
+            // the segment found for the root, not a second scan of the message.
+            Probe::Field(path) if path.segment_occurrence == 1 => {
+                let root = [Root::Msh, Root::Pid, Root::Pv1, Root::Obx]
+                    .into_iter()
+                    .find(|r| r.segment() == Some(&path.segment));
+                match root {
+                    Some(root) => string(segment_value(segment_of(root).as_ref(), path)),
+                    None => probe_value(probe, message),
+                }
+            }
+            _ => probe_value(probe, message),
+        })
         .collect();
     Slots {
         keys,
