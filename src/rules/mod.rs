@@ -14,6 +14,7 @@
 //! their reasons name types and functions only.
 
 mod compile;
+mod fast;
 mod vars;
 
 use std::fmt;
@@ -25,8 +26,9 @@ use serde::Deserialize;
 
 use crate::hl7::{ErrorCode, Location, Message, Path};
 use crate::limits;
+use fast::Fast;
 pub use vars::MessageContext;
-use vars::{KeyPaths, Needs};
+use vars::{KeyPaths, Needs, Slots};
 
 /// What a failed rule answers: AR (application reject, the default: the message is wrong and
 /// resending it will not help) or AE (application error).
@@ -175,6 +177,8 @@ struct Rule {
     location: Option<Location>,
     /// The rewritten expression.
     expr: IdedExpr,
+    /// The same, for the direct evaluator, when it has only the shapes that one knows.
+    fast: Option<Fast>,
 }
 
 /// The outcome of running the rules on one message.
@@ -230,18 +234,50 @@ impl Program {
         }
     }
 
-    /// Extracts what the expressions read from `message`, then runs `run` with a context
-    /// that resolves their variables.
+    /// Extracts what the expressions read from `message`, then runs `run` with an
+    /// [`Evaluator`] over them.
     fn with_context<'m, T>(
         &self,
         message: &Message<'m>,
         connection: &MessageContext<'m>,
-        run: impl FnOnce(&cel::Context<'_, '_>) -> T,
+        run: impl FnOnce(&mut Evaluator<'_, '_, '_>) -> T,
     ) -> T {
         let slots = vars::extract(&self.needs, &self.paths, message, connection);
-        let mut context = cel::Context::with_env(Arc::clone(&compile::ENV));
-        context.set_variable_resolver(&slots);
-        run(&context)
+        let mut evaluator = Evaluator {
+            slots: &slots,
+            context: None,
+            cel_only: false,
+        };
+        run(&mut evaluator)
+    }
+}
+
+/// Runs expressions on one message's extracted values: the direct evaluator where it applies,
+/// else the `cel` interpreter, whose context is built on first use only.
+struct Evaluator<'s, 'r, 'm> {
+    /// The message's values.
+    slots: &'s Slots<'r, 'm>,
+    /// The `cel` context over them, once an expression needed it.
+    context: Option<cel::Context<'s, 's>>,
+    /// Use the `cel` interpreter for every expression (tests compare the two).
+    cel_only: bool,
+}
+
+impl Evaluator<'_, '_, '_> {
+    /// Runs one expression: `Ok(bool)` or the reason it could not be evaluated.
+    fn run(&mut self, expr: &IdedExpr, fast: Option<&Fast>) -> Result<bool, String> {
+        if !self.cel_only {
+            if let Some(b) = fast.and_then(|f| f.eval(self.slots)) {
+                return Ok(b);
+            }
+        }
+        let slots = self.slots;
+        let context = self.context.get_or_insert_with(|| {
+            let mut context = cel::Context::with_env(Arc::clone(&compile::ENV));
+            context.set_variable_resolver(slots);
+            context
+        });
+        run(expr, context)
     }
 }
 
@@ -251,7 +287,7 @@ fn compile_one(
     expression: &str,
     options: &RulesOptions,
     needs: &mut Needs,
-) -> Result<compile::Compiled, RuleError> {
+) -> Result<(compile::Compiled, Option<Fast>), RuleError> {
     if expression.len() > options.expression_bytes_max {
         return Err(RuleError::TooLong {
             rule: rule.to_owned(),
@@ -259,12 +295,14 @@ fn compile_one(
             max: options.expression_bytes_max,
         });
     }
-    compile::compile(expression, needs).map_err(|e| RuleError::Compile {
+    let compiled = compile::compile(expression, needs).map_err(|e| RuleError::Compile {
         rule: rule.to_owned(),
         line: e.line,
         column: e.column,
         message: e.message,
-    })
+    })?;
+    let fast = Fast::compile(&compiled.expr, needs);
+    Ok((compiled, fast))
 }
 
 /// Runs one expression: `Ok(bool)` or the reason it could not be evaluated.
@@ -415,7 +453,7 @@ impl RuleSet {
                         .map_err(|_| invalid(format!("location '{text}' is not an HL7 path")))?,
                 ),
             };
-            let compiled = compile_one(
+            let (compiled, fast) = compile_one(
                 &spec.name,
                 &spec.expression,
                 options,
@@ -428,6 +466,7 @@ impl RuleSet {
                 code,
                 location: configured.or(compiled.location),
                 expr: compiled.expr,
+                fast,
             });
         }
         Ok(set)
@@ -473,12 +512,23 @@ impl RuleSet {
         message: &Message<'_>,
         connection: &MessageContext<'_>,
     ) -> Verdict<'r> {
+        self.evaluate_with(message, connection, false)
+    }
+
+    /// [`RuleSet::evaluate`], with every rule run by the `cel` interpreter when `cel_only`.
+    fn evaluate_with<'r>(
+        &'r self,
+        message: &Message<'_>,
+        connection: &MessageContext<'_>,
+        cel_only: bool,
+    ) -> Verdict<'r> {
         if self.rules.is_empty() {
             return Verdict::Pass;
         }
-        self.program.with_context(message, connection, |context| {
+        self.program.with_context(message, connection, |evaluator| {
+            evaluator.cel_only = cel_only;
             for (index, rule) in self.rules.iter().enumerate() {
-                match run(&rule.expr, context) {
+                match evaluator.run(&rule.expr, rule.fast.as_ref()) {
                     Ok(true) => {}
                     Ok(false) => {
                         return Verdict::Fail(Failure {
@@ -517,6 +567,8 @@ const _: fn() = || {
 pub struct Filter {
     /// The rewritten expression.
     expr: IdedExpr,
+    /// The same, for the direct evaluator, when it has only the shapes that one knows.
+    fast: Option<Fast>,
     /// What it reads.
     program: Program,
 }
@@ -544,9 +596,10 @@ impl Filter {
         options: &RulesOptions,
     ) -> Result<Filter, RuleError> {
         let mut program = Program::new();
-        let compiled = compile_one(name, expression, options, &mut program.needs)?;
+        let (compiled, fast) = compile_one(name, expression, options, &mut program.needs)?;
         Ok(Filter {
             expr: compiled.expr,
+            fast,
             program,
         })
     }
@@ -563,7 +616,129 @@ impl Filter {
         connection: &MessageContext<'_>,
     ) -> Result<bool, FilterError> {
         self.program
-            .with_context(message, connection, |context| run(&self.expr, context))
+            .with_context(message, connection, |evaluator| {
+                evaluator.run(&self.expr, self.fast.as_ref())
+            })
             .map_err(|reason| FilterError { reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::ParseOptions;
+
+    const ADT: &str = include_str!("../../tests/data/adt_a01_316.hl7");
+
+    /// Expressions of the direct evaluator's shapes (each must take it) …
+    const FAST: &[&str] = &[
+        r#"pid.id != """#,
+        r#"pid.id == "100234""#,
+        r#"msh.msg_type in ["ADT", "ORU", "ORM", "SIU"]"#,
+        r#"msh.sending_fac in ["NORTHGATE", "RIVERSIDE", "EASTFIELD", "BENCHFAC"]"#,
+        r#"msh.sending_fac in ["RIVERSIDE", "EASTFIELD"]"#,
+        r#"pv1.patient_class != "I" || field("PV1-3.3") != """#,
+        r#"pv1.patient_class == "I" && field("PV1-3.3") == "B""#,
+        r#"!(msh.trigger == "A01") || pid.sex in ["F", "M", "U"]"#,
+        r#"field("PV1-3.3") in ["A", "B"] && true"#,
+        r#"false || msh.sending_fac == field("MSH-4.1")"#,
+        r#""ADT" in ["ADT", "ORU"]"#,
+        r#""x" == "x" && !false"#,
+        r#"pid.name == "HARTLEY^MARGARET^ANNE""#,
+        r#"msh.control_id != "" && msh.control_id == msh.control_id"#,
+    ];
+
+    /// … and expressions that are not, left to the `cel` interpreter.
+    const CEL: &[&str] = &[
+        r#"msh.msg_type in ["ADT"]"#,
+        r#"msh.msg_type in ["ADT", 1]"#,
+        r#"msh.msg_type == 1"#,
+        r#"msh.msg_type in {"ADT": 1, "ORU": 2}"#,
+        r#"size(pid.id) > 2 || pid.id != """#,
+        r#"fields("PID-3.1") == ["100234", "555-12-3456"]"#,
+        r#"has("PV1") && count("OBX") == 0"#,
+        r#"pid.id || true"#,
+        r#"msh.sending_fac.startsWith("NORTH")"#,
+    ];
+
+    /// The fixture and variants that change what the expressions above read.
+    fn messages() -> Vec<String> {
+        vec![
+            ADT.to_owned(),
+            ADT.replace("|100234^", "|^"),
+            ADT.replace("ADT^A01^ADT_A01", "ORU^R01"),
+            ADT.replace("ADT^A01^ADT_A01", "QRY^A19"),
+            ADT.replace("|NORTHGATE|", "||"),
+            ADT.replace("|NORTHGATE|", "|RIVERSIDE|"),
+            ADT.replace("|NORTHGATE|", r"|NORTH\F\GATE|"),
+            ADT.replace("|4W^412^B^NG|", "|4W^412|"),
+            ADT.replace("|4W^412^B^NG|", "|4W^412^A^NG|"),
+            ADT.replace("PV1|1|I|", "PV1|1|O|"),
+            ADT.replace("|F|||", "|X|||"),
+            ADT.replace("ADT^A01^ADT_A01", "ADT^A04^ADT_A01"),
+            ADT.split("\rPV1").next().unwrap_or(ADT).to_owned(),
+        ]
+    }
+
+    fn rule_set(expression: &str) -> RuleSet {
+        let spec = RuleSpec {
+            name: "r".to_owned(),
+            expression: expression.to_owned(),
+            message: "failed".to_owned(),
+            on_fail: OnFail::AR,
+            code: 207,
+            location: None,
+        };
+        RuleSet::compile(&[spec], &RulesOptions::default()).expect("compiles")
+    }
+
+    #[test]
+    fn the_direct_evaluator_gives_the_verdicts_of_cel() {
+        let messages = messages();
+        let (mut passes, mut fails) = (0, 0);
+        for (expressions, fast) in [(FAST, true), (CEL, false)] {
+            for expression in expressions {
+                let set = rule_set(expression);
+                assert_eq!(set.rules[0].fast.is_some(), fast, "{expression}");
+                for text in &messages {
+                    let message =
+                        Message::parse(text.as_bytes(), &ParseOptions::default()).expect("parses");
+                    let context = MessageContext::default();
+                    let direct = set.evaluate_with(&message, &context, false);
+                    let cel = set.evaluate_with(&message, &context, true);
+                    assert_eq!(direct, cel, "{expression} on {text:?}");
+                    match direct {
+                        Verdict::Pass => passes += 1,
+                        Verdict::Fail(_) => fails += 1,
+                        Verdict::EvalError { .. } => {}
+                    }
+                }
+            }
+        }
+        // The messages make the expressions both pass and fail, so a wrong answer shows.
+        assert!(passes > 30 && fails > 30, "{passes} passes, {fails} fails");
+    }
+
+    #[test]
+    fn a_filter_takes_the_direct_evaluator_too() {
+        let filter = Filter::compile(
+            "c",
+            r#"msh.msg_type in ["ADT", "ORU"] && pid.id != """#,
+            &RulesOptions::default(),
+        )
+        .expect("compiles");
+        assert!(filter.fast.is_some());
+        for (text, want) in [
+            (ADT.to_owned(), true),
+            (ADT.replace("ADT^A01^ADT_A01", "ORM^O01"), false),
+            (ADT.replace("|100234^", "|^"), false),
+        ] {
+            let message =
+                Message::parse(text.as_bytes(), &ParseOptions::default()).expect("parses");
+            assert_eq!(
+                filter.matches(&message, &MessageContext::default()),
+                Ok(want)
+            );
+        }
     }
 }

@@ -539,6 +539,18 @@ pub(crate) struct Slots<'r, 'm> {
     consts: &'r [Box<dyn Val>],
 }
 
+impl Slots<'_, '_> {
+    /// The string of `@k{n}`.
+    pub(crate) fn key(&self, n: usize) -> Option<&str> {
+        self.keys.get(n).map(|s| s.inner())
+    }
+
+    /// The value of `@p{n}`.
+    pub(crate) fn probe(&self, n: usize) -> Option<&dyn Val> {
+        self.probes.get(n).map(|v| v.as_ref() as &dyn Val)
+    }
+}
+
 impl cel::context::VariableResolver for Slots<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let Some(hidden) = variable.strip_prefix('@') else {
@@ -640,7 +652,20 @@ pub(crate) fn extract<'r, 'm>(
     let probes = needs
         .probes
         .iter()
-        .map(|probe| probe_value(probe, message))
+        .map(|probe| match probe {
+            // A field of a root's segment (`field("PV1-3.3")` next to `pv1.patient_class`):
+            // the segment found for the root, not a second scan of the message.
+            Probe::Field(path) if path.segment_occurrence == 1 => {
+                let root = [Root::Msh, Root::Pid, Root::Pv1, Root::Obx]
+                    .into_iter()
+                    .find(|r| r.segment() == Some(&path.segment));
+                match root {
+                    Some(root) => string(segment_value(segment_of(root).as_ref(), path)),
+                    None => probe_value(probe, message),
+                }
+            }
+            _ => probe_value(probe, message),
+        })
         .collect();
     Slots {
         keys,
