@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -35,6 +35,7 @@ use crate::mllp::{Decoded, Decoder};
 
 use super::clock;
 use super::shard::{Shard, WakerSlot};
+use super::transport::{Socket, Wire};
 
 /// Why a connection ended. Logged once at close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,14 @@ enum Close {
     WriteError(io::ErrorKind),
     /// The server is draining and the connection was between frames.
     Drained,
+}
+
+impl Close {
+    /// Whether the peer is owed a clean end (with TLS, a close_notify): the connection ended
+    /// between frames by the peer, the idle deadline or the drain, not by an error.
+    fn is_orderly(self) -> bool {
+        matches!(self, Close::PeerClosed | Close::IdleTimeout | Close::Drained)
+    }
 }
 
 /// Counters of one connection, logged at close.
@@ -108,58 +117,15 @@ struct Connection {
     unpaused_bytes: usize,
 }
 
-/// A connection's socket: glommio's, or one on the shard's ring (SOCKET_IO).
-enum Socket {
-    /// glommio's socket: a syscall per read and write.
-    Glommio(TcpStream),
-    /// On the shard's ring.
-    Uring(super::uring::Handle),
-}
-
-impl Socket {
-    /// One read, failing with `TimedOut` once `timeout` has passed since the call.
-    async fn read(&mut self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<usize> {
-        match self {
-            Socket::Glommio(stream) => within(timeout, stream.read(buf)).await,
-            Socket::Uring(handle) => within(timeout, handle.read(buf)).await,
-        }
-    }
-
-    /// Writes all of `data`, failing with `TimedOut` once `timeout` has passed since the call,
-    /// however many bytes went out before: one deadline for the whole write. (glommio's own
-    /// `set_write_timeout` bounds each wait for the socket to become writable, so a peer that
-    /// takes a few bytes before each deadline would hold the write open for ever.)
-    async fn write_all(&mut self, data: &[u8], timeout: std::time::Duration) -> io::Result<()> {
-        match self {
-            Socket::Glommio(stream) => within(timeout, stream.write_all(data)).await,
-            Socket::Uring(handle) => within(timeout, handle.write_all(data)).await,
-        }
-    }
-}
-
-/// `io` bounded by `timeout` (`TimedOut` when it passes). Both paths are cancel-safe: the
-/// ring's operations keep their bytes until the kernel is done with them, and glommio's socket
-/// reads and writes are non-blocking syscalls issued when the socket is ready, so dropping `io`
-/// at the deadline leaves nothing dangling (a write cut short ends the connection).
-async fn within<T>(
-    timeout: std::time::Duration,
-    io: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    let expired = async {
-        glommio::timer::sleep(timeout).await;
-        Err(io::ErrorKind::TimedOut.into())
-    };
-    future::or(io, expired).await
-}
-
 /// Serves `stream` until it closes; logs open and close.
 pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let mut stream = match &shard.sockets {
-        Some(sockets) => Socket::Uring(sockets.adopt(stream)),
-        None => Socket::Glommio(stream),
+    let wire = match &shard.sockets {
+        Some(sockets) => Wire::Uring(sockets.adopt(stream)),
+        None => Wire::Glommio(stream),
     };
+    let mut stream = Socket::plain(wire);
     info!(shard = shard.index, conn = id, peer = ?peer, "connection opened");
     let frame_bytes_max = shard.config().frame_bytes_max;
     let mut conn = Connection {
@@ -176,6 +142,9 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         unpaused_bytes: 0,
     };
     let close = conn.run(shard, id, &mut stream, slot).await;
+    stream
+        .close(close.is_orderly(), shard.config().write_timeout)
+        .await;
     log_close(shard, id, peer, &conn, close);
 }
 

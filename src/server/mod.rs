@@ -15,6 +15,7 @@ mod placement;
 mod preflight;
 mod respond;
 mod shard;
+mod transport;
 mod uring;
 
 use std::net::SocketAddr;
