@@ -18,4 +18,5 @@ pub mod mllp;
 pub mod rules;
 pub mod send;
 pub mod server;
+pub mod tls;
 pub mod validate;

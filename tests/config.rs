@@ -158,6 +158,11 @@ fn every_env_name_is_read() {
         ("ACK_AFTER", "receipt", "receipt"),
         ("JOURNAL_SYNC", "dsync", "dsync"),
         ("SOCKET_IO", "glommio", "glommio"),
+        ("TLS_CERT_FILE", "cert.pem", "cert.pem"),
+        ("TLS_KEY_FILE", "key.pem", "key.pem"),
+        ("TLS_CLIENT_CA", "ca.pem", "ca.pem"),
+        ("TLS_MIN_VERSION", "1.3", "1.3"),
+        ("TLS_CLIENT_ALLOWED", "lab, adt", "lab, adt"),
     ];
     for setting in Setting::ALL {
         assert!(

@@ -18,6 +18,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::future;
@@ -35,7 +36,9 @@ use crate::mllp::{Decoded, Decoder};
 
 use super::clock;
 use super::shard::{Shard, WakerSlot};
-use super::transport::{Socket, Wire};
+use super::tls_session::TlsSession;
+use super::transport::{within, Socket, Wire};
+use crate::tls::{Identity, ServerTls};
 
 /// Why a connection ended. Logged once at close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,13 +61,20 @@ enum Close {
     WriteError(io::ErrorKind),
     /// The server is draining and the connection was between frames.
     Drained,
+    /// A plaintext connection opened with a TLS ClientHello.
+    TlsHelloOnPlaintext,
+    /// A TLS record did not decrypt or parse.
+    TlsRecord,
 }
 
 impl Close {
     /// Whether the peer is owed a clean end (with TLS, a close_notify): the connection ended
     /// between frames by the peer, the idle deadline or the drain, not by an error.
     fn is_orderly(self) -> bool {
-        matches!(self, Close::PeerClosed | Close::IdleTimeout | Close::Drained)
+        matches!(
+            self,
+            Close::PeerClosed | Close::IdleTimeout | Close::Drained
+        )
     }
 }
 
@@ -115,6 +125,8 @@ struct Connection {
     counts: Counts,
     /// Bytes read since this connection last let the shard's other connections run.
     unpaused_bytes: usize,
+    /// The verified TLS client certificate's identity (for admission and the rules).
+    identity: Option<Identity>,
 }
 
 /// Serves `stream` until it closes; logs open and close.
@@ -125,7 +137,13 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         Some(sockets) => Wire::Uring(sockets.adopt(stream)),
         None => Wire::Glommio(stream),
     };
-    let mut stream = Socket::plain(wire);
+    let (mut stream, identity) = match &shard.shared.tls {
+        None => (Socket::plain(wire), None),
+        Some(tls) => match handshake(shard, id, peer, wire, &tls.current()).await {
+            Some((stream, identity)) => (stream, identity),
+            None => return,
+        },
+    };
     info!(shard = shard.index, conn = id, peer = ?peer, "connection opened");
     let frame_bytes_max = shard.config().frame_bytes_max;
     let mut conn = Connection {
@@ -140,12 +158,70 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         frame_started: None,
         counts: Counts::default(),
         unpaused_bytes: 0,
+        identity,
     };
     let close = conn.run(shard, id, &mut stream, slot).await;
     stream
         .close(close.is_orderly(), shard.config().write_timeout)
         .await;
     log_close(shard, id, peer, &conn, close);
+}
+
+/// Runs the TLS handshake on `wire` within CONNECT_TIMEOUT, then checks the verified client
+/// against TLS_CLIENT_ALLOWED. Logs the client's identity once; a failure is logged once,
+/// counted, and closes the connection (`None`).
+async fn handshake(
+    shard: &Shard,
+    id: u64,
+    peer: Option<SocketAddr>,
+    mut wire: Wire,
+    tls: &ServerTls,
+) -> Option<(Socket, Option<Identity>)> {
+    let timeout = shard.config().connect_timeout;
+    let accepted = within(timeout, async {
+        TlsSession::accept(&mut wire, Arc::clone(&tls.config))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    })
+    .await;
+    let session = match accepted {
+        Ok(session) => session,
+        Err(error) => {
+            let total = &shard.stats.tls_handshake_failures;
+            total.set(total.get() + 1);
+            let reason = if error.kind() == io::ErrorKind::TimedOut {
+                "not completed within CONNECT_TIMEOUT".to_owned()
+            } else {
+                error.to_string()
+            };
+            warn!(shard = shard.index, conn = id, peer = ?peer, reason,
+                tls_handshake_failures_total = total.get(),
+                "TLS handshake failed; connection closed");
+            return None;
+        }
+    };
+    let identity = session.peer_certificate().and_then(crate::tls::identity);
+    let version = session.version();
+    let cipher = session.cipher_suite();
+    let stream = Socket::tls(wire, session);
+    if let Some(identity) = &identity {
+        if !identity.is_allowed(&tls.client_allowed) {
+            let total = &shard.stats.tls_clients_refused;
+            total.set(total.get() + 1);
+            warn!(shard = shard.index, conn = id, peer = ?peer, client_cn = ?identity.cn,
+                client_sans = ?identity.sans, tls_clients_refused_total = total.get(),
+                "TLS client not in TLS_CLIENT_ALLOWED; connection closed");
+            stream.close(true, shard.config().write_timeout).await;
+            return None;
+        }
+    }
+    match &identity {
+        Some(identity) => info!(shard = shard.index, conn = id, peer = ?peer, version, cipher,
+            client_cn = ?identity.cn, client_sans = ?identity.sans, "TLS client verified"),
+        None => info!(shard = shard.index, conn = id, peer = ?peer, version, cipher,
+            "TLS session established"),
+    }
+    Some((stream, identity))
 }
 
 fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection, close: Close) {
@@ -158,6 +234,8 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
             | Close::WriteTimeout
             | Close::WriteError(_)
             | Close::RejectFlood
+            | Close::TlsHelloOnPlaintext
+            | Close::TlsRecord
     );
     macro_rules! close_event {
         ($level:ident) => {
@@ -194,6 +272,11 @@ impl Connection {
                 Ok(n) => n,
                 Err(close) => return close,
             };
+            if self.counts.reads == 0 && !stream.is_tls() && is_tls_hello(&self.buf[..n]) {
+                let total = &shard.stats.tls_hellos_on_plaintext;
+                total.set(total.get() + 1);
+                return Close::TlsHelloOnPlaintext;
+            }
             self.filled += n;
             self.counts.bytes_in += n as u64;
             self.counts.reads += 1;
@@ -283,6 +366,11 @@ impl Connection {
         result.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => on_timeout,
             io::ErrorKind::Interrupted => Close::Drained,
+            io::ErrorKind::InvalidData if stream.is_tls() => {
+                let total = &shard.stats.tls_record_errors;
+                total.set(total.get() + 1);
+                Close::TlsRecord
+            }
             kind => Close::ReadError(kind),
         })
     }
@@ -313,6 +401,7 @@ impl Connection {
                         connection_id: id,
                         peer: self.peer,
                         received: reading.received,
+                        identity: self.identity.as_ref(),
                     };
                     let (decision, seq) = admit(shard, &self.buf[range.clone()], &origin).await;
                     if self.is_one_rejection_too_many(&decision, reading.at) {
@@ -542,6 +631,13 @@ impl Rejections {
     }
 }
 
+/// Whether the first bytes of a connection are a TLS handshake record (content type 22, major
+/// version 3): a TLS client on a plaintext listener. An MLLP frame starts with 0x0b, so no
+/// MLLP peer is mistaken for one.
+fn is_tls_hello(first: &[u8]) -> bool {
+    first.starts_with(&[0x16, 0x03])
+}
+
 /// Lets the shard's other tasks run between two chunks of one read's answer: glommio is
 /// cooperative, so a read of thousands of frames answered without a break would hold every other
 /// connection of the shard until it is done. A plain yield is not enough: the task stays
@@ -566,7 +662,9 @@ struct Frame {
 }
 
 /// Where and when a frame came from, as journaled.
-struct Origin {
+struct Origin<'c> {
+    /// The verified TLS client's identity, if any.
+    identity: Option<&'c Identity>,
     /// The connection's id within its shard.
     connection_id: u64,
     /// The peer's address.
@@ -578,10 +676,11 @@ struct Origin {
 /// Has admission decide a payload's fate and carries out what it says about the journal:
 /// appends the payload when the decision says so. Returns the decision (AE when the journal
 /// failed) and the sequence number to wait for (none with ACK_AFTER=receipt).
-async fn admit(shard: &Shard, payload: &[u8], origin: &Origin) -> (Decision, Option<u64>) {
+async fn admit(shard: &Shard, payload: &[u8], origin: &Origin<'_>) -> (Decision, Option<u64>) {
     let context = Context {
         peer: origin.peer,
-        ..Context::default()
+        tls_client_cn: origin.identity.and_then(|i| i.cn.as_deref()),
+        tls_client_sans: origin.identity.map_or(&[], |i| i.sans.as_slice()),
     };
     let mut decision = shard.admission.borrow_mut().decide(payload, &context);
     let Some(dedup_key) = decision.dedup_key(payload) else {

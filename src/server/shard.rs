@@ -54,6 +54,9 @@ pub struct Shared {
     pub events: std::sync::Mutex<std::sync::mpsc::Sender<super::Event>>,
     /// The validation rules in force (replaced on SIGHUP).
     pub rules: Arc<RulesSlot>,
+    /// The TLS configuration in force when the listener is TLS (replaced on SIGHUP, for
+    /// connections accepted after).
+    pub tls: Option<Arc<crate::tls::TlsSlot>>,
 }
 
 impl Shared {
@@ -80,6 +83,16 @@ pub struct ShardStats {
     /// Connections closed for a flood of rejected frames (more than REJECTED_FRAMES_MAX within
     /// REJECTED_FRAMES_WINDOW).
     pub reject_floods: Cell<u64>,
+    /// TLS handshakes that failed or did not complete within CONNECT_TIMEOUT (plaintext MLLP
+    /// on a TLS listener included).
+    pub tls_handshake_failures: Cell<u64>,
+    /// Verified TLS clients refused because neither their CN nor a SAN is in
+    /// TLS_CLIENT_ALLOWED.
+    pub tls_clients_refused: Cell<u64>,
+    /// TLS connections closed for records that did not decrypt or parse after the handshake.
+    pub tls_record_errors: Cell<u64>,
+    /// Plaintext connections closed because they opened with a TLS ClientHello.
+    pub tls_hellos_on_plaintext: Cell<u64>,
 }
 
 /// A slot for one task's waker, woken when the shard starts draining.
