@@ -604,3 +604,29 @@ fn sighup_puts_a_new_certificate_in_force_for_new_connections_only() {
     assert_eq!(server_cn(&after).as_deref(), Some("mllpd-server-2"));
     assert_eq!(exchange(&mut after, "AFTER1").as_deref(), Some("AA"));
 }
+
+#[test]
+fn validation_rules_see_the_client_cn_and_sans() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("data");
+    pki.write(
+        "rules.yaml",
+        "validation:\n  rules:\n    - name: lab-only\n      expression: \
+         'tls.client_cn == \"lab-system\" && \"lab.example\" in tls.client_sans'\n      \
+         message: not the lab\n",
+    );
+    let rules = pki.p("rules.yaml");
+    let (cert, key, ca) = (pki.p("server.pem"), pki.p("server.key"), pki.p("ca.pem"));
+    let data_dir = data.path().display().to_string();
+    let server = Server::start(&[
+        ("TLS_CERT_FILE", cert.as_str()),
+        ("TLS_KEY_FILE", key.as_str()),
+        ("TLS_CLIENT_CA", ca.as_str()),
+        ("DATA_DIR", data_dir.as_str()),
+        ("CONFIG_FILE", rules.as_str()),
+    ]);
+    let mut lab = connect(&server, &pki, Some("good")).expect("handshake");
+    assert_eq!(exchange(&mut lab, "LAB1").as_deref(), Some("AA"));
+    let mut billing = connect(&server, &pki, Some("billing")).expect("handshake");
+    assert_eq!(exchange(&mut billing, "BILL1").as_deref(), Some("AR"));
+}
