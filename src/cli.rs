@@ -261,6 +261,24 @@ pub struct Settings {
     /// [default: off]
     #[arg(long, env = "AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<String>,
+    /// PEM certificate chain (leaf first); with --tls-key-file the listener is TLS-only
+    /// [default: none]
+    #[arg(long, env = "TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of the certificate: PKCS#8, RSA or EC [default: none]
+    #[arg(long, env = "TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<String>,
+    /// PEM CA certificates; set, every client must present a certificate that chains to one
+    /// (mutual TLS) [default: none]
+    #[arg(long, env = "TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<String>,
+    /// Lowest TLS version accepted: 1.2 or 1.3 [default: 1.2]
+    #[arg(long, env = "TLS_MIN_VERSION", value_name = "VERSION")]
+    pub tls_min_version: Option<String>,
+    /// Comma-separated client certificate CNs or SANs let in; others are refused after
+    /// verification [default: any verified client]
+    #[arg(long, env = "TLS_CLIENT_ALLOWED", value_name = "NAMES")]
+    pub tls_client_allowed: Option<String>,
 }
 
 /// Arguments of `mllpd send`.
@@ -276,9 +294,24 @@ pub struct SendArgs {
     /// How long to wait for each ACK.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
-    /// How long to wait for the TCP connection.
+    /// How long to wait for the TCP connection (and the TLS handshake).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     pub connect_timeout: Duration,
+    /// Speak TLS (implied by --tls-ca).
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM CA certificates the server's certificate must chain to (required with --tls).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that require one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name the server's certificate must carry [default: the host of HOST:PORT].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// What the command line asks for, with the server settings found on it and in the environment.

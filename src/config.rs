@@ -149,6 +149,18 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// The `validation:` section of CONFIG_FILE (no rules without one); checked to compile.
     pub validation: ValidationSpec,
+    /// PEM certificate chain; with TLS_KEY_FILE, the listener is TLS-only (TLS_CERT_FILE).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of TLS_CERT_FILE (TLS_KEY_FILE).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates client certificates must chain to; set, mTLS is required
+    /// (TLS_CLIENT_CA).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Lowest TLS version accepted (TLS_MIN_VERSION).
+    pub tls_min_version: crate::tls::MinVersion,
+    /// Client certificate CNs or SANs let in; empty: every verified client
+    /// (TLS_CLIENT_ALLOWED).
+    pub tls_client_allowed: Vec<String>,
 }
 
 impl Default for Config {
@@ -181,6 +193,11 @@ impl Default for Config {
             routing: crate::route::RoutingOptions::default(),
             admin_addr: ADMIN_ADDR_DEFAULT.parse().ok(),
             audit_log: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca: None,
+            tls_min_version: crate::tls::MinVersion::Tls12,
+            tls_client_allowed: Vec::new(),
             validation: ValidationSpec::default(),
         }
     }
@@ -238,11 +255,21 @@ pub enum Setting {
     AdminAddr,
     /// AUDIT_LOG.
     AuditLog,
+    /// TLS_CERT_FILE.
+    TlsCertFile,
+    /// TLS_KEY_FILE.
+    TlsKeyFile,
+    /// TLS_CLIENT_CA.
+    TlsClientCa,
+    /// TLS_MIN_VERSION.
+    TlsMinVersion,
+    /// TLS_CLIENT_ALLOWED.
+    TlsClientAllowed,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and `check-config` list them.
-    pub const ALL: [Setting; 24] = [
+    pub const ALL: [Setting; 29] = [
         Setting::ListenAddr,
         Setting::IdleTimeout,
         Setting::FrameTimeout,
@@ -267,6 +294,11 @@ impl Setting {
         Setting::SocketIo,
         Setting::AdminAddr,
         Setting::AuditLog,
+        Setting::TlsCertFile,
+        Setting::TlsKeyFile,
+        Setting::TlsClientCa,
+        Setting::TlsMinVersion,
+        Setting::TlsClientAllowed,
     ];
 
     /// (environment name, YAML key and clap id, flag).
@@ -308,6 +340,15 @@ impl Setting {
             Setting::SocketIo => ("SOCKET_IO", "socket_io", "--socket-io"),
             Setting::AdminAddr => ("ADMIN_ADDR", "admin_addr", "--admin-addr"),
             Setting::AuditLog => ("AUDIT_LOG", "audit_log", "--audit-log"),
+            Setting::TlsCertFile => ("TLS_CERT_FILE", "tls_cert_file", "--tls-cert-file"),
+            Setting::TlsKeyFile => ("TLS_KEY_FILE", "tls_key_file", "--tls-key-file"),
+            Setting::TlsClientCa => ("TLS_CLIENT_CA", "tls_client_ca", "--tls-client-ca"),
+            Setting::TlsMinVersion => ("TLS_MIN_VERSION", "tls_min_version", "--tls-min-version"),
+            Setting::TlsClientAllowed => (
+                "TLS_CLIENT_ALLOWED",
+                "tls_client_allowed",
+                "--tls-client-allowed",
+            ),
         }
     }
 
@@ -458,6 +499,21 @@ pub struct FileSettings {
     /// AUDIT_LOG.
     #[serde(default, deserialize_with = "scalar")]
     pub audit_log: Option<String>,
+    /// TLS_CERT_FILE.
+    #[serde(default, deserialize_with = "scalar")]
+    pub tls_cert_file: Option<String>,
+    /// TLS_KEY_FILE.
+    #[serde(default, deserialize_with = "scalar")]
+    pub tls_key_file: Option<String>,
+    /// TLS_CLIENT_CA.
+    #[serde(default, deserialize_with = "scalar")]
+    pub tls_client_ca: Option<String>,
+    /// TLS_MIN_VERSION.
+    #[serde(default, deserialize_with = "scalar")]
+    pub tls_min_version: Option<String>,
+    /// TLS_CLIENT_ALLOWED (comma-separated).
+    #[serde(default, deserialize_with = "scalar")]
+    pub tls_client_allowed: Option<String>,
     /// Validation rules (issue 9), checked by [`RuleSet::compile`].
     #[serde(default)]
     pub validation: Option<ValidationSpec>,
@@ -503,6 +559,11 @@ impl FileSettings {
             Setting::SocketIo => &self.socket_io,
             Setting::AdminAddr => &self.admin_addr,
             Setting::AuditLog => &self.audit_log,
+            Setting::TlsCertFile => &self.tls_cert_file,
+            Setting::TlsKeyFile => &self.tls_key_file,
+            Setting::TlsClientCa => &self.tls_client_ca,
+            Setting::TlsMinVersion => &self.tls_min_version,
+            Setting::TlsClientAllowed => &self.tls_client_allowed,
         };
         value.as_deref()
     }
@@ -705,6 +766,7 @@ impl Config {
                 message,
             });
         }
+        tls_settings_agree(&config, &sources)?;
         if let (Some(path), Some(validation)) =
             (&config.config_file, file.and_then(|f| f.validation))
         {
@@ -723,6 +785,54 @@ fn routing(settings: &FileSettings) -> Result<crate::route::RoutingOptions, Stri
         settings.on_failure,
         &crate::rules::RulesOptions::default(),
     )
+}
+
+/// TLS_CERT_FILE and TLS_KEY_FILE go together; the client settings need them.
+fn tls_settings_agree(config: &Config, sources: &[(Setting, Source)]) -> Result<(), ConfigError> {
+    let origin = |setting| {
+        sources
+            .iter()
+            .find(|(s, _)| *s == setting)
+            .map_or(Source::Default, |(_, o)| *o)
+    };
+    let invalid = |setting, message: &str| ConfigError::Invalid {
+        setting,
+        origin: origin(setting),
+        file: None,
+        message: message.to_owned(),
+    };
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(_), None) => Err(invalid(Setting::TlsKeyFile, "required with TLS_CERT_FILE")),
+        (None, Some(_)) => Err(invalid(Setting::TlsCertFile, "required with TLS_KEY_FILE")),
+        (None, None) if config.tls_client_ca.is_some() => Err(invalid(
+            Setting::TlsClientCa,
+            "needs TLS_CERT_FILE and TLS_KEY_FILE",
+        )),
+        (None, None) if !config.tls_client_allowed.is_empty() => Err(invalid(
+            Setting::TlsClientAllowed,
+            "needs TLS_CLIENT_CA (only verified client certificates carry a name)",
+        )),
+        (Some(_), Some(_))
+            if config.tls_client_ca.is_none() && !config.tls_client_allowed.is_empty() =>
+        {
+            Err(invalid(
+                Setting::TlsClientAllowed,
+                "needs TLS_CLIENT_CA (only verified client certificates carry a name)",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The TLS listener's options, when TLS_CERT_FILE and TLS_KEY_FILE are set.
+pub fn tls_server_options(config: &Config) -> Option<crate::tls::ServerOptions> {
+    Some(crate::tls::ServerOptions {
+        cert_file: config.tls_cert_file.clone()?,
+        key_file: config.tls_key_file.clone()?,
+        client_ca: config.tls_client_ca.clone(),
+        min_version: config.tls_min_version,
+        client_allowed: config.tls_client_allowed.clone(),
+    })
 }
 
 /// Reads the validation rules of the CONFIG_FILE `path` again and compiles them (SIGHUP,
@@ -806,8 +916,37 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
                 path => Some(parse_path(path)?),
             }
         }
+        Setting::TlsCertFile => config.tls_cert_file = parse_optional_path(text)?,
+        Setting::TlsKeyFile => config.tls_key_file = parse_optional_path(text)?,
+        Setting::TlsClientCa => config.tls_client_ca = parse_optional_path(text)?,
+        Setting::TlsMinVersion => config.tls_min_version = parse_tls_min_version(text)?,
+        Setting::TlsClientAllowed => config.tls_client_allowed = parse_name_list(text),
     }
     Ok(())
+}
+
+/// A file path; empty means unset.
+fn parse_optional_path(text: &str) -> Result<Option<PathBuf>, String> {
+    let text = text.trim();
+    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+}
+
+/// `1.2` or `1.3`.
+fn parse_tls_min_version(text: &str) -> Result<crate::tls::MinVersion, String> {
+    match text.trim() {
+        "1.2" => Ok(crate::tls::MinVersion::Tls12),
+        "1.3" => Ok(crate::tls::MinVersion::Tls13),
+        other => Err(format!("'{other}': expected 1.2 or 1.3")),
+    }
+}
+
+/// A comma-separated list of names; blanks around each are dropped, empty items ignored.
+fn parse_name_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// An IP:PORT socket address. Host names are refused: every shard binds the same address, and
@@ -1173,6 +1312,12 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_dir(&probe)
 }
 
+/// A path as `check-config` shows it.
+fn path_or_none(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map_or("none".to_owned(), |p| p.display().to_string())
+}
+
 /// A setting's value as `check-config` shows it.
 fn render(config: &Config, setting: Setting) -> String {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
@@ -1229,6 +1374,17 @@ fn render(config: &Config, setting: Setting) -> String {
             .audit_log
             .as_ref()
             .map_or("off".to_owned(), |p| p.display().to_string()),
+        Setting::TlsCertFile => path_or_none(&config.tls_cert_file),
+        Setting::TlsKeyFile => path_or_none(&config.tls_key_file),
+        Setting::TlsClientCa => path_or_none(&config.tls_client_ca),
+        Setting::TlsMinVersion => match config.tls_min_version {
+            crate::tls::MinVersion::Tls12 => "1.2".to_owned(),
+            crate::tls::MinVersion::Tls13 => "1.3".to_owned(),
+        },
+        Setting::TlsClientAllowed if config.tls_client_allowed.is_empty() => {
+            "any verified client".to_owned()
+        }
+        Setting::TlsClientAllowed => config.tls_client_allowed.join(", "),
     }
 }
 

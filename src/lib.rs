@@ -22,4 +22,5 @@ pub mod route;
 pub mod rules;
 pub mod send;
 pub mod server;
+pub mod tls;
 pub mod validate;

@@ -64,8 +64,18 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// (a power-cut interface engine) on otherwise idle long-lived connections.
 pub const KEEP_ALIVE_PERIOD_DEFAULT: Duration = Duration::from_secs(60);
 
-/// Deadline for a TLS handshake (CONNECT_TIMEOUT).
+/// Deadline for a TLS handshake (CONNECT_TIMEOUT), from accept to the handshake's end: a
+/// client that sends part of a ClientHello and stalls holds a connection slot at most this long.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// A server certificate that expires within this time is warned about at start and at each
+/// reload: two weeks leaves time to renew through a change process.
+pub const TLS_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+/// Bytes of TLS records received per read of a TLS connection: one maximal record (16 KiB of
+/// plaintext plus its 256 bytes of overhead and header) is decrypted per read, so the buffer is
+/// fixed per connection and one read's plaintext never exceeds what rustls buffers by default.
+pub const TLS_RECORD_READ_BYTES: usize = 16 * 1024 + 256 + 5;
 
 /// Time to keep serving after SIGTERM so a load balancer can remove the endpoint first.
 pub const PRE_SHUTDOWN_DELAY_DEFAULT: Duration = Duration::ZERO;

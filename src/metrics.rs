@@ -207,6 +207,16 @@ pub struct ShardCounters {
     pub noise_bytes: Counter,
     /// Messages the journal could not store (AE).
     pub messages_not_stored: Counter,
+    /// TLS handshakes that failed or did not complete within CONNECT_TIMEOUT (plaintext MLLP
+    /// on a TLS listener included).
+    pub tls_handshake_failures: Counter,
+    /// Verified TLS clients refused because neither their CN nor a SAN is in
+    /// TLS_CLIENT_ALLOWED.
+    pub tls_clients_refused: Counter,
+    /// TLS connections closed for records that did not decrypt or parse after the handshake.
+    pub tls_record_errors: Counter,
+    /// Plaintext connections closed because they opened with a TLS ClientHello.
+    pub tls_hellos_on_plaintext: Counter,
     /// The journal's figures (published by the heartbeat).
     pub journal: JournalCounters,
     /// Last heartbeat, ms since the Unix epoch (0: none yet).
@@ -540,6 +550,23 @@ impl prometheus_client::collector::Collector for Metrics {
                     ("abandoned", s.frames_abandoned.get()),
                 ]
                 .map(|(kind, v)| ([("shard", i.to_string()), ("kind", kind.to_owned())], v))
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "mllpd_tls_failures",
+            "TLS connections closed, by reason: handshake (failed, or not done within \
+             CONNECT_TIMEOUT), client_refused (not in TLS_CLIENT_ALLOWED), record (garbage after \
+             the handshake), hello_on_plaintext (a ClientHello on a plaintext listener).",
+            MetricType::Counter,
+            shards().flat_map(|(i, s)| {
+                [
+                    ("handshake", s.tls_handshake_failures.get()),
+                    ("client_refused", s.tls_clients_refused.get()),
+                    ("record", s.tls_record_errors.get()),
+                    ("hello_on_plaintext", s.tls_hellos_on_plaintext.get()),
+                ]
+                .map(|(kind, v)| ([("shard", i.to_string()), ("reason", kind.to_owned())], v))
             }),
         )?;
         family(

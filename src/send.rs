@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::SendArgs;
 use crate::mllp::{self, Decoded, Decoder, FrameError, CARRIAGE_RETURN, START_BLOCK};
+use crate::tls::{self, ClientStream};
 
 /// Exit status when every message was accepted.
 pub const EXIT_ACCEPTED: u8 = 0;
@@ -105,6 +106,13 @@ pub fn run(args: &SendArgs) -> ExitCode {
         }
     };
     let stream = match connect(&args.address, args.connect_timeout) {
+        Ok(stream) => stream,
+        Err(error) => {
+            eprintln!("mllpd send: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let stream = match secure(args, stream) {
         Ok(stream) => stream,
         Err(error) => {
             eprintln!("mllpd send: {error}");
@@ -285,6 +293,30 @@ pub fn read_ack(payload: &[u8]) -> Option<AckSummary<'_>> {
     })
 }
 
+/// The stream `send` speaks on: TLS when `--tls` or `--tls-ca` asks for it (the handshake done
+/// within `--connect-timeout`), else the plaintext `tcp`.
+fn secure(args: &SendArgs, tcp: TcpStream) -> Result<ClientStream, String> {
+    if !args.tls && args.tls_ca.is_none() {
+        return Ok(ClientStream::Plain(tcp));
+    }
+    let options = tls::ClientOptions {
+        ca_file: args.tls_ca.clone(),
+        cert_file: args.tls_cert.clone(),
+        key_file: args.tls_key.clone(),
+        server_name: args.tls_server_name.clone(),
+    };
+    let host = args
+        .address
+        .rsplit_once(':')
+        .map_or(args.address.as_str(), |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let config = tls::client_config(&options).map_err(|e| format!("TLS: {e}"))?;
+    let name = tls::server_name(&options, host).map_err(|e| format!("TLS: {e}"))?;
+    ClientStream::connect(tcp, Some((config, name)), args.connect_timeout)
+        .map_err(|e| format!("TLS handshake with '{}' failed: {e}", args.address))
+}
+
 /// Resolves `address` and connects to the first address that answers.
 pub fn connect(address: &str, timeout: Duration) -> Result<TcpStream, SendError> {
     let resolve_error = |error| SendError::Resolve {
@@ -330,7 +362,7 @@ enum Answer {
 /// Sends `messages` in order on `stream`, one line per message to `out`. Returns whether every
 /// message was accepted; an error only when `out` cannot be written.
 pub fn exchange(
-    stream: TcpStream,
+    stream: ClientStream,
     messages: &[Vec<u8>],
     timeout: Duration,
     out: &mut dyn Write,
@@ -353,6 +385,7 @@ pub fn exchange(
         writeln!(out, "{}", format!("{id} {line}").trim_end())?;
         out.flush()?;
     }
+    connection.stream.close();
     Ok(all_accepted)
 }
 
@@ -387,8 +420,8 @@ fn report(answer: &Answer, accept_ack_type: &[u8], timeout: Duration) -> (bool, 
 
 /// One MLLP connection of `send`: writes frames, reads ACK frames.
 struct Connection {
-    /// The socket.
-    stream: TcpStream,
+    /// The socket (plaintext or TLS).
+    stream: ClientStream,
     /// How long to wait for each ACK (and for each write).
     timeout: Duration,
     /// Bytes read and not yet consumed by the decoder.
@@ -401,7 +434,7 @@ struct Connection {
 
 impl Connection {
     /// Wraps a connected socket.
-    fn new(stream: TcpStream, timeout: Duration) -> Self {
+    fn new(stream: ClientStream, timeout: Duration) -> Self {
         let decoder = Decoder::new(ACK_FRAME_BYTES_MAX);
         Connection {
             stream,
@@ -419,8 +452,10 @@ impl Connection {
         mllp::encode(message, &mut self.frame);
         let written = self
             .stream
+            .tcp()
             .set_write_timeout(Some(self.timeout))
-            .and_then(|()| self.stream.write_all(&self.frame));
+            .and_then(|()| self.stream.write_all(&self.frame))
+            .and_then(|()| self.stream.flush());
         if let Err(error) = written {
             return Answer::Broken(format!("send failed: {error}"));
         }
@@ -455,7 +490,7 @@ impl Connection {
 
     /// Reads once from the socket into the buffer, waiting at most `wait`.
     fn fill(&mut self, wait: Duration) -> Result<(), Answer> {
-        if let Err(error) = self.stream.set_read_timeout(Some(wait)) {
+        if let Err(error) = self.stream.tcp().set_read_timeout(Some(wait)) {
             return Err(Answer::Broken(format!("socket error: {error}")));
         }
         let mut chunk = [0u8; READ_CHUNK_BYTES];

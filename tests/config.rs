@@ -160,6 +160,11 @@ fn every_env_name_is_read() {
         ("SOCKET_IO", "glommio", "glommio"),
         ("ADMIN_ADDR", "127.0.0.1:9576", "127.0.0.1:9576"),
         ("AUDIT_LOG", "audit.log", "audit.log"),
+        ("TLS_CERT_FILE", "cert.pem", "cert.pem"),
+        ("TLS_KEY_FILE", "key.pem", "key.pem"),
+        ("TLS_CLIENT_CA", "ca.pem", "ca.pem"),
+        ("TLS_MIN_VERSION", "1.3", "1.3"),
+        ("TLS_CLIENT_ALLOWED", "lab, adt", "lab, adt"),
     ];
     for setting in Setting::ALL {
         assert!(

@@ -18,9 +18,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -35,6 +36,9 @@ use crate::mllp::{Decoded, Decoder};
 
 use super::clock;
 use super::shard::{Shard, WakerSlot};
+use super::tls_session::TlsSession;
+use super::transport::{within, Socket, Wire};
+use crate::tls::{Identity, ServerTls};
 
 /// Why a connection ended. Logged once at close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +61,21 @@ enum Close {
     WriteError(io::ErrorKind),
     /// The server is draining and the connection was between frames.
     Drained,
+    /// A plaintext connection opened with a TLS ClientHello.
+    TlsHelloOnPlaintext,
+    /// A TLS record did not decrypt or parse.
+    TlsRecord,
+}
+
+impl Close {
+    /// Whether the peer is owed a clean end (with TLS, a close_notify): the connection ended
+    /// between frames by the peer, the idle deadline or the drain, not by an error.
+    fn is_orderly(self) -> bool {
+        matches!(
+            self,
+            Close::PeerClosed | Close::IdleTimeout | Close::Drained
+        )
+    }
 }
 
 /// Counters of one connection, logged at close.
@@ -108,59 +127,24 @@ struct Connection {
     unpaused_bytes: usize,
     /// Audit lines of the answers not yet handed to the audit writer (AUDIT_LOG).
     audit: Vec<u8>,
-}
-
-/// A connection's socket: glommio's, or one on the shard's ring (SOCKET_IO).
-enum Socket {
-    /// glommio's socket: a syscall per read and write.
-    Glommio(TcpStream),
-    /// On the shard's ring.
-    Uring(super::uring::Handle),
-}
-
-impl Socket {
-    /// One read, failing with `TimedOut` once `timeout` has passed since the call.
-    async fn read(&mut self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<usize> {
-        match self {
-            Socket::Glommio(stream) => within(timeout, stream.read(buf)).await,
-            Socket::Uring(handle) => within(timeout, handle.read(buf)).await,
-        }
-    }
-
-    /// Writes all of `data`, failing with `TimedOut` once `timeout` has passed since the call,
-    /// however many bytes went out before: one deadline for the whole write. (glommio's own
-    /// `set_write_timeout` bounds each wait for the socket to become writable, so a peer that
-    /// takes a few bytes before each deadline would hold the write open for ever.)
-    async fn write_all(&mut self, data: &[u8], timeout: std::time::Duration) -> io::Result<()> {
-        match self {
-            Socket::Glommio(stream) => within(timeout, stream.write_all(data)).await,
-            Socket::Uring(handle) => within(timeout, handle.write_all(data)).await,
-        }
-    }
-}
-
-/// `io` bounded by `timeout` (`TimedOut` when it passes). Both paths are cancel-safe: the
-/// ring's operations keep their bytes until the kernel is done with them, and glommio's socket
-/// reads and writes are non-blocking syscalls issued when the socket is ready, so dropping `io`
-/// at the deadline leaves nothing dangling (a write cut short ends the connection).
-async fn within<T>(
-    timeout: std::time::Duration,
-    io: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    let expired = async {
-        glommio::timer::sleep(timeout).await;
-        Err(io::ErrorKind::TimedOut.into())
-    };
-    future::or(io, expired).await
+    /// The verified TLS client certificate's identity (for admission and the rules).
+    identity: Option<Identity>,
 }
 
 /// Serves `stream` until it closes; logs open and close.
 pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let mut stream = match &shard.sockets {
-        Some(sockets) => Socket::Uring(sockets.adopt(stream)),
-        None => Socket::Glommio(stream),
+    let wire = match &shard.sockets {
+        Some(sockets) => Wire::Uring(sockets.adopt(stream)),
+        None => Wire::Glommio(stream),
+    };
+    let (mut stream, identity) = match &shard.shared.tls {
+        None => (Socket::plain(wire), None),
+        Some(tls) => match handshake(shard, id, peer, wire, &tls.current()).await {
+            Some((stream, identity)) => (stream, identity),
+            None => return,
+        },
     };
     info!(shard = shard.index, conn = id, peer = ?peer, "connection opened");
     let frame_bytes_max = shard.config().frame_bytes_max;
@@ -177,8 +161,12 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         counts: Counts::default(),
         unpaused_bytes: 0,
         audit: Vec::new(),
+        identity,
     };
     let close = conn.run(shard, id, &mut stream, slot).await;
+    stream
+        .close(close.is_orderly(), shard.config().write_timeout)
+        .await;
     log_close(shard, id, peer, &conn, close);
 }
 
@@ -197,6 +185,63 @@ fn count_answer(shard: &Shard, cause: &Cause, code: Option<crate::ack::AckCode>)
     }
 }
 
+/// Runs the TLS handshake on `wire` within CONNECT_TIMEOUT, then checks the verified client
+/// against TLS_CLIENT_ALLOWED. Logs the client's identity once; a failure is logged once,
+/// counted, and closes the connection (`None`).
+async fn handshake(
+    shard: &Shard,
+    id: u64,
+    peer: Option<SocketAddr>,
+    mut wire: Wire,
+    tls: &ServerTls,
+) -> Option<(Socket, Option<Identity>)> {
+    let timeout = shard.config().connect_timeout;
+    let accepted = within(timeout, async {
+        TlsSession::accept(&mut wire, Arc::clone(&tls.config))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    })
+    .await;
+    let session = match accepted {
+        Ok(session) => session,
+        Err(error) => {
+            let total = &shard.stats.tls_handshake_failures;
+            total.set(total.get() + 1);
+            let reason = if error.kind() == io::ErrorKind::TimedOut {
+                "not completed within CONNECT_TIMEOUT".to_owned()
+            } else {
+                error.to_string()
+            };
+            warn!(shard = shard.index, conn = id, peer = ?peer, reason,
+                tls_handshake_failures_total = total.get(),
+                "TLS handshake failed; connection closed");
+            return None;
+        }
+    };
+    let identity = session.peer_certificate().and_then(crate::tls::identity);
+    let version = session.version();
+    let cipher = session.cipher_suite();
+    let stream = Socket::tls(wire, session);
+    if let Some(identity) = &identity {
+        if !identity.is_allowed(&tls.client_allowed) {
+            let total = &shard.stats.tls_clients_refused;
+            total.set(total.get() + 1);
+            warn!(shard = shard.index, conn = id, peer = ?peer, client_cn = ?identity.cn,
+                client_sans = ?identity.sans, tls_clients_refused_total = total.get(),
+                "TLS client not in TLS_CLIENT_ALLOWED; connection closed");
+            stream.close(true, shard.config().write_timeout).await;
+            return None;
+        }
+    }
+    match &identity {
+        Some(identity) => info!(shard = shard.index, conn = id, peer = ?peer, version, cipher,
+            client_cn = ?identity.cn, client_sans = ?identity.sans, "TLS client verified"),
+        None => info!(shard = shard.index, conn = id, peer = ?peer, version, cipher,
+            "TLS session established"),
+    }
+    Some((stream, identity))
+}
+
 fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection, close: Close) {
     let stats = conn.decoder.stats();
     shard.stats.frames_abandoned.add(stats.abandoned_frames);
@@ -209,6 +254,8 @@ fn log_close(shard: &Shard, id: u64, peer: Option<SocketAddr>, conn: &Connection
             | Close::WriteTimeout
             | Close::WriteError(_)
             | Close::RejectFlood
+            | Close::TlsHelloOnPlaintext
+            | Close::TlsRecord
     );
     macro_rules! close_event {
         ($level:ident) => {
@@ -245,6 +292,11 @@ impl Connection {
                 Ok(n) => n,
                 Err(close) => return close,
             };
+            if self.counts.reads == 0 && !stream.is_tls() && is_tls_hello(&self.buf[..n]) {
+                let total = &shard.stats.tls_hellos_on_plaintext;
+                total.set(total.get() + 1);
+                return Close::TlsHelloOnPlaintext;
+            }
             self.filled += n;
             self.counts.bytes_in += n as u64;
             shard.stats.bytes_in.add(n as u64);
@@ -335,6 +387,11 @@ impl Connection {
         result.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => on_timeout,
             io::ErrorKind::Interrupted => Close::Drained,
+            io::ErrorKind::InvalidData if stream.is_tls() => {
+                let total = &shard.stats.tls_record_errors;
+                total.set(total.get() + 1);
+                Close::TlsRecord
+            }
             kind => Close::ReadError(kind),
         })
     }
@@ -366,6 +423,7 @@ impl Connection {
                         connection_id: id,
                         peer: self.peer,
                         received: reading.received,
+                        identity: self.identity.as_ref(),
                     };
                     let (decision, seq, stored) =
                         admit(shard, &self.buf[range.clone()], &origin).await;
@@ -605,6 +663,13 @@ impl Rejections {
     }
 }
 
+/// Whether the first bytes of a connection are a TLS handshake record (content type 22, major
+/// version 3): a TLS client on a plaintext listener. An MLLP frame starts with 0x0b, so no
+/// MLLP peer is mistaken for one.
+fn is_tls_hello(first: &[u8]) -> bool {
+    first.starts_with(&[0x16, 0x03])
+}
+
 /// Lets the shard's other tasks run between two chunks of one read's answer: glommio is
 /// cooperative, so a read of thousands of frames answered without a break would hold every other
 /// connection of the shard until it is done. A plain yield is not enough: the task stays
@@ -631,7 +696,9 @@ struct Frame {
 }
 
 /// Where and when a frame came from, as journaled.
-struct Origin {
+struct Origin<'c> {
+    /// The verified TLS client's identity, if any.
+    identity: Option<&'c Identity>,
     /// The connection's id within its shard.
     connection_id: u64,
     /// The peer's address.
@@ -647,11 +714,12 @@ struct Origin {
 async fn admit(
     shard: &Shard,
     payload: &[u8],
-    origin: &Origin,
+    origin: &Origin<'_>,
 ) -> (Decision, Option<u64>, Option<u64>) {
     let context = Context {
         peer: origin.peer,
-        ..Context::default()
+        tls_client_cn: origin.identity.and_then(|i| i.cn.as_deref()),
+        tls_client_sans: origin.identity.map_or(&[], |i| i.sans.as_slice()),
     };
     let mut decision = shard.admission.borrow_mut().decide(payload, &context);
     let Some(dedup_key) = decision.dedup_key(payload) else {

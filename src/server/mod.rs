@@ -15,6 +15,8 @@ mod placement;
 mod preflight;
 mod respond;
 mod shard;
+mod tls_session;
+mod transport;
 mod uring;
 
 use std::net::SocketAddr;
@@ -131,8 +133,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             (Some(sender), Some(flush))
         }
     };
+    let tls = match crate::config::tls_server_options(&config) {
+        None => None,
+        Some(options) => {
+            let loaded = crate::tls::ServerTls::load(&options)
+                .map_err(|e| ServerError::Other(format!("TLS: {e}")))?;
+            log_tls_loaded(&loaded, &options, 1, 0);
+            Some((Arc::new(crate::tls::TlsSlot::new(loaded)), options))
+        }
+    };
     let (events_tx, events) = mpsc::channel();
-    let reloads = vec![reload_rules(config.config_file.clone(), Arc::clone(&rules))];
+    let mut reloads = vec![reload_rules(config.config_file.clone(), Arc::clone(&rules))];
+    if let Some((slot, options)) = &tls {
+        reloads.push(reload_tls(options.clone(), Arc::clone(slot)));
+    }
     watch_signals(events_tx.clone(), reloads)?;
     let mut delivery = prepare_delivery(&config, &cpus, &shard_cpus)?;
     let shared = Arc::new(shard::Shared {
@@ -148,6 +162,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         config,
         metrics,
         audit,
+        tls: tls.map(|(slot, _)| slot),
     });
     let socket_io = start_shards(&shared, &shard_cpus, events_tx)?;
     shared
@@ -284,6 +299,53 @@ fn reload_rules(config_file: Option<std::path::PathBuf>, slot: Arc<RulesSlot>) -
             ),
         }
     })
+}
+
+/// The hook that re-reads the TLS certificate, key and client CA and, when they make a valid
+/// configuration, puts it in force for connections accepted from now on (established ones keep
+/// their session); otherwise the configuration in force stays and the error is logged.
+fn reload_tls(options: crate::tls::ServerOptions, slot: Arc<crate::tls::TlsSlot>) -> ReloadHook {
+    Box::new(move |event| match crate::tls::ServerTls::load(&options) {
+        Ok(loaded) => {
+            let generation = slot.publish(loaded);
+            log_tls_loaded(&slot.current(), &options, generation, event.number);
+        }
+        Err(error) => error!(
+            reload = event.number,
+            %error,
+            "TLS reload refused; the certificate, key and client CA in force stay"
+        ),
+    })
+}
+
+/// Logs a TLS configuration put in force, and warns when its certificate expires within
+/// `limits::TLS_CERT_EXPIRY_WARNING`.
+fn log_tls_loaded(
+    tls: &crate::tls::ServerTls,
+    options: &crate::tls::ServerOptions,
+    generation: u64,
+    reload: u64,
+) {
+    info!(
+        reload,
+        generation,
+        cert_file = %options.cert_file.display(),
+        subject_cn = ?tls.subject_cn,
+        client_ca = ?options.client_ca,
+        min_version = ?options.min_version,
+        client_allowed = ?options.client_allowed,
+        "TLS certificate loaded"
+    );
+    let now = clock::unix_seconds_now() as i64;
+    if let Some(days) = tls.expires_soon(now) {
+        warn!(
+            reload,
+            cert_file = %options.cert_file.display(),
+            days_left = days,
+            not_after_unix_seconds = tls.not_after_unix_seconds,
+            "TLS certificate expires within 14 days"
+        );
+    }
 }
 
 /// Starts the signal thread: SIGTERM and SIGINT go to the main thread (shutdown); SIGHUP is a

@@ -60,6 +60,9 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where the audit lines go (AUDIT_LOG), if on.
     pub audit: Option<crate::audit::AuditSender>,
+    /// The TLS configuration in force when the listener is TLS (replaced on SIGHUP, for
+    /// connections accepted after).
+    pub tls: Option<Arc<crate::tls::TlsSlot>>,
 }
 
 impl Shared {

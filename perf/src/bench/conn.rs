@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Mismatch kinds, in the order of [`Stats::mismatches`].
@@ -175,9 +175,29 @@ async fn connection(plan: Plan, shared: Arc<Shared>, conn: usize) -> Stats {
         }
     };
     let sender = Sender::new(&plan, conn);
-    match plan.mode {
-        Mode::Window { depth } => window_loop(stream, &shared, sender, depth, &mut stats).await,
-        Mode::Open { rate } => {
+    match (&plan.tls, plan.mode) {
+        (Some(config), Mode::Window { depth }) => {
+            let name = rustls::pki_types::ServerName::try_from(plan.tls_server_name.clone());
+            let name = match name {
+                Ok(name) => name,
+                Err(e) => {
+                    stats.error(format!("TLS server name: {e}"));
+                    return stats;
+                }
+            };
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            match connector.connect(name, stream).await {
+                Ok(tls) => window_loop(tls, &shared, sender, depth, &mut stats).await,
+                Err(e) => stats.error(format!("TLS handshake: {e}")),
+            }
+        }
+        (Some(_), Mode::Open { .. }) => {
+            stats.error("--tls-ca: only the closed loop and pipelined modes speak TLS".to_owned())
+        }
+        (None, Mode::Window { depth }) => {
+            window_loop(stream, &shared, sender, depth, &mut stats).await
+        }
+        (None, Mode::Open { rate }) => {
             let per_conn = rate / plan.connections as f64;
             open_loop(
                 stream,
@@ -309,8 +329,8 @@ fn consume(buf: &mut [u8], filled: &mut usize, used: usize) {
 
 /// Closed loop (depth 1) or pipelined (depth D): each settled ACK releases one new message;
 /// all new messages of one read go out in one write.
-async fn window_loop(
-    mut stream: TcpStream,
+async fn window_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     shared: &Shared,
     sender: Sender,
     depth: usize,

@@ -71,6 +71,10 @@ pub struct Plan {
     pub drain_timeout: Duration,
     /// Prefix making control ids unique across runs (a journaling server may dedupe).
     pub run_tag: u32,
+    /// TLS client configuration (`--tls-ca`); none: plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Name the server's certificate is checked against (`--tls-server-name`).
+    pub tls_server_name: String,
 }
 
 /// State every connection reads: the clock boundaries and the counters the progress bar shows.
