@@ -383,19 +383,30 @@ fn a_journal_whose_shard_no_longer_runs_is_still_delivered_to_its_end() {
     while files().len() < 25 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Idle on a journal that will not grow: the worker must wait, not spin.
+    // Idle on a journal that will not grow: the worker must wait, not spin. Only the delivery
+    // threads are counted: the other tests of this binary run in threads of this process.
     let cpu = || {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let fields: Vec<u64> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse().unwrap())
-            .collect();
-        fields[0] + fields[1]
+        let mut ticks = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("mllpd-deliver") {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let fields: Vec<u64> = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(|f| f.parse().unwrap())
+                .collect();
+            ticks += fields[0] + fields[1];
+        }
+        ticks
     };
     let before = cpu();
     std::thread::sleep(Duration::from_secs(1));
@@ -410,7 +421,7 @@ fn a_journal_whose_shard_no_longer_runs_is_still_delivered_to_its_end() {
         "delivered to its end"
     );
     assert!(
-        ticks < 50,
+        ticks < 20,
         "an idle worker spun: {ticks} ticks of CPU in 1 s"
     );
     let cursor = std::fs::read(data.path().join("connectors/archive/shard-1.cursor")).unwrap();
