@@ -199,28 +199,6 @@ impl JournalOptions {
             watermark: Arc::new(Watermark::new()),
         }
     }
-
-    /// Options for shard `shard` of the server configured by `config`.
-    pub fn from_config(config: &crate::config::Config, shard: usize) -> JournalOptions {
-        JournalOptions {
-            dedup_window: config.dedup_window,
-            retention_age: config.retention_age,
-            retention_bytes: config.retention_bytes,
-            faults: FaultPlan::from_env().map(Rc::new),
-            // ACK_AFTER=receipt promises no durability wait, so nothing waits for a flush: the
-            // AA leaves once the record is in the in-memory batch, before the direct write (a
-            // crash or kill of mllpd loses what was not yet written), and nothing is
-            // fdatasync'ed (an OS crash or power loss loses what the device had not stored).
-            sync: match config.ack_after {
-                crate::config::AckAfter::Journal => match config.journal_sync {
-                    crate::config::JournalSync::Fdatasync => SyncMode::Data,
-                    crate::config::JournalSync::Dsync => SyncMode::Dsync,
-                },
-                crate::config::AckAfter::Receipt => SyncMode::Disabled,
-            },
-            ..JournalOptions::new(shard_dir(&config.data_dir, shard))
-        }
-    }
 }
 
 /// The dedup key of a message: (MSH-3, MSH-4, MSH-10), each field's bytes as received. A sender

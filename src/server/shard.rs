@@ -19,9 +19,9 @@ use futures_lite::future;
 use tracing::{error, info, warn};
 
 use crate::admission::{Admission, RulesSlot};
-use crate::config::{AckAfter, Config};
+use crate::config::{AckAfter, Config, JournalSync};
 use crate::hl7::ParseOptions;
-use crate::journal::{Journal, JournalOptions, RecoveryProgress};
+use crate::journal::{shard_dir, FaultPlan, Journal, JournalOptions, RecoveryProgress, SyncMode};
 
 use super::clock::{self, ControlIds};
 use super::connection;
@@ -301,6 +301,29 @@ impl Future for DrainSignal<'_> {
     }
 }
 
+/// The journal options of shard `shard` from the server's configuration (the journal takes its
+/// own options; only `server` reads `config`).
+fn journal_options(config: &Config, shard: usize) -> JournalOptions {
+    JournalOptions {
+        dedup_window: config.dedup_window,
+        retention_age: config.retention_age,
+        retention_bytes: config.retention_bytes,
+        faults: FaultPlan::from_env().map(Rc::new),
+        // ACK_AFTER=receipt promises no durability wait, so nothing waits for a flush: the AA
+        // leaves once the record is in the in-memory batch, before the direct write (a crash or
+        // kill of mllpd loses what was not yet written), and nothing is fdatasync'ed (an OS
+        // crash or power loss loses what the device had not stored).
+        sync: match config.ack_after {
+            AckAfter::Journal => match config.journal_sync {
+                JournalSync::Fdatasync => SyncMode::Data,
+                JournalSync::Dsync => SyncMode::Dsync,
+            },
+            AckAfter::Receipt => SyncMode::Disabled,
+        },
+        ..JournalOptions::new(shard_dir(&config.data_dir, shard))
+    }
+}
+
 /// Runs shard `index` until it has drained: opens its journal (recovery), binds its listener,
 /// serves, drains, closes the journal. `bound` is told once the shard serves (and on which socket
 /// path: "uring" or "glommio"), or why not.
@@ -314,7 +337,7 @@ pub async fn run(index: usize, shared: Arc<Shared>, bound: std::sync::mpsc::Send
     };
     let options = JournalOptions {
         watermark: Arc::clone(&shared.watermarks[index]),
-        ..JournalOptions::from_config(config, index)
+        ..journal_options(config, index)
     };
     let (journal, recovery) = match Journal::open_reporting(options, &mut progress).await {
         Ok(opened) => opened,
