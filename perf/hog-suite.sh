@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 8 item 6: the whole test suite N times in a row (default 10) with a CPU hog (one busy loop by default) beside it,
 # on a 2-core machine, so timing margins are shown to hold when the machine is busy. Each round
-# runs the same command as README and .ci/run (both socket paths for the end-to-end suites).
+# runs .ci/test, the test command of .ci/run (both socket paths for the end-to-end suites).
 # Prints one line per round and a final "N passed, N failed" line; exits non-zero on any failure.
 # Usage: perf/hog-suite.sh [ROUNDS] [HOGS]   (logs in $TMPDIR/hog-suite.*)
 set -uo pipefail
@@ -25,9 +25,7 @@ failed=0
 for round in $(seq "$rounds"); do
   start=$(date +%s)
   log="$logs/round-$round.log"
-  if MLLPD_TEST_SOCKET_IO=uring cargo test --workspace --all-targets >"$log" 2>&1 \
-    && MLLPD_TEST_SOCKET_IO=glommio cargo test --test server --test durability --test send \
-      --test interop --test flood --test abuse >>"$log" 2>&1; then
+  if bash .ci/test >"$log" 2>&1; then
     passed=$((passed + 1))
     echo "round $round: ok in $(($(date +%s) - start)) s"
   else
