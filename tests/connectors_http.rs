@@ -287,5 +287,8 @@ fn a_tls_clients_verified_identity_is_sent_as_headers() {
     );
     let plain = by_id("PLAIN1");
     assert!(!plain.headers.contains_key("x-mllp-client-cn"), "{plain:?}");
-    assert!(!plain.headers.contains_key("x-mllp-client-sans"), "{plain:?}");
+    assert!(
+        !plain.headers.contains_key("x-mllp-client-sans"),
+        "{plain:?}"
+    );
 }

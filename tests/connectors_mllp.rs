@@ -527,7 +527,12 @@ fn mllps_delivers_with_a_client_certificate_into_a_tls_mllpd() {
     let payloads: Vec<Vec<u8>> = (0..50).map(|i| adt(&format!("TLS{i:03}"))).collect();
     send_all(&upstream, &payloads);
     let got = wait_received(&downstream_data, payloads.len());
-    assert!(got == payloads, "{} of {} delivered", got.len(), payloads.len());
+    assert!(
+        got == payloads,
+        "{} of {} delivered",
+        got.len(),
+        payloads.len()
+    );
     let mut frames = Vec::new();
     let mut metadata = Vec::new();
     mllpd::journal::export::export_with_metadata(
@@ -541,7 +546,9 @@ fn mllps_delivers_with_a_client_certificate_into_a_tls_mllpd() {
     let metadata = String::from_utf8(metadata).unwrap();
     assert_eq!(metadata.lines().count(), payloads.len());
     assert!(
-        metadata.lines().all(|l| l.contains(r#""client_cn":"lab-system""#)),
+        metadata
+            .lines()
+            .all(|l| l.contains(r#""client_cn":"lab-system""#)),
         "{metadata}"
     );
 }

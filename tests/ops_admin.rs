@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{adt, admin_addr, frame, get, metrics_until, sample, Server};
+use common::{admin_addr, adt, frame, get, metrics_until, sample, Server};
 
 const RULES: &str = r#"
 validation:

@@ -141,7 +141,16 @@ fn check_config_fails_naming_a_bad_or_missing_tls_file() {
     for (setting, value, named) in cases {
         let env: Vec<(&str, String)> = good
             .iter()
-            .map(|(k, v)| (*k, if *k == setting { value.clone() } else { v.clone() }))
+            .map(|(k, v)| {
+                (
+                    *k,
+                    if *k == setting {
+                        value.clone()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
             .collect();
         let output = check_config(data.path(), &env);
         let stderr = String::from_utf8_lossy(&output.stderr);

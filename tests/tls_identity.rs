@@ -30,7 +30,10 @@ fn an_mtls_clients_cn_and_sans_are_journaled_with_each_of_its_messages() {
         .iter()
         .map(|r| (r["client_cn"].to_string(), r["client_sans"].to_string()))
         .collect();
-    let lab_identity = (r#""lab-system""#.to_owned(), r#"["lab.example"]"#.to_owned());
+    let lab_identity = (
+        r#""lab-system""#.to_owned(),
+        r#"["lab.example"]"#.to_owned(),
+    );
     assert_eq!(
         identities,
         [
@@ -42,7 +45,9 @@ fn an_mtls_clients_cn_and_sans_are_journaled_with_each_of_its_messages() {
             lab_identity,
         ]
     );
-    assert!(records.iter().all(|r| r["shard"] == 0 && r["peer"].is_string()));
+    assert!(records
+        .iter()
+        .all(|r| r["shard"] == 0 && r["peer"].is_string()));
 }
 
 #[test]

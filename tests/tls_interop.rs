@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::tls::{journaled_metadata, start, Pki};
 use common::adt;
+use common::tls::{journaled_metadata, start, Pki};
 
 /// Whether node and the installed peer are there (fails under CI=true when not).
 fn peer_present() -> bool {
@@ -50,7 +50,10 @@ fn node_hl7_client_sends_over_mutual_tls() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(stdout.trim(), "ACK AA NODE1");
-    server.wait_log(&["TLS client verified", "lab-system"], Duration::from_secs(5));
+    server.wait_log(
+        &["TLS client verified", "lab-system"],
+        Duration::from_secs(5),
+    );
     let records = journaled_metadata(&mut server, data.path());
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["client_cn"], "lab-system");

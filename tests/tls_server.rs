@@ -456,8 +456,15 @@ fn a_tls_client_that_never_reads_is_cut_at_write_timeout() {
         .collect();
     let started = Instant::now();
     // Writes until the server stops reading (its ACK write is stuck) and the socket blocks.
-    while client.write_all(&batch).and_then(|()| client.flush()).is_ok() {
-        assert!(started.elapsed() < secs(60), "the server kept reading for 60 s");
+    while client
+        .write_all(&batch)
+        .and_then(|()| client.flush())
+        .is_ok()
+    {
+        assert!(
+            started.elapsed() < secs(60),
+            "the server kept reading for 60 s"
+        );
     }
     let line = server.wait_log(&["connection closed", "reason=WriteTimeout"], secs(20));
     assert!(line.contains("WARN"), "{line}");

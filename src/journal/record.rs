@@ -445,10 +445,16 @@ mod tests {
         assert_eq!(view.payload, b"MSH|x");
         let client = view.client.unwrap();
         assert_eq!(client.cn(), Some("lab-system"));
-        assert_eq!(client.sans().collect::<Vec<_>>(), ["lab.example", "10.0.0.7"]);
+        assert_eq!(
+            client.sans().collect::<Vec<_>>(),
+            ["lab.example", "10.0.0.7"]
+        );
         assert_eq!(ClientIdentity::parse(client.as_bytes()), Ok(client));
 
-        r.client = Some(ClientRef { cn: None, sans: &[] });
+        r.client = Some(ClientRef {
+            cn: None,
+            sans: &[],
+        });
         out.clear();
         encode(&r, 4, &mut out);
         let client = decode(&out).unwrap().0.client.unwrap();
@@ -457,7 +463,9 @@ mod tests {
 
     #[test]
     fn sans_past_the_bound_are_left_out_of_the_record() {
-        let sans: Vec<String> = (0..100).map(|i| format!("{i:03}{}", "x".repeat(97))).collect();
+        let sans: Vec<String> = (0..100)
+            .map(|i| format!("{i:03}{}", "x".repeat(97)))
+            .collect();
         let mut r = record(b"p", None);
         r.client = Some(ClientRef {
             cn: Some("many"),

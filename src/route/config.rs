@@ -348,7 +348,9 @@ fn mllp_tls(
         server_name: key("tls_server_name"),
     };
     if options.ca_file.is_none() {
-        return Err("tls_ca: required with mllps:// (the CA the server's certificate chains to)".to_owned());
+        return Err(
+            "tls_ca: required with mllps:// (the CA the server's certificate chains to)".to_owned(),
+        );
     }
     if options.cert_file.is_some() != options.key_file.is_some() {
         return Err("tls_cert and tls_key go together".to_owned());

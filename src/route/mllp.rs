@@ -16,10 +16,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::{Delivery, Destination, Outcome};
-use crate::tls::{ClientOptions, ClientStream, ClientTls};
 use crate::limits::{
     CONNECTOR_ACK_BYTES_MAX, CONNECTOR_CONNECT_TIMEOUT, CONNECTOR_RESPONSE_TIMEOUT,
 };
+use crate::tls::{ClientOptions, ClientStream, ClientTls};
 
 /// MLLP start block.
 const SB: u8 = 0x0B;
@@ -110,7 +110,9 @@ impl MllpDestination {
         let deadline = Instant::now() + self.response_timeout;
         let out = std::mem::take(&mut self.out);
         let sent = self.connection().and_then(|stream| {
-            let _ = stream.tcp().set_write_timeout(Some(CONNECTOR_RESPONSE_TIMEOUT));
+            let _ = stream
+                .tcp()
+                .set_write_timeout(Some(CONNECTOR_RESPONSE_TIMEOUT));
             stream
                 .write_all(&out)
                 .and_then(|()| stream.flush())

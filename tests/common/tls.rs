@@ -220,7 +220,6 @@ pub fn journaled_ids(server: &mut Server, data: &Path) -> Vec<String> {
         .collect()
 }
 
-
 /// The metadata lines (`journal export --metadata`) of every record in `data`, in journal order
 /// (the server stopped first).
 pub fn journaled_metadata(server: &mut Server, data: &Path) -> Vec<serde_json::Value> {
