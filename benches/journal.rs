@@ -144,6 +144,7 @@ async fn scenario(dir: PathBuf, sync: SyncMode, appenders: usize, time: Duration
                         peer: None,
                         payload: PAYLOAD,
                         dedup_key: None,
+                        client: None,
                     };
                     let seq = loop {
                         match journal.append(&record) {

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # TLS 1.3 against plaintext (issue 10 item 7; goals: throughput >= 0.7x plaintext, server CPU
-# per message <= 1.5x), and full TLS handshakes per second per shard. One release build of
+# per message <= 1.5x), and full TLS handshakes per second per shard (mllp-bench --mode
+# reconnect: $HS_CONNS connections each looping connect, full handshake, one message, close). One release build of
 # mllpd, SHARDS=1 pinned to CPU $SERVER_CPU, ACK_AFTER=receipt (so the disk does not dominate
 # what is compared), mllp-bench pinned to CPU $CLIENT_CPU, closed loop, the built-in ADT^A01.
 # Plaintext and TLS alternate for $ROUNDS rounds at each connection count in $CONNS, so drift of
 # the machine hits both alike. TLS runs use TLS_MIN_VERSION=1.3 and mutual TLS (a client
-# certificate), each connection's handshake done before the window opens. Handshakes: `openssl
-# s_time -new` (a full handshake per connection, no resumption) for $DURATION against the same
-# single shard. Certificates are made here with openssl (EC P-256). Prints every run, the ratios
+# certificate), each connection's handshake done before the window opens. Handshakes: mllp-bench
+# in reconnect mode against the same single shard (and plaintext reconnects for comparison),
+# cross-checked by `openssl s_time -new` (one connection at a time, so latency-bound). Certificates are made here with openssl (EC P-256). Prints every run, the ratios
 # of the medians, and the handshake rate. Raw runs go to perf/results/tmp/tls-<UTC stamp>/.
-# Environment: DURATION (5s), WARMUP (1s), CONNS ("16 64"), ROUNDS (3), SERVER_CPU (0),
+# Environment: DURATION (5s), WARMUP (1s), CONNS ("16 64"), ROUNDS (3), HS_CONNS (16), SERVER_CPU (0),
 # CLIENT_CPU (1), PORT (27577), MLLPD_BIN (default: this checkout's release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ ROUNDS=${ROUNDS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-27577}
+HS_CONNS=${HS_CONNS:-16}
 
 echo "== build (release)"
 cargo build --release -p mllpd -p mllpd-perf --quiet
@@ -89,17 +91,31 @@ for conns in $CONNS; do
   done
 done
 
-echo "== full handshakes per second, one shard ($DURATION, openssl s_time -new)"
-start tls hs
+echo "== full handshakes per second, one shard ($HS_CONNS connections, mllp-bench --mode reconnect)"
+# Each connection in a loop: connect, full handshake (TLS 1.3, mTLS, no resumption), one
+# message, its ACK, close_notify. Plaintext the same way, for what the handshake adds.
+for name in plain tls; do
+  extra=()
+  [ "$name" = tls ] && extra=("${TLS_BENCH[@]}")
+  start "$name" hs
+  out=$RAW/$name-reconnect.json
+  taskset -c "$CLIENT_CPU" "$BENCH" -a 127.0.0.1:$PORT -c "$HS_CONNS" -d "$DURATION" \
+    --warmup "$WARMUP" --server-pid "$pid" --label "$name-reconnect" --json --no-progress \
+    --connect-timeout 30s --mode reconnect "${extra[@]}" >"$out"
+  jq -r '"  \(.label): \(.msgs_per_s|floor) connections/s (one shard, one message each), p99 \(.latency.p99_us) us, server \(.server_cpu_us_per_msg|floor) us per connection, errors \(.errors // 0)"' "$out"
+  stop
+done
+
+echo "== cross-check: openssl s_time -new ($DURATION, one connection at a time: latency-bound)"
+start tls st
 seconds=$(python3 -c "import sys,re; t=sys.argv[1]; m=re.fullmatch(r'(\d+)(ms|s|m)?',t); v=int(m[1]); print(max(1, {'ms':v//1000,'s':v,'m':v*60,None:v}[m[2]]))" "$DURATION")
 sleep 1
 taskset -c "$CLIENT_CPU" openssl s_time -connect 127.0.0.1:$PORT -new -time "$seconds" \
   -CAfile "$RAW/ca.pem" -cert "$RAW/client.pem" -key "$RAW/client.key" \
   >"$RAW/handshakes.txt" 2>&1 || true
-grep -E "connections in|connections/user sec" "$RAW/handshakes.txt" | sed 's/^/  /' || true
 # s_time's wall-clock line counts whole seconds: the rate is connections / real seconds.
 real=$(grep -oE '^[0-9]+ connections in [0-9]+ real seconds' "$RAW/handshakes.txt" | head -1 || true)
-[ -n "$real" ] && awk '{printf "  %.0f full handshakes/s on one shard (wall clock)\n", $1/$4}' <<<"$real"
+[ -n "$real" ] && awk '{printf "  %.0f full handshakes/s (openssl s_time, wall clock)\n", $1/$4}' <<<"$real"
 stop
 
 python3 - "$RAW" "$CONNS" <<'PY'

@@ -163,6 +163,11 @@ pub enum JournalCommand {
         /// The file to write (`-` for stdout).
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
+        /// Also write each exported record's metadata, no content, as one JSON line per frame
+        /// in the same order: shard, seq, receive time, connection, peer, and the verified TLS
+        /// client's CN and SANs (`client_cn`, `client_sans`; null and [] when none).
+        #[arg(long, value_name = "FILE")]
+        metadata: Option<PathBuf>,
     },
 }
 
@@ -449,6 +454,7 @@ mod tests {
             shard,
             from,
             output,
+            ..
         })) = parse_from([
             "mllpd",
             "journal",

@@ -72,6 +72,13 @@ pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// reload: two weeks leaves time to renew through a change process.
 pub const TLS_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
+/// Bytes of a verified TLS client's identity (subject CN and SANs) stored in each journal
+/// record of its connection. A CN is at most 64 characters (X.520 ub-common-name) and a client
+/// certificate carries a handful of SANs, so real identities fit many times over; a certificate
+/// with hundreds of SANs must not add kilobytes to every message. SANs past the bound are left
+/// out of the record (the connect log line and the rules still see them all).
+pub const CLIENT_IDENTITY_BYTES_MAX: usize = 4 * 1024;
+
 /// Bytes of TLS records received per read of a TLS connection: one maximal record (16 KiB of
 /// plaintext plus its 256 bytes of overhead and header) is decrypted per read, so the buffer is
 /// fixed per connection and one read's plaintext never exceeds what rustls buffers by default.

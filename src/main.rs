@@ -83,10 +83,16 @@ fn serve(overrides: &Overrides) -> ExitCode {
 /// `mllpd check-config`: validates every setting, the CONFIG_FILE and DATA_DIR, and prints a
 /// summary.
 fn check_config(overrides: &Overrides) -> ExitCode {
-    let checked = Config::resolve(overrides).and_then(|resolved| {
-        resolved.check_data_dir()?;
-        Ok(resolved)
-    });
+    let checked = Config::resolve(overrides)
+        .and_then(|resolved| {
+            resolved.check_data_dir()?;
+            Ok(resolved)
+        })
+        .map_err(|error| error.to_string())
+        .and_then(|resolved| {
+            check_tls(&resolved.config)?;
+            Ok(resolved)
+        });
     match checked {
         Ok(resolved) => {
             println!("configuration is valid:\n{}", resolved.summary());
@@ -97,6 +103,18 @@ fn check_config(overrides: &Overrides) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Loads the TLS files as the server would at start (certificate chain, key, client CA, and
+/// that the key matches the certificate), so a bad or missing file fails `check-config`
+/// naming it, not the first connection.
+fn check_tls(config: &Config) -> Result<(), String> {
+    let Some(options) = mllpd::config::tls_server_options(config) else {
+        return Ok(());
+    };
+    mllpd::tls::ServerTls::load(&options)
+        .map(|_| ())
+        .map_err(|error| format!("TLS: {error}"))
 }
 
 /// `mllpd dlq …`: a connector's dead letters (issue 11).

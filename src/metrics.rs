@@ -217,6 +217,9 @@ pub struct ShardCounters {
     pub tls_record_errors: Counter,
     /// Plaintext connections closed because they opened with a TLS ClientHello.
     pub tls_hellos_on_plaintext: Counter,
+    /// Connections closed because a write of ACKs did not complete within WRITE_TIMEOUT (a
+    /// peer that does not read), TLS or not.
+    pub write_timeouts: Counter,
     /// The journal's figures (published by the heartbeat).
     pub journal: JournalCounters,
     /// Last heartbeat, ms since the Unix epoch (0: none yet).
@@ -568,6 +571,14 @@ impl prometheus_client::collector::Collector for Metrics {
                 ]
                 .map(|(kind, v)| ([("shard", i.to_string()), ("reason", kind.to_owned())], v))
             }),
+        )?;
+        family(
+            &mut encoder,
+            "mllpd_write_timeouts",
+            "Connections closed because a write of ACKs did not complete within WRITE_TIMEOUT \
+             (a peer that does not read its ACKs).",
+            MetricType::Counter,
+            shards().map(|(i, s)| (shard_label(i), s.write_timeouts.get())),
         )?;
         family(
             &mut encoder,

@@ -305,15 +305,9 @@ fn secure(args: &SendArgs, tcp: TcpStream) -> Result<ClientStream, String> {
         key_file: args.tls_key.clone(),
         server_name: args.tls_server_name.clone(),
     };
-    let host = args
-        .address
-        .rsplit_once(':')
-        .map_or(args.address.as_str(), |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let config = tls::client_config(&options).map_err(|e| format!("TLS: {e}"))?;
-    let name = tls::server_name(&options, host).map_err(|e| format!("TLS: {e}"))?;
-    ClientStream::connect(tcp, Some((config, name)), args.connect_timeout)
+    let client = tls::ClientTls::new(&options, &args.address).map_err(|e| format!("TLS: {e}"))?;
+    client
+        .connect(tcp, args.connect_timeout)
         .map_err(|e| format!("TLS handshake with '{}' failed: {e}", args.address))
 }
 

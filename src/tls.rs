@@ -125,9 +125,13 @@ impl ServerTls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+            TlsError::Rustls(format!(
+                "{} with {}: {e}",
+                options.cert_file.display(),
+                options.key_file.display()
+            ))
+        })?;
         // MLLP has no use for ALPN or resumption across processes; the defaults (an in-memory
         // session cache, stateless tickets off) stay. Early data stays off: an MLLP frame must
         // not be replayable.
@@ -233,6 +237,47 @@ pub fn server_name(options: &ClientOptions, host: &str) -> Result<ServerName<'st
         .map_err(|e| TlsError::Rustls(format!("server name '{name}': {e}")))
 }
 
+/// The host part of `host:port` (brackets of an IPv6 address removed): the name a server's
+/// certificate is checked against when no server name is given.
+pub fn host_of(address: &str) -> &str {
+    address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
+
+/// A client's TLS, ready for its connections: the configuration (files read once) and the name
+/// the server's certificate must carry. `mllpd send --tls` and the `mllp` connector's
+/// `mllps://` both connect with it, through [`ClientStream::connect`].
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// rustls' client configuration.
+    config: Arc<ClientConfig>,
+    /// The server name to verify.
+    name: ServerName<'static>,
+}
+
+impl ClientTls {
+    /// Reads the files of `options` for connections to `address` (`host:port`; its host is the
+    /// server name unless `options.server_name` is set).
+    pub fn new(options: &ClientOptions, address: &str) -> Result<ClientTls, TlsError> {
+        Ok(ClientTls {
+            config: client_config(options)?,
+            name: server_name(options, host_of(address))?,
+        })
+    }
+
+    /// A TLS stream over `tcp`, its handshake done within `timeout`.
+    pub fn connect(&self, tcp: TcpStream, timeout: Duration) -> io::Result<ClientStream> {
+        ClientStream::connect(
+            tcp,
+            Some((Arc::clone(&self.config), self.name.clone())),
+            timeout,
+        )
+    }
+}
+
 /// A client's MLLP byte stream: plaintext TCP, or TLS over it. `mllpd send` uses it, and so
 /// can the `mllp` connector's `mllps://`: connect with [`ClientStream::connect`], then read and
 /// write as on a `TcpStream` (timeouts included).
@@ -241,6 +286,19 @@ pub enum ClientStream {
     Plain(TcpStream),
     /// TLS, its handshake completed.
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl std::fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            ClientStream::Plain(_) => "plaintext",
+            ClientStream::Tls(_) => "TLS",
+        };
+        f.debug_struct("ClientStream")
+            .field("kind", &kind)
+            .field("peer", &self.tcp().peer_addr().ok())
+            .finish()
+    }
 }
 
 impl ClientStream {

@@ -244,3 +244,51 @@ fn a_server_down_for_seconds_gets_everything_once_in_order_when_it_is_up() {
         peer.bodies().len()
     );
 }
+
+/// Issue 10: a message that came over mutual TLS is POSTed with its client's verified CN and
+/// SANs as headers; one that came in plaintext carries neither header.
+#[test]
+fn a_tls_clients_verified_identity_is_sent_as_headers() {
+    let peer = HttpPeer::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), |_, _| 200);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), peer.address);
+    let pki = common::tls::Pki::new();
+    let tls_data = dir.path().join("tls-data");
+    let tls_server = common::tls::start(
+        &pki,
+        &tls_data,
+        &[
+            ("CONFIG_FILE", config.to_str().unwrap()),
+            ("SHARDS", "1"),
+            ("LAB_TOKEN", "Bearer s3cret"),
+        ],
+    );
+    let mut client = common::tls::connect(&tls_server, &pki, Some("good")).unwrap();
+    assert_eq!(
+        common::tls::exchange(&mut client, "TLS1").as_deref(),
+        Some("AA")
+    );
+    let plain = start(&dir.path().join("plain-data"), &config);
+    send_all(&plain, &[adt("PLAIN1")]);
+    wait_for(|| peer.bodies().len() >= 2);
+    let requests = peer.requests.lock().unwrap().clone();
+    let by_id = |id: &str| {
+        let request = requests.iter().find(|r| control_id(&r.body) == id);
+        request.unwrap_or_else(|| panic!("{id} not posted")).clone()
+    };
+    let tls = by_id("TLS1");
+    assert_eq!(
+        tls.headers.get("x-mllp-client-cn").map(String::as_str),
+        Some("lab-system")
+    );
+    assert_eq!(
+        tls.headers.get("x-mllp-client-sans").map(String::as_str),
+        Some("lab.example")
+    );
+    let plain = by_id("PLAIN1");
+    assert!(!plain.headers.contains_key("x-mllp-client-cn"), "{plain:?}");
+    assert!(
+        !plain.headers.contains_key("x-mllp-client-sans"),
+        "{plain:?}"
+    );
+}

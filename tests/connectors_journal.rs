@@ -46,6 +46,7 @@ fn record(payload: &[u8]) -> RecordRef<'_> {
         peer: None,
         payload,
         dedup_key: None,
+        client: None,
     }
 }
 

@@ -501,3 +501,54 @@ fn a_silent_downstream_does_not_hold_shutdown_and_its_message_is_sent_again() {
     assert_eq!(peer.received(), ["SILENT"]);
     drop(upstream);
 }
+
+/// Issue 10 item 5: `mllps://` delivers over TLS with a client certificate (the client code of
+/// `mllpd send --tls`) to a TLS mllpd requiring mTLS; the server name defaults to the URL's
+/// host (127.0.0.1, a SAN of the server certificate), and the downstream journals the
+/// upstream's verified identity with each message.
+#[test]
+fn mllps_delivers_with_a_client_certificate_into_a_tls_mllpd() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::tls::Pki::new();
+    let downstream_data = dir.path().join("downstream");
+    let downstream = common::tls::start(&pki, &downstream_data, &[("SHARDS", "1")]);
+    let config = dir.path().join("mllpd.yaml");
+    let yaml = format!(
+        "connectors:\n  - name: lab\n    type: mllp\n    url: mllps://{}\n\
+         \x20   tls_ca: {}\n    tls_cert: {}\n    tls_key: {}\n\
+         retry: {{initial_backoff: 100ms, max_backoff: 1s, max_attempts: 1000}}\n",
+        downstream.addr,
+        pki.p("ca.pem"),
+        pki.p("good.pem"),
+        pki.p("good.key"),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let upstream = start_upstream(&dir.path().join("upstream"), &config);
+    let payloads: Vec<Vec<u8>> = (0..50).map(|i| adt(&format!("TLS{i:03}"))).collect();
+    send_all(&upstream, &payloads);
+    let got = wait_received(&downstream_data, payloads.len());
+    assert!(
+        got == payloads,
+        "{} of {} delivered",
+        got.len(),
+        payloads.len()
+    );
+    let mut frames = Vec::new();
+    let mut metadata = Vec::new();
+    mllpd::journal::export::export_with_metadata(
+        &downstream_data,
+        None,
+        0,
+        &mut frames,
+        Some(&mut metadata),
+    )
+    .unwrap();
+    let metadata = String::from_utf8(metadata).unwrap();
+    assert_eq!(metadata.lines().count(), payloads.len());
+    assert!(
+        metadata
+            .lines()
+            .all(|l| l.contains(r#""client_cn":"lab-system""#)),
+        "{metadata}"
+    );
+}

@@ -45,6 +45,7 @@ fn record<'a>(payload: &'a [u8], key: Option<DedupKey<'a>>, time: u64) -> Record
         peer: Some("127.0.0.1:40000".parse().unwrap()),
         payload,
         dedup_key: key,
+        client: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn record<'a>(payload: &'a [u8], key: Option<DedupKey<'a>>) -> RecordRef<'a> {
         peer: None,
         payload,
         dedup_key: key,
+        client: None,
     }
 }
 

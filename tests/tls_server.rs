@@ -8,222 +8,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tls::{connect, exchange, journaled_ids, read_frame, start, Pki};
 use common::{adt, frame, Ack, Server};
-use mllpd::tls::{self, ClientOptions, ClientStream};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-
-/// A CA: its certificate and key.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("key");
-    let cert = params.self_signed(&key).expect("self-signed");
-    Ca { cert, key }
-}
-
-/// A leaf certificate signed by `ca`: PEM certificate and PEM (PKCS#8) key.
-fn leaf(
-    ca: &Ca,
-    cn: &str,
-    sans: &[&str],
-    purpose: ExtendedKeyUsagePurpose,
-    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
-) -> (String, String) {
-    let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-    let mut params = CertificateParams::new(sans).expect("params");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.extended_key_usages = vec![purpose];
-    if let Some((not_before, not_after)) = validity {
-        params.not_before = not_before;
-        params.not_after = not_after;
-    }
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("sign");
-    (cert.pem(), key.serialize_pem())
-}
-
-/// Every file a test needs, in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: Ca,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki {
-            dir: tempfile::tempdir().expect("tempdir"),
-            ca: ca("mllpd test CA"),
-        };
-        pki.write("ca.pem", &pki.ca.cert.pem());
-        pki.server("server", "mllpd-server", None);
-        pki.client("good", &pki.ca, "lab-system", &["lab.example"], None);
-        let other = ca("another CA");
-        pki.write("other-ca.pem", &other.cert.pem());
-        pki.client("stranger", &other, "lab-system", &["lab.example"], None);
-        let past = Some((
-            rcgen::date_time_ymd(2019, 1, 1),
-            rcgen::date_time_ymd(2020, 1, 1),
-        ));
-        pki.client("expired", &pki.ca, "lab-system", &["lab.example"], past);
-        pki.client("billing", &pki.ca, "billing", &["billing.example"], None);
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path(name), text).expect("write");
-    }
-
-    /// `<name>.pem` and `<name>.key`: a server certificate for localhost and 127.0.0.1.
-    fn server(
-        &self,
-        name: &str,
-        cn: &str,
-        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
-    ) {
-        let (cert, key) = leaf(
-            &self.ca,
-            cn,
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            validity,
-        );
-        self.write(&format!("{name}.pem"), &cert);
-        self.write(&format!("{name}.key"), &key);
-    }
-
-    fn client(
-        &self,
-        name: &str,
-        ca: &Ca,
-        cn: &str,
-        sans: &[&str],
-        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
-    ) {
-        let (cert, key) = leaf(ca, cn, sans, ExtendedKeyUsagePurpose::ClientAuth, validity);
-        self.write(&format!("{name}.pem"), &cert);
-        self.write(&format!("{name}.key"), &key);
-    }
-
-    /// Client options trusting the test CA, with `<client>.pem`/`.key` when given.
-    fn client_options(&self, client: Option<&str>) -> ClientOptions {
-        ClientOptions {
-            ca_file: Some(self.path("ca.pem")),
-            cert_file: client.map(|c| self.path(&format!("{c}.pem"))),
-            key_file: client.map(|c| self.path(&format!("{c}.key"))),
-            server_name: Some("localhost".to_owned()),
-        }
-    }
-}
-
-/// A TLS server with mTLS (and `extra` settings); its DATA_DIR is `data`.
-fn start(pki: &Pki, data: &Path, extra: &[(&str, &str)]) -> Server {
-    let (cert, key, ca) = (pki.p("server.pem"), pki.p("server.key"), pki.p("ca.pem"));
-    let data = data.display().to_string();
-    let mut env = vec![
-        ("TLS_CERT_FILE", cert.as_str()),
-        ("TLS_KEY_FILE", key.as_str()),
-        ("TLS_CLIENT_CA", ca.as_str()),
-        ("DATA_DIR", data.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    Server::start(&env)
-}
-
-/// Connects and runs the TLS handshake as `client` (`None`: no client certificate).
-fn connect(server: &Server, pki: &Pki, client: Option<&str>) -> std::io::Result<ClientStream> {
-    let options = pki.client_options(client);
-    let config = tls::client_config(&options).expect("client config");
-    let name = tls::server_name(&options, "localhost").expect("name");
-    let tcp = TcpStream::connect(server.addr)?;
-    tcp.set_nodelay(true)?;
-    ClientStream::connect(tcp, Some((config, name)), Duration::from_secs(10))
-}
-
-/// Reads the next MLLP frame's payload within `timeout`; `None` at EOF, error or timeout.
-fn read_frame(stream: &mut ClientStream, timeout: Duration) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + timeout;
-    let mut pending = Vec::new();
-    loop {
-        if let Some(start) = pending.iter().position(|&b| b == common::SB) {
-            if let Some(end) = pending[start..]
-                .windows(2)
-                .position(|w| w == [common::EB, common::CR])
-            {
-                return Some(pending[start + 1..start + end].to_vec());
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        stream.tcp().set_read_timeout(Some(left)).ok()?;
-        let mut buf = [0u8; 4096];
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-/// Sends `adt(id)` and returns the ACK's MSA-1, or `None` when no ACK came.
-fn exchange(stream: &mut ClientStream, id: &str) -> Option<String> {
-    stream.write_all(&frame(&adt(id))).ok()?;
-    stream.flush().ok()?;
-    read_frame(stream, Duration::from_secs(10)).map(|ack| Ack::parse(&ack).code())
-}
-
-/// Control ids (MSH-10) `mllpd journal export` finds in `data` (the server stopped first).
-fn journaled_ids(server: &mut Server, data: &Path) -> Vec<String> {
-    let _ = server.child.kill();
-    let _ = server.child.wait();
-    let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
-        .args(["journal", "export", "--output", "-", "--data-dir"])
-        .arg(data)
-        .output()
-        .expect("run journal export");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-        .stdout
-        .split(|&b| b == common::SB)
-        .filter(|frame| frame.starts_with(b"MSH"))
-        .map(|frame| {
-            let msh = frame.split(|&b| b == b'\r').next().unwrap_or_default();
-            let fields: Vec<&[u8]> = msh.split(|&b| b == b'|').collect();
-            String::from_utf8_lossy(fields.get(9).copied().unwrap_or_default()).into_owned()
-        })
-        .collect()
-}
+use mllpd::tls::{self, ClientStream};
 
 /// A refused client: whether or not its handshake appears to complete, a frame it sends gets
 /// no ACK; a good client on the same server is served, and only its message is journaled.
@@ -629,4 +420,86 @@ fn validation_rules_see_the_client_cn_and_sans() {
     assert_eq!(exchange(&mut lab, "LAB1").as_deref(), Some("AA"));
     let mut billing = connect(&server, &pki, Some("billing")).expect("handshake");
     assert_eq!(exchange(&mut billing, "BILL1").as_deref(), Some("AR"));
+}
+
+/// A TLS client that sends and never reads its ACKs (issue 10 item 4): once the socket buffers
+/// are full the server's write of ACKs stalls, and WRITE_TIMEOUT (one deadline for the whole
+/// write, on both socket paths) closes the connection, with one log line and a counter.
+#[test]
+fn a_tls_client_that_never_reads_is_cut_at_write_timeout() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("data");
+    let server = start(
+        &pki,
+        data.path(),
+        &[
+            ("WRITE_TIMEOUT", "1s"),
+            ("ACK_AFTER", "receipt"),
+            ("SHARDS", "1"),
+        ],
+    );
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&server.addr.into()).expect("connect");
+    let tcp: TcpStream = socket.into();
+    let options = pki.client_options(Some("good"));
+    let config = tls::client_config(&options).expect("client config");
+    let name = tls::server_name(&options, "localhost").expect("name");
+    let mut client = ClientStream::connect(tcp, Some((config, name)), secs(10)).expect("handshake");
+    client
+        .tcp()
+        .set_write_timeout(Some(secs(2)))
+        .expect("timeout");
+    let batch: Vec<u8> = (0..100)
+        .flat_map(|i| frame(&adt(&format!("NR{i:03}"))))
+        .collect();
+    let started = Instant::now();
+    // Writes until the server stops reading (its ACK write is stuck) and the socket blocks.
+    while client
+        .write_all(&batch)
+        .and_then(|()| client.flush())
+        .is_ok()
+    {
+        assert!(
+            started.elapsed() < secs(60),
+            "the server kept reading for 60 s"
+        );
+    }
+    let line = server.wait_log(&["connection closed", "reason=WriteTimeout"], secs(20));
+    assert!(line.contains("WARN"), "{line}");
+    let cut = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("WriteTimeout"))
+        .count();
+    assert_eq!(cut, 1, "one log line");
+    let admin = common::admin_addr(&server);
+    common::metrics_until(admin, "the write timeout counted", |text| {
+        common::sample(text, "mllpd_write_timeouts_total", &[]) == 1
+    });
+    drop(client);
+}
+
+/// An orderly close by the drain (SIGTERM) ends the TLS stream with a close_notify, like the
+/// idle close above.
+#[test]
+fn a_drain_sends_close_notify() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("data");
+    let server = start(&pki, data.path(), &[("PRE_SHUTDOWN_DELAY", "0s")]);
+    let mut client = connect(&server, &pki, Some("good")).expect("handshake");
+    assert_eq!(exchange(&mut client, "M1").as_deref(), Some("AA"));
+    server.signal("TERM");
+    client
+        .tcp()
+        .set_read_timeout(Some(secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("expected a close_notify, got {other:?}"),
+    }
+    let line = server.wait_log(&["connection closed", "reason=Drained"], secs(10));
+    assert!(line.contains("frames=1"), "{line}");
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::segment::{self, Next, SegmentReader};
-use super::OpenError;
+use super::{OpenError, RecordView};
 
 /// What `journal stats` reports for one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,7 +72,8 @@ pub fn stats(data_dir: &Path) -> Result<Vec<ShardSummary>, OpenError> {
         for_each_record(
             &dir,
             0,
-            |seq, _| {
+            |record| {
+                let seq = record.seq;
                 summary.records += 1;
                 summary.first_seq.get_or_insert(seq);
                 summary.last_seq = Some(seq);
@@ -118,6 +119,18 @@ pub fn export(
     from: u64,
     out: &mut dyn Write,
 ) -> Result<ExportSummary, OpenError> {
+    export_with_metadata(data_dir, shard, from, out, None)
+}
+
+/// [`export`], and, when `metadata` is given, each record's [`metadata_line`] there, in the
+/// same order.
+pub fn export_with_metadata(
+    data_dir: &Path,
+    shard: Option<usize>,
+    from: u64,
+    out: &mut dyn Write,
+    mut metadata: Option<&mut dyn Write>,
+) -> Result<ExportSummary, OpenError> {
     let mut summary = ExportSummary::default();
     let mut frame = Vec::new();
     for (number, dir) in shard_dirs(data_dir)? {
@@ -127,11 +140,14 @@ pub fn export(
         for_each_record(
             &dir,
             from,
-            |_, payload| {
+            |record| {
                 frame.clear();
-                crate::mllp::encode(payload, &mut frame);
+                crate::mllp::encode(record.payload, &mut frame);
                 summary.records += 1;
                 summary.bytes += frame.len() as u64;
+                if let Some(metadata) = metadata.as_mut() {
+                    writeln!(metadata, "{}", metadata_line(number, record))?;
+                }
                 out.write_all(&frame)
             },
             |_, _| {},
@@ -141,15 +157,37 @@ pub fn export(
         path: PathBuf::from("<output>"),
         source,
     })?;
+    if let Some(metadata) = metadata {
+        metadata.flush().map_err(|source| OpenError::Io {
+            path: PathBuf::from("<metadata>"),
+            source,
+        })?;
+    }
     Ok(summary)
 }
 
-/// Calls `record(seq, payload)` for every complete record of `dir` with `seq >= from`, and
+/// One record's metadata as a JSON object (never its content): `shard`, `seq`,
+/// `receive_time_unix_micros`, `connection_id`, `peer` (or null), `client_cn` (or null) and
+/// `client_sans` (the verified TLS client's, format version 2 records; [] when none).
+pub fn metadata_line(shard: usize, record: &RecordView<'_>) -> serde_json::Value {
+    let client = record.client;
+    serde_json::json!({
+        "shard": shard,
+        "seq": record.seq,
+        "receive_time_unix_micros": record.receive_time_unix_micros,
+        "connection_id": record.connection_id,
+        "peer": record.peer.map(|p| p.to_string()),
+        "client_cn": client.and_then(|c| c.cn()),
+        "client_sans": client.map_or_else(Vec::new, |c| c.sans().collect::<Vec<_>>()),
+    })
+}
+
+/// Calls `record(view)` for every complete record of `dir` with `seq >= from`, and
 /// `segment(len, incomplete_bytes)` after each segment.
 fn for_each_record(
     dir: &Path,
     from: u64,
-    mut record: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+    mut record: impl FnMut(&RecordView<'_>) -> std::io::Result<()>,
     mut segment: impl FnMut(u64, u64),
 ) -> Result<(), OpenError> {
     let segments = segment::list(dir)?;
@@ -172,7 +210,7 @@ fn for_each_record(
         };
         loop {
             match reader.next_record().map_err(io_error)? {
-                Next::Record(r) if r.seq >= from => record(r.seq, r.payload).map_err(io_error)?,
+                Next::Record(r) if r.seq >= from => record(&r).map_err(io_error)?,
                 Next::Record(_) => {}
                 Next::End | Next::Torn { .. } => break,
             }
@@ -196,16 +234,28 @@ pub fn run(command: &crate::cli::JournalCommand) -> Result<(), OpenError> {
             shard,
             from,
             output,
+            metadata,
         } => {
+            let create = |path: &PathBuf| {
+                std::fs::File::create(path)
+                    .map(std::io::BufWriter::new)
+                    .map_err(|source| OpenError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+            };
+            let mut metadata = metadata.as_ref().map(create).transpose()?;
+            let metadata = metadata.as_mut().map(|m| m as &mut dyn Write);
             let summary = if output.as_os_str() == "-" {
-                export(data_dir, *shard, *from, &mut std::io::stdout().lock())?
+                export_with_metadata(
+                    data_dir,
+                    *shard,
+                    *from,
+                    &mut std::io::stdout().lock(),
+                    metadata,
+                )?
             } else {
-                let file = std::fs::File::create(output).map_err(|source| OpenError::Io {
-                    path: output.clone(),
-                    source,
-                })?;
-                let mut out = std::io::BufWriter::new(file);
-                export(data_dir, *shard, *from, &mut out)?
+                export_with_metadata(data_dir, *shard, *from, &mut create(output)?, metadata)?
             };
             eprintln!(
                 "exported {} messages ({} bytes)",

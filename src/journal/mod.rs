@@ -95,7 +95,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use fault::{FaultGate, FaultInjectionRefused, FaultPlan, ALLOW_FAULT_INJECTION_VAR};
-pub use record::{RecordView, RECORD_OVERHEAD_BYTES};
+pub use record::{ClientIdentity, ClientRef, RecordView, RECORD_OVERHEAD_BYTES};
 pub use recovery::create_dir_durable;
 pub use segment::{Next, SegmentReader, SEGMENT_HEADER_BYTES};
 pub use tail::{has_segments, TailError, TailReader};
@@ -240,6 +240,9 @@ pub struct RecordRef<'a> {
     /// The dedup key; `None` never deduplicates. A key with a field longer than 65 535 bytes is
     /// not stored and never deduplicates.
     pub dedup_key: Option<DedupKey<'a>>,
+    /// The verified TLS client identity of its connection (stored as format version 2), if
+    /// any.
+    pub client: Option<ClientRef<'a>>,
 }
 
 /// What [`Journal::append`] did.

@@ -283,6 +283,7 @@ mod tests {
                 peer: None,
                 payload: b"MSH|^~\\&|\r",
                 dedup_key: None,
+                client: None,
             };
             record::encode(&r, seq, &mut out);
         }

@@ -6,7 +6,8 @@
 //! connectors:
 //!   - name: lab                      # [A-Za-z0-9_-], unique; names the state directory
 //!     type: mllp                     # mllp | http | file (postgres, nats: not yet)
-//!     url: mllp://lab.example:2575
+//!     url: mllp://lab.example:2575   # mllps://host:port: MLLP over TLS, with
+//!     # tls_ca (required), tls_cert + tls_key (mTLS), tls_server_name (default: the host)
 //!     filter: 'msh.msg_type == "ORU"' # CEL, as validation rules; absent: every message
 //! retry: {initial_backoff: 1s, max_backoff: 60s, max_attempts: 10}
 //! on_failure: dead_letter            # or block
@@ -24,6 +25,10 @@ use crate::rules::{Filter, RulesOptions};
 
 /// Keys every connector takes.
 const COMMON_KEYS: &[&str] = &["name", "type", "url", "filter"];
+
+/// Keys of an `mllp` connector besides the common ones: its TLS files and server name, only
+/// with `mllps://`.
+const MLLP_TLS_KEYS: &[&str] = &["tls_ca", "tls_cert", "tls_key", "tls_server_name"];
 
 /// Longest connector name: it names a directory.
 const NAME_BYTES_MAX: usize = 64;
@@ -120,10 +125,13 @@ impl Default for RetryOptions {
 /// Where a connector delivers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// `mllp://host:port`: an MLLP peer that answers each message with an ACK.
+    /// `mllp://host:port`: an MLLP peer that answers each message with an ACK;
+    /// `mllps://host:port`: the same over TLS.
     Mllp {
         /// `host:port`, resolved at each connect.
         address: String,
+        /// TLS (`mllps://`): the CA, client certificate and server name, as `mllpd send --tls`.
+        tls: Option<crate::tls::ClientOptions>,
     },
     /// `file:///dir`: one file per message in `dir`.
     File {
@@ -222,7 +230,8 @@ fn connector(
         .map(String::as_str)
         .unwrap_or_default();
     let extra: &[&str] = match kind {
-        "mllp" | "file" | "http" => &[],
+        "mllp" => MLLP_TLS_KEYS,
+        "file" | "http" => &[],
         "postgres" | "nats" => {
             return Err(format!(
                 "{who}: type: `{kind}` is not supported yet (mllp, http, file)"
@@ -254,6 +263,9 @@ fn connector(
     if let (Target::Http { headers, .. }, Some(given)) = (&mut target, &spec.headers) {
         *headers = http_headers(given).map_err(|e| format!("{who}: headers: {e}"))?;
     }
+    if let Target::Mllp { address, tls } = &mut target {
+        *tls = mllp_tls(spec, address, tls.is_some()).map_err(|e| format!("{who}: {e}"))?;
+    }
     let filter = spec.keys.get("filter").cloned();
     if let Some(expression) = &filter {
         Filter::compile(&name, expression, rules)
@@ -275,7 +287,7 @@ fn target(kind: &str, url: &str) -> Result<Target, String> {
         return Err(format!("{url:?} is not a URL (scheme://…)"));
     };
     match (kind, scheme) {
-        ("mllp", "mllp") => {
+        ("mllp", "mllp" | "mllps") => {
             let address = rest.trim_end_matches('/');
             let (host, port) = address
                 .rsplit_once(':')
@@ -287,6 +299,7 @@ fn target(kind: &str, url: &str) -> Result<Target, String> {
             }
             Ok(Target::Mllp {
                 address: address.to_owned(),
+                tls: (scheme == "mllps").then(crate::tls::ClientOptions::default),
             })
         }
         ("http", "http" | "https") => {
@@ -311,6 +324,39 @@ fn target(kind: &str, url: &str) -> Result<Target, String> {
             "{url:?}: a `{kind}` connector needs a {kind}:// URL"
         )),
     }
+}
+
+/// The TLS options of an `mllp` connector to `address`: with `mllps://`, `tls_ca` is required,
+/// `tls_cert` and `tls_key` go together, and the files are loaded here so a bad one is refused
+/// at start (and by `check-config`), naming it; with `mllp://`, no `tls_*` key is allowed.
+fn mllp_tls(
+    spec: &ConnectorSpec,
+    address: &str,
+    mllps: bool,
+) -> Result<Option<crate::tls::ClientOptions>, String> {
+    let key = |name: &str| spec.keys.get(name).cloned();
+    if !mllps {
+        return match MLLP_TLS_KEYS.iter().find(|k| spec.keys.contains_key(**k)) {
+            Some(k) => Err(format!("{k}: only with an mllps:// URL")),
+            None => Ok(None),
+        };
+    }
+    let options = crate::tls::ClientOptions {
+        ca_file: key("tls_ca").map(PathBuf::from),
+        cert_file: key("tls_cert").map(PathBuf::from),
+        key_file: key("tls_key").map(PathBuf::from),
+        server_name: key("tls_server_name"),
+    };
+    if options.ca_file.is_none() {
+        return Err(
+            "tls_ca: required with mllps:// (the CA the server's certificate chains to)".to_owned(),
+        );
+    }
+    if options.cert_file.is_some() != options.key_file.is_some() {
+        return Err("tls_cert and tls_key go together".to_owned());
+    }
+    crate::tls::ClientTls::new(&options, address).map_err(|e| format!("TLS: {e}"))?;
+    Ok(Some(options))
 }
 
 /// Checks `headers:` (name → environment variable): names are HTTP tokens, the variables are
@@ -390,7 +436,8 @@ mod tests {
         assert_eq!(
             options.connectors[0].target,
             Target::Mllp {
-                address: "127.0.0.1:2575".to_owned()
+                address: "127.0.0.1:2575".to_owned(),
+                tls: None,
             }
         );
         assert_eq!(options.retry, RetryOptions::default());
@@ -405,6 +452,11 @@ mod tests {
             ("- {name: a, type: mllp, url: 'http://h:1'}", "connector \"a\": url:"),
             ("- {name: a, type: file, url: 'file://relative'}", "connector \"a\": url:"),
             ("- {name: a, type: mllp, url: 'mllp://h:99999'}", "connector \"a\": url:"),
+            ("- {name: a, type: mllp, url: 'mllps://h:1'}", "connector \"a\": tls_ca: required"),
+            ("- {name: a, type: mllp, url: 'mllp://h:1', tls_ca: /x}", "connector \"a\": tls_ca: only with an mllps:// URL"),
+            ("- {name: a, type: mllp, url: 'mllps://h:1', tls_ca: /nonexistent/ca.pem}", "connector \"a\": TLS: /nonexistent/ca.pem"),
+            ("- {name: a, type: mllp, url: 'mllps://h:1', tls_ca: /x, tls_key: /y}", "connector \"a\": tls_cert and tls_key go together"),
+            ("- {name: a, type: http, url: 'http://h/x', tls_ca: /x}", "connector \"a\": tls_ca: unknown key"),
             ("- {name: a, type: smtp, url: 'x://y'}", "connector \"a\": type: unknown"),
             ("- {name: a, type: nats, url: 'nats://y'}", "not supported yet"),
             ("- {name: a, type: http, url: 'http://'}", "connector \"a\": url:"),

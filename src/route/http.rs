@@ -5,11 +5,23 @@
 //! delivered; 4xx → rejected (dead letter); 5xx, 3xx (redirects are not followed: a POST of a
 //! message must not be replayed elsewhere silently), a timeout or a connection error → retry.
 //!
+//! A message that came over mutual TLS also carries its client's verified identity, from the
+//! journal record: `X-MLLP-Client-CN` (the certificate's subject CN) and `X-MLLP-Client-SANs`
+//! (its subject alternative names, comma-separated), each only when there is one. Bytes a
+//! header value cannot hold (controls, non-ASCII) and `%` (and `,` inside a SAN) are
+//! percent-encoded.
+//!
 //! A blocking client (`ureq`, rustls for https) on the connector's own thread, keeping its
 //! connections alive between messages.
 
 use super::{Delivery, Destination, Outcome};
 use crate::limits::{CONNECTOR_CONNECT_TIMEOUT, CONNECTOR_RESPONSE_TIMEOUT};
+
+/// The header carrying the verified TLS client certificate's subject CN.
+pub const CLIENT_CN_HEADER: &str = "X-MLLP-Client-CN";
+
+/// The header carrying its subject alternative names, comma-separated.
+pub const CLIENT_SANS_HEADER: &str = "X-MLLP-Client-SANs";
 
 /// The media type of an HL7 v2 message in ER7 (pipe) encoding.
 pub const CONTENT_TYPE: &str = "x-application/hl7-v2+er7";
@@ -64,6 +76,15 @@ impl Destination for HttpDestination {
         for (name, value) in &self.headers {
             request = request.set(name, value);
         }
+        if let Some(client) = delivery.client {
+            if let Some(cn) = client.cn() {
+                request = request.set(CLIENT_CN_HEADER, &header_text(cn, false));
+            }
+            let sans: Vec<String> = client.sans().map(|s| header_text(s, true)).collect();
+            if !sans.is_empty() {
+                request = request.set(CLIENT_SANS_HEADER, &sans.join(","));
+            }
+        }
         match request.send_bytes(delivery.payload) {
             Ok(response) if (200..300).contains(&response.status()) => Outcome::Delivered,
             Ok(response) => Outcome::Failed(format!(
@@ -80,5 +101,31 @@ impl Destination for HttpDestination {
                 Outcome::Failed(format!("cannot POST to {}: {transport}", self.url))
             }
         }
+    }
+}
+
+/// `text` as a header value: printable ASCII kept, every other byte, `%` (and `,` when `list`)
+/// percent-encoded, so a certificate's names can never break the request.
+fn header_text(text: &str, list: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' && !(list && b == b',') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_text;
+
+    #[test]
+    fn names_become_safe_header_values() {
+        assert_eq!(header_text("lab-system", false), "lab-system");
+        assert_eq!(header_text("a,b%\r\né", false), "a,b%25%0D%0A%C3%A9");
+        assert_eq!(header_text("a,b", true), "a%2Cb");
     }
 }

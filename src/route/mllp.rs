@@ -4,6 +4,10 @@
 //! letter); AE/CE, no ACK in time, a disconnect or an ACK for another message → failed (retry,
 //! on a new connection when the stream may be out of step).
 //!
+//! `mllps://` speaks the same over TLS, with the client code of `mllpd send --tls`
+//! ([`crate::tls::ClientTls`]): the files are read once (a bad one stops the start, naming it),
+//! and each new connection runs its handshake within CONNECTOR_CONNECT_TIMEOUT.
+//!
 //! Plain blocking `std::net` on the connector's own thread: one message in flight per
 //! connection, which is what keeps delivery FIFO.
 
@@ -15,6 +19,7 @@ use super::{Delivery, Destination, Outcome};
 use crate::limits::{
     CONNECTOR_ACK_BYTES_MAX, CONNECTOR_CONNECT_TIMEOUT, CONNECTOR_RESPONSE_TIMEOUT,
 };
+use crate::tls::{ClientOptions, ClientStream, ClientTls};
 
 /// MLLP start block.
 const SB: u8 = 0x0B;
@@ -28,8 +33,10 @@ const CR: u8 = 0x0D;
 pub struct MllpDestination {
     /// `host:port`.
     address: String,
+    /// TLS for `mllps://`; `None`: plaintext.
+    tls: Option<ClientTls>,
     /// The open connection, if any.
-    stream: Option<TcpStream>,
+    stream: Option<ClientStream>,
     /// Reused frame and ACK buffers.
     out: Vec<u8>,
     /// Bytes read while waiting for the ACK.
@@ -39,19 +46,25 @@ pub struct MllpDestination {
 }
 
 impl MllpDestination {
-    /// A destination for `address` (`host:port`); connects at the first delivery.
-    pub fn new(address: String) -> MllpDestination {
-        MllpDestination {
+    /// A destination for `address` (`host:port`), over TLS with `tls` (its files are read
+    /// here); connects at the first delivery.
+    pub fn new(address: String, tls: Option<&ClientOptions>) -> Result<MllpDestination, String> {
+        let tls = tls
+            .map(|options| ClientTls::new(options, &address))
+            .transpose()
+            .map_err(|e| format!("TLS: {e}"))?;
+        Ok(MllpDestination {
             address,
+            tls,
             stream: None,
             out: Vec::new(),
             input: Vec::new(),
             response_timeout: CONNECTOR_RESPONSE_TIMEOUT,
-        }
+        })
     }
 
-    /// The open connection, connecting first if needed.
-    fn connection(&mut self) -> Result<&mut TcpStream, String> {
+    /// The open connection, connecting (and running the TLS handshake) first if needed.
+    fn connection(&mut self) -> Result<&mut ClientStream, String> {
         if self.stream.is_none() {
             let addresses = self
                 .address
@@ -59,14 +72,25 @@ impl MllpDestination {
                 .map_err(|e| format!("cannot resolve {}: {e}", self.address))?;
             let mut last = format!("{} resolves to no address", self.address);
             for address in addresses {
-                match TcpStream::connect_timeout(&address, CONNECTOR_CONNECT_TIMEOUT) {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        self.stream = Some(stream);
-                        break;
+                let tcp = match TcpStream::connect_timeout(&address, CONNECTOR_CONNECT_TIMEOUT) {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        last = format!("cannot connect to {address}: {e}");
+                        continue;
                     }
-                    Err(e) => last = format!("cannot connect to {address}: {e}"),
+                };
+                let _ = tcp.set_nodelay(true);
+                match &self.tls {
+                    None => self.stream = Some(ClientStream::Plain(tcp)),
+                    Some(tls) => match tls.connect(tcp, CONNECTOR_CONNECT_TIMEOUT) {
+                        Ok(stream) => self.stream = Some(stream),
+                        Err(e) => {
+                            last = format!("TLS handshake with {address} failed: {e}");
+                            continue;
+                        }
+                    },
                 }
+                break;
             }
             if self.stream.is_none() {
                 return Err(last);
@@ -86,9 +110,12 @@ impl MllpDestination {
         let deadline = Instant::now() + self.response_timeout;
         let out = std::mem::take(&mut self.out);
         let sent = self.connection().and_then(|stream| {
-            let _ = stream.set_write_timeout(Some(CONNECTOR_RESPONSE_TIMEOUT));
+            let _ = stream
+                .tcp()
+                .set_write_timeout(Some(CONNECTOR_RESPONSE_TIMEOUT));
             stream
                 .write_all(&out)
+                .and_then(|()| stream.flush())
                 .map_err(|e| format!("send failed: {e}"))
         });
         self.out = out;
@@ -107,7 +134,7 @@ impl MllpDestination {
                 return Err(format!("no ACK within {:?}", self.response_timeout));
             }
             let stream = self.connection()?;
-            let _ = stream.set_read_timeout(Some(left));
+            let _ = stream.tcp().set_read_timeout(Some(left));
             match stream.read(&mut chunk) {
                 Ok(0) => return Err("the downstream closed the connection".to_owned()),
                 Ok(n) => self.input.extend_from_slice(&chunk[..n]),

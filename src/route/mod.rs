@@ -57,6 +57,8 @@ pub struct Delivery<'a> {
     pub payload: &'a [u8],
     /// Its MSH-10 (empty if the header could not be read).
     pub control_id: &'a [u8],
+    /// The verified TLS client identity (CN, SANs) of the connection it came on, if journaled.
+    pub client: Option<crate::journal::ClientIdentity<'a>>,
 }
 
 /// What a destination made of one attempt.
@@ -245,6 +247,7 @@ impl Engine {
                     stop: Arc::clone(&self.stop),
                     parse_options: self.options.parse_options,
                     payload: Vec::new(),
+                    client: Vec::new(),
                     jitter: seed(index, shard),
                 };
                 let cpu = (!self.options.cpus.is_empty()).then(|| {
@@ -364,7 +367,9 @@ fn stale_journals(data_dir: &Path, shards: usize) -> Vec<usize> {
 /// The destination of a target; `Err` when an environment variable it needs is not set.
 fn destination(target: &Target) -> Result<Box<dyn Destination>, String> {
     Ok(match target {
-        Target::Mllp { address } => Box::new(mllp::MllpDestination::new(address.clone())),
+        Target::Mllp { address, tls } => {
+            Box::new(mllp::MllpDestination::new(address.clone(), tls.as_ref())?)
+        }
         Target::File { dir } => Box::new(file::FileDestination::new(dir.clone())),
         Target::Http { url, headers } => {
             let mut values = Vec::with_capacity(headers.len());
@@ -430,6 +435,8 @@ struct Worker {
     parse_options: ParseOptions,
     /// The current message (copied out of the reader's buffer).
     payload: Vec<u8>,
+    /// The current message's client-identity section (copied likewise); empty: none.
+    client: Vec<u8>,
     /// xorshift state for the jitter.
     jitter: u64,
 }
@@ -450,6 +457,10 @@ impl Worker {
                 Ok(Some(view)) => {
                     self.payload.clear();
                     self.payload.extend_from_slice(view.payload);
+                    self.client.clear();
+                    if let Some(client) = view.client {
+                        self.client.extend_from_slice(client.as_bytes());
+                    }
                     (view.seq, view.peer.map(|p| p.ip()))
                 }
                 Ok(None) => {
@@ -514,6 +525,7 @@ impl Worker {
                 .and_then(|(_, value)| value.parse().ok())
                 .unwrap_or(0);
             self.payload = payload;
+            self.client.clear();
             if let Handled::Stopped = self.handle(seq, None) {
                 return false;
             }
@@ -571,6 +583,7 @@ impl Worker {
                 seq,
                 payload: &self.payload,
                 control_id: &control_id,
+                client: crate::journal::ClientIdentity::parse(&self.client).ok(),
             };
             let reason = match self.destination.deliver(&delivery) {
                 Outcome::Delivered => {
@@ -749,6 +762,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             parse_options: ParseOptions::default(),
             payload: Vec::new(),
+            client: Vec::new(),
             jitter: seed(0, 0),
         };
         for (attempts, full_ms) in [

@@ -554,7 +554,10 @@ impl Connection {
         self.counts.write_bytes_max = self.counts.write_bytes_max.max(bytes);
         self.out.clear();
         result.map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => Close::WriteTimeout,
+            io::ErrorKind::TimedOut => {
+                shard.stats.write_timeouts.inc();
+                Close::WriteTimeout
+            }
             kind => Close::WriteError(kind),
         })
     }
@@ -731,6 +734,10 @@ async fn admit(
         peer: origin.peer,
         payload,
         dedup_key: Some(dedup_key),
+        client: origin.identity.map(|i| crate::journal::ClientRef {
+            cn: i.cn.as_deref(),
+            sans: &i.sans,
+        }),
     };
     let appended = shard.journal.append_in_turn(&record).await;
     match appended {

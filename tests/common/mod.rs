@@ -2,6 +2,8 @@
 //! its port from the start line, collect its log lines, and talk MLLP to it over real sockets.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -481,5 +483,59 @@ impl Ack {
         } else {
             fields.join(&sep)
         }
+    }
+}
+
+/// The admin address from the start-up log.
+pub fn admin_addr(server: &Server) -> SocketAddr {
+    let line = server.wait_log(&["admin endpoint listening"], Duration::from_secs(10));
+    log_value(&line, "admin")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in: {line}"))
+}
+
+/// GET `path`: (status, body).
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The sum over shards of the samples of `name` whose labels include every one of `labels`.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Polls `/metrics` until `done` holds (figures the heartbeat publishes lag by up to 0.5 s).
+pub fn metrics_until(addr: SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, text) = get(addr, "/metrics");
+        assert_eq!(status, 200);
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}; metrics:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -167,6 +167,10 @@ async fn connect(plan: &Plan) -> std::io::Result<TcpStream> {
 /// One connection from connect to drain.
 async fn connection(plan: Plan, shared: Arc<Shared>, conn: usize) -> Stats {
     let mut stats = Stats::new();
+    if let Mode::Reconnect = plan.mode {
+        reconnect_loop(&plan, &shared, Sender::new(&plan, conn), &mut stats).await;
+        return stats;
+    }
     let stream = match connect(&plan).await {
         Ok(s) => s,
         Err(e) => {
@@ -191,9 +195,10 @@ async fn connection(plan: Plan, shared: Arc<Shared>, conn: usize) -> Stats {
                 Err(e) => stats.error(format!("TLS handshake: {e}")),
             }
         }
-        (Some(_), Mode::Open { .. }) => {
-            stats.error("--tls-ca: only the closed loop and pipelined modes speak TLS".to_owned())
-        }
+        (Some(_), Mode::Open { .. }) => stats.error(
+            "--tls-ca: only the closed loop, pipelined and reconnect modes speak TLS".to_owned(),
+        ),
+        (_, Mode::Reconnect) => {}
         (None, Mode::Window { depth }) => {
             window_loop(stream, &shared, sender, depth, &mut stats).await
         }
@@ -380,6 +385,87 @@ async fn window_loop<S: AsyncRead + AsyncWrite + Unpin>(
         consume(&mut buf, &mut filled, used);
         to_send = settled;
     }
+}
+
+/// Reconnect mode: a connection per message, until the window ends; see [`Mode::Reconnect`].
+async fn reconnect_loop(plan: &Plan, shared: &Shared, sender: Sender, stats: &mut Stats) {
+    // Full handshakes: no session is resumed.
+    let tls = plan.tls.as_ref().map(|config| {
+        let mut config = (**config).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    });
+    let name = match rustls::pki_types::ServerName::try_from(plan.tls_server_name.clone()) {
+        Ok(name) => name,
+        Err(e) => return stats.error(format!("TLS server name: {e}")),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let started = Instant::now();
+        if shared.stopping(started) {
+            return;
+        }
+        let tcp = match TcpStream::connect(plan.addr).await {
+            Ok(tcp) => tcp,
+            Err(e) => return stats.error(format!("connect {}: {e}", plan.addr)),
+        };
+        let _ = tcp.set_nodelay(true);
+        let result = match &tls {
+            None => one_message(tcp, shared, &sender, started, &mut buf, stats).await,
+            Some(connector) => match connector.connect(name.clone(), tcp).await {
+                Ok(stream) => one_message(stream, shared, &sender, started, &mut buf, stats).await,
+                Err(e) => Err(format!("TLS handshake: {e}")),
+            },
+        };
+        if let Err(e) = result {
+            stats.lost += 1;
+            return stats.error(e);
+        }
+    }
+}
+
+/// Sends one message on `stream`, settles its ACK (latency from `started`), and closes the
+/// stream (with TLS, close_notify).
+async fn one_message<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    shared: &Shared,
+    sender: &Sender,
+    started: Instant,
+    buf: &mut Vec<u8>,
+    stats: &mut Stats,
+) -> Result<(), String> {
+    let mut out = Vec::with_capacity(1024);
+    let mut inflight = VecDeque::with_capacity(1);
+    inflight.push_back((sender.push(&mut out), started));
+    stats.sent += 1;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut filled = 0;
+    while !inflight.is_empty() {
+        let read = tokio::time::timeout(
+            sender.drain_timeout,
+            read_more(&mut stream, buf, &mut filled),
+        );
+        match read.await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Err("server closed the connection".to_owned()),
+            Ok(Err(e)) => return Err(format!("read: {e}")),
+            Err(_) => return Err("no ACK within the drain timeout".to_owned()),
+        }
+        let (used, _) = settle(
+            &buf[..filled],
+            &mut inflight,
+            sender,
+            shared,
+            Instant::now(),
+            stats,
+        );
+        consume(buf, &mut filled, used);
+    }
+    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 fn lose(stats: &mut Stats, inflight: &VecDeque<(u64, Instant)>, why: &str) {

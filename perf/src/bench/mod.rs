@@ -40,6 +40,10 @@ pub enum Mode {
         /// Messages per second, all connections together.
         rate: f64,
     },
+    /// Each connection in turn: connect (with TLS, a full handshake: no resumption), send one
+    /// message, read its ACK, close (close_notify with TLS), again. Latency runs from the
+    /// connect, so the rate is connections — full handshakes — per second.
+    Reconnect,
 }
 
 /// Everything a run needs; built from the command line.

@@ -104,15 +104,16 @@ impl Report {
                 Mode::Window { depth: 1 } => "closed",
                 Mode::Window { .. } => "pipelined",
                 Mode::Open { .. } => "open",
+                Mode::Reconnect => "reconnect",
             },
             connections: plan.connections,
             depth: match plan.mode {
                 Mode::Window { depth } => Some(depth),
-                Mode::Open { .. } => None,
+                Mode::Open { .. } | Mode::Reconnect => None,
             },
             rate: match plan.mode {
                 Mode::Open { rate } => Some(rate),
-                Mode::Window { .. } => None,
+                Mode::Window { .. } | Mode::Reconnect => None,
             },
             window_s: window,
             warmup_s: plan.warmup.as_secs_f64(),

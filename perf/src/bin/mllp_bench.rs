@@ -23,6 +23,9 @@ enum ModeArg {
     Pipelined,
     /// Fixed rate (`--rate`), latency from the intended send time.
     Open,
+    /// A new connection (with --tls-ca, a full TLS handshake) for each message, closed after
+    /// its ACK: connections (handshakes) per second.
+    Reconnect,
 }
 
 /// MLLP load generator with ACK verification.
@@ -87,7 +90,8 @@ struct Args {
     #[arg(long)]
     no_progress: bool,
     /// Speak TLS, trusting the CA certificates of this PEM file (closed loop and pipelined
-    /// modes; each connection's full handshake is done before the window opens).
+    /// modes: each connection's full handshake is done before the window opens; reconnect
+    /// mode: a full handshake per message).
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// Client certificate (PEM) for servers that require mTLS; with --tls-key.
@@ -226,6 +230,7 @@ fn plan(
         ModeArg::Pipelined => Mode::Window {
             depth: args.depth.max(1),
         },
+        ModeArg::Reconnect => Mode::Reconnect,
         ModeArg::Open => Mode::Open {
             rate: args
                 .rate
