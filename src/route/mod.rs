@@ -27,7 +27,10 @@ pub mod dlq;
 mod durable;
 pub mod file;
 pub mod http;
+pub mod instance;
 pub mod mllp;
+pub mod nats;
+pub mod postgres;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +60,10 @@ pub struct Delivery<'a> {
     pub payload: &'a [u8],
     /// Its MSH-10 (empty if the header could not be read).
     pub control_id: &'a [u8],
+    /// When it was received, µs since the Unix epoch (`None` for a replayed dead letter).
+    pub received_unix_micros: Option<u64>,
+    /// The sender's address, if recorded.
+    pub peer: Option<IpAddr>,
 }
 
 /// What a destination made of one attempt.
@@ -218,6 +225,14 @@ impl Engine {
     /// Starts one worker per connector and shard. Call once the journals are recovered.
     pub fn start(&mut self) -> Result<(), String> {
         let routing = &self.options.routing;
+        let keyed = routing
+            .connectors
+            .iter()
+            .any(|c| matches!(c.target, Target::Postgres(_) | Target::Nats(_)));
+        let instance = match keyed {
+            true => instance::load_or_create(&self.options.data_dir)?,
+            false => String::new(),
+        };
         for (index, connector) in routing.connectors.iter().enumerate() {
             for (shard, holds) in self.holds.iter().enumerate() {
                 if !self.delivered[shard] {
@@ -229,7 +244,7 @@ impl Engine {
                 let worker = Worker {
                     name: connector.name.clone(),
                     shard,
-                    destination: destination(&connector.target)
+                    destination: destination(&connector.target, &instance)
                         .map_err(|e| format!("connector {:?}: {e}", connector.name))?,
                     filter: self.filters[index].clone(),
                     reader: TailReader::new(
@@ -245,6 +260,7 @@ impl Engine {
                     stop: Arc::clone(&self.stop),
                     parse_options: self.options.parse_options,
                     payload: Vec::new(),
+                    received: None,
                     jitter: seed(index, shard),
                 };
                 let cpu = (!self.options.cpus.is_empty()).then(|| {
@@ -361,8 +377,9 @@ fn stale_journals(data_dir: &Path, shards: usize) -> Vec<usize> {
     out
 }
 
-/// The destination of a target; `Err` when an environment variable it needs is not set.
-fn destination(target: &Target) -> Result<Box<dyn Destination>, String> {
+/// The destination of a target (`instance`: this DATA_DIR's id, for those that key on it);
+/// `Err` when an environment variable it needs is not set.
+fn destination(target: &Target, instance: &str) -> Result<Box<dyn Destination>, String> {
     Ok(match target {
         Target::Mllp { address } => Box::new(mllp::MllpDestination::new(address.clone())),
         Target::File { dir } => Box::new(file::FileDestination::new(dir.clone())),
@@ -375,6 +392,13 @@ fn destination(target: &Target) -> Result<Box<dyn Destination>, String> {
                 values.push((name.clone(), value));
             }
             Box::new(http::HttpDestination::new(url.clone(), values))
+        }
+        Target::Postgres(options) => Box::new(postgres::PostgresDestination::new(
+            options.clone(),
+            instance.to_owned(),
+        )?),
+        Target::Nats(options) => {
+            Box::new(nats::NatsDestination::new(options.clone(), instance.to_owned())?)
         }
     })
 }
@@ -430,6 +454,8 @@ struct Worker {
     parse_options: ParseOptions,
     /// The current message (copied out of the reader's buffer).
     payload: Vec<u8>,
+    /// Its receive time (`None` for a replayed dead letter).
+    received: Option<u64>,
     /// xorshift state for the jitter.
     jitter: u64,
 }
@@ -450,6 +476,7 @@ impl Worker {
                 Ok(Some(view)) => {
                     self.payload.clear();
                     self.payload.extend_from_slice(view.payload);
+                    self.received = Some(view.receive_time_unix_micros);
                     (view.seq, view.peer.map(|p| p.ip()))
                 }
                 Ok(None) => {
@@ -514,6 +541,7 @@ impl Worker {
                 .and_then(|(_, value)| value.parse().ok())
                 .unwrap_or(0);
             self.payload = payload;
+            self.received = None;
             if let Handled::Stopped = self.handle(seq, None) {
                 return false;
             }
@@ -571,6 +599,8 @@ impl Worker {
                 seq,
                 payload: &self.payload,
                 control_id: &control_id,
+                received_unix_micros: self.received,
+                peer,
             };
             let reason = match self.destination.deliver(&delivery) {
                 Outcome::Delivered => {
@@ -736,9 +766,12 @@ mod tests {
             name: "a".to_owned(),
             shard: 0,
             dir: data.path().to_owned(),
-            destination: destination(&Target::File {
-                dir: data.path().to_owned(),
-            })
+            destination: destination(
+                &Target::File {
+                    dir: data.path().to_owned(),
+                },
+                "",
+            )
             .unwrap(),
             filter: None,
             reader: TailReader::new(data.path(), Arc::clone(&holds.watermark), 0),
@@ -749,6 +782,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             parse_options: ParseOptions::default(),
             payload: Vec::new(),
+            received: None,
             jitter: seed(0, 0),
         };
         for (attempts, full_ms) in [
