@@ -172,8 +172,14 @@ fn a_sigkill_during_delivery_loses_nothing_and_the_stream_holds_each_once() {
 
 /// Sets the test stream's largest message (`-1`: unlimited), creating it if needed.
 fn set_max_message_size(nats: &Nats, bytes: i32) {
+    // JetStream may still be starting: try for a while.
+    let done = wait_until(Duration::from_secs(20), || try_max_message_size(nats, bytes).is_ok());
+    assert!(done, "cannot set the stream's max_msg_size");
+}
+
+fn try_max_message_size(nats: &Nats, bytes: i32) -> Result<(), String> {
     runtime().block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client = async_nats::connect(nats.url()).await.map_err(|e| e.to_string())?;
         let jetstream = async_nats::jetstream::new(client);
         let config = async_nats::jetstream::stream::Config {
             name: STREAM.to_owned(),
@@ -184,11 +190,12 @@ fn set_max_message_size(nats: &Nats, bytes: i32) {
             ..Default::default()
         };
         if jetstream.get_stream(STREAM).await.is_ok() {
-            jetstream.update_stream(config).await.unwrap();
+            jetstream.update_stream(config).await.map_err(|e| e.to_string())?;
         } else {
-            jetstream.create_stream(config).await.unwrap();
+            jetstream.create_stream(config).await.map_err(|e| e.to_string())?;
         }
-    });
+        Ok(())
+    })
 }
 
 #[test]

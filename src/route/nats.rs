@@ -88,48 +88,71 @@ impl SubjectTemplate {
     /// as `{msh.NAME}`.
     pub fn parse(template: &str) -> Result<SubjectTemplate, String> {
         let mut pieces = Vec::new();
-        for token in template.split('.') {
-            if !pieces.is_empty() {
-                pieces.push(Piece::Text(".".to_owned()));
+        let mut rest = template;
+        while !rest.is_empty() {
+            let (text, after) = match rest.find('{') {
+                Some(open) => (&rest[..open], Some(&rest[open + 1..])),
+                None => (rest, None),
+            };
+            if text.contains(['}', '*', '>']) || text.contains(char::is_whitespace) {
+                return Err(format!(
+                    "{template:?}: `{text}`: no wildcards, braces or spaces outside a field"
+                ));
             }
-            if token.is_empty() {
-                return Err(format!("{template:?}: an empty token (`..`, or a leading or trailing `.`)"));
+            if !text.is_empty() {
+                pieces.push(Piece::Text(text.to_owned()));
             }
-            let mut rest = token;
-            while !rest.is_empty() {
-                let (text, after) = match rest.find('{') {
-                    Some(open) => (&rest[..open], Some(&rest[open + 1..])),
-                    None => (rest, None),
-                };
-                if text.contains(['}', '*', '>']) || text.contains(char::is_whitespace) {
-                    return Err(format!(
-                        "{template:?}: `{text}`: no wildcards, braces or spaces outside a field"
-                    ));
+            let Some(after) = after else { break };
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("{template:?}: a `{{` without its `}}`"))?;
+            let wanted = &after[..close];
+            let &(name, path) = FIELDS.iter().find(|(n, _)| *n == wanted).ok_or_else(|| {
+                let known: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
+                format!("{template:?}: unknown field `{wanted}` ({})", known.join(", "))
+            })?;
+            pieces.push(Piece::Field(name, path));
+            rest = &after[close + 1..];
+        }
+        let parsed = SubjectTemplate { pieces };
+        if parsed.tokens().iter().any(|(text, field)| text.is_empty() && !field) {
+            return Err(format!(
+                "{template:?}: an empty token (`..`, or a leading or trailing `.`)"
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// The template's tokens: the literal text of each and whether it holds a field.
+    fn tokens(&self) -> Vec<(String, bool)> {
+        let mut tokens = vec![(String::new(), false)];
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => {
+                    for (i, part) in text.split('.').enumerate() {
+                        if i > 0 {
+                            tokens.push((String::new(), false));
+                        }
+                        if let Some(last) = tokens.last_mut() {
+                            last.0.push_str(part);
+                        }
+                    }
                 }
-                if !text.is_empty() {
-                    pieces.push(Piece::Text(text.to_owned()));
+                Piece::Field(..) => {
+                    if let Some(last) = tokens.last_mut() {
+                        last.1 = true;
+                    }
                 }
-                let Some(after) = after else { break };
-                let close = after
-                    .find('}')
-                    .ok_or_else(|| format!("{template:?}: a `{{` without its `}}`"))?;
-                let name = &after[..close];
-                let &(name, path) = FIELDS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-                    let known: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
-                    format!("{template:?}: unknown field `{name}` ({})", known.join(", "))
-                })?;
-                pieces.push(Piece::Field(name, path));
-                rest = &after[close + 1..];
             }
         }
-        Ok(SubjectTemplate { pieces })
+        tokens
     }
 
     /// The subjects the stream must take: each token holding a field becomes `*`.
     pub fn filter(&self) -> String {
-        let text = self.to_string();
-        text.split('.')
-            .map(|token| if token.contains('{') { "*" } else { token })
+        self.tokens()
+            .into_iter()
+            .map(|(text, field)| if field { "*".to_owned() } else { text })
             .collect::<Vec<_>>()
             .join(".")
     }

@@ -204,6 +204,13 @@ fn as_owner(program: &Path, owner: Option<&str>) -> Command {
     }
 }
 
+/// [`as_owner`] in `dir` (the owner may not be allowed into the test's working directory).
+fn as_owner_in(program: &Path, owner: Option<&str>, dir: &Path) -> Command {
+    let mut command = as_owner(program, owner);
+    command.current_dir(dir);
+    command
+}
+
 /// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1.
 pub struct Postgres {
     /// The directory (data in `data/`, the socket beside it).
@@ -247,7 +254,7 @@ impl Postgres {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
             }
         }
-        let output = as_owner(&initdb, owner.as_deref())
+        let output = as_owner_in(&initdb, owner.as_deref(), dir.path())
             .arg("-D")
             .arg(dir.path().join("data"))
             .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
@@ -278,7 +285,7 @@ impl Postgres {
     /// Starts the server again on the same directory and port; waits until it takes queries.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = as_owner(&self.program, self.owner.as_deref())
+        let child = as_owner_in(&self.program, self.owner.as_deref(), self.dir.path())
             .arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-p", &self.port.to_string(), "-k"])
