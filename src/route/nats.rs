@@ -425,7 +425,7 @@ impl Destination for NatsDestination {
                     delivery.payload.len()
                 )));
             }
-            let publish = jetstream::context::Publish::build()
+            let publish = jetstream::message::PublishMessage::build()
                 .payload(delivery.payload.to_vec().into())
                 .message_id(&id);
             let acked = match open.jetstream.send_publish(subject.to_owned(), publish).await {
