@@ -144,19 +144,12 @@ fn a_sigkill_during_delivery_loses_nothing_and_the_stream_holds_each_once() {
     server.signal("KILL");
     drop(server);
     let at_kill = stored(&nats).len();
-    let cursor: u64 = std::fs::read_to_string(&cursor_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    assert_eq!(std::fs::read(&cursor_file).unwrap().len(), 20, "the cursor was written");
     assert!(
         (100..sent.len()).contains(&at_kill),
         "delivery was not caught mid-way ({at_kill} published)"
     );
-    eprintln!(
-        "killed with {at_kill} published and the cursor at {cursor}: the restart sends {} again",
-        (at_kill as u64).saturating_sub(cursor)
-    );
+    eprintln!("killed with {at_kill} delivered");
     let server = start(&data, &config);
     server.wait_log(&["connected to NATS"], Duration::from_secs(20));
     wait_stored(&nats, accepted.len());

@@ -148,16 +148,12 @@ fn a_sigkill_during_delivery_loses_nothing_and_adds_no_row_twice() {
     server.signal("KILL");
     drop(server);
     let at_kill = pg.rows(TABLE).len();
-    let cursor: u64 = std::fs::read_to_string(&cursor_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    assert_eq!(std::fs::read(&cursor_file).unwrap().len(), 20, "the cursor was written");
     assert!(
         (100..payloads_sent.len()).contains(&at_kill),
         "delivery was not caught mid-way ({at_kill} stored)"
     );
-    eprintln!("killed with {at_kill} rows stored and the cursor at {cursor}: the restart sends {} again", at_kill as u64 - cursor.min(at_kill as u64));
+    eprintln!("killed with {at_kill} delivered");
     let server = start(&data, &config, PG_PASSWORD);
     let stored = wait_rows(&pg, accepted.len());
     std::thread::sleep(Duration::from_millis(500));

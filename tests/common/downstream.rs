@@ -551,7 +551,7 @@ pub fn stream_messages(urls: &[String], stream: &str) -> Vec<Stored> {
             };
             let msg_id = message
                 .headers
-                .get("Nats-Msg-Id")
+                .get(async_nats::header::NATS_MESSAGE_ID)
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
             out.push(Stored {
