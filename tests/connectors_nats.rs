@@ -85,12 +85,17 @@ fn a_corpus_is_published_in_order_byte_for_byte_with_subject_and_msg_id() {
         let tokens: Vec<&str> = message.subject.split('.').collect();
         assert_eq!(tokens.len(), 3, "{}", message.subject);
         assert!(
-            tokens.iter().all(|t| !t.is_empty() && !t.contains(['*', '>', ' '])),
+            tokens
+                .iter()
+                .all(|t| !t.is_empty() && !t.contains(['*', '>', ' '])),
             "{}",
             message.subject
         );
     }
-    server.wait_log(&["JetStream stream created", STREAM], Duration::from_secs(5));
+    server.wait_log(
+        &["JetStream stream created", STREAM],
+        Duration::from_secs(5),
+    );
 }
 
 #[test]
@@ -144,7 +149,11 @@ fn a_sigkill_during_delivery_loses_nothing_and_the_stream_holds_each_once() {
     server.signal("KILL");
     drop(server);
     let at_kill = stored(&nats).len();
-    assert_eq!(std::fs::read(&cursor_file).unwrap().len(), 20, "the cursor was written");
+    assert_eq!(
+        std::fs::read(&cursor_file).unwrap().len(),
+        20,
+        "the cursor was written"
+    );
     assert!(
         (100..sent.len()).contains(&at_kill),
         "delivery was not caught mid-way ({at_kill} published)"
@@ -166,13 +175,17 @@ fn a_sigkill_during_delivery_loses_nothing_and_the_stream_holds_each_once() {
 /// Sets the test stream's largest message (`-1`: unlimited), creating it if needed.
 fn set_max_message_size(nats: &Nats, bytes: i32) {
     // JetStream may still be starting: try for a while.
-    let done = wait_until(Duration::from_secs(20), || try_max_message_size(nats, bytes).is_ok());
+    let done = wait_until(Duration::from_secs(20), || {
+        try_max_message_size(nats, bytes).is_ok()
+    });
     assert!(done, "cannot set the stream's max_msg_size");
 }
 
 fn try_max_message_size(nats: &Nats, bytes: i32) -> Result<(), String> {
     runtime().block_on(async {
-        let client = async_nats::connect(nats.url()).await.map_err(|e| e.to_string())?;
+        let client = async_nats::connect(nats.url())
+            .await
+            .map_err(|e| e.to_string())?;
         let jetstream = async_nats::jetstream::new(client);
         let config = async_nats::jetstream::stream::Config {
             name: STREAM.to_owned(),
@@ -183,9 +196,15 @@ fn try_max_message_size(nats: &Nats, bytes: i32) -> Result<(), String> {
             ..Default::default()
         };
         if jetstream.get_stream(STREAM).await.is_ok() {
-            jetstream.update_stream(config).await.map_err(|e| e.to_string())?;
+            jetstream
+                .update_stream(config)
+                .await
+                .map_err(|e| e.to_string())?;
         } else {
-            jetstream.create_stream(config).await.map_err(|e| e.to_string())?;
+            jetstream
+                .create_stream(config)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     })
@@ -210,11 +229,17 @@ fn a_message_the_stream_refuses_is_a_dead_letter_and_is_published_after_the_fix_
         &["message stored as a dead letter", "connector=js", "seq=2"],
         Duration::from_secs(20),
     );
-    assert!(wait_stored(&nats, 2) == [adt("A"), adt("B")], "B is not held up by the poison");
+    assert!(
+        wait_stored(&nats, 2) == [adt("A"), adt("B")],
+        "B is not held up by the poison"
+    );
     let (code, listed) = dlq(&data, "js", &["list"]);
     assert_eq!(code, 0, "{listed}");
     assert!(listed.contains("1 dead letter(s)"), "{listed}");
-    assert!(listed.contains("the stream refused the message"), "{listed}");
+    assert!(
+        listed.contains("the stream refused the message"),
+        "{listed}"
+    );
     set_max_message_size(&nats, -1);
     let (code, out) = dlq(&data, "js", &["replay", "--all"]);
     assert_eq!(code, 0, "{out}");
@@ -222,7 +247,10 @@ fn a_message_the_stream_refuses_is_a_dead_letter_and_is_published_after_the_fix_
         &["dead letter replayed", "connector=js", "seq=2"],
         Duration::from_secs(20),
     );
-    assert!(wait_stored(&nats, 3) == [adt("A"), adt("B"), poison], "replayed after the fix");
+    assert!(
+        wait_stored(&nats, 3) == [adt("A"), adt("B"), poison],
+        "replayed after the fix"
+    );
 }
 
 #[test]
@@ -260,7 +288,10 @@ fn an_unreachable_server_and_a_stream_that_cannot_be_created_are_logged_and_retr
     // With JetStream on (same port), everything is published: nothing was skipped.
     plain.stop();
     let js = Nats::start_on(&dir.path().join("nats"), plain.port, true);
-    assert!(wait_stored(&js, 5) == ids, "not all published once JetStream is on");
+    assert!(
+        wait_stored(&js, 5) == ids,
+        "not all published once JetStream is on"
+    );
     drop(server);
 }
 
@@ -270,12 +301,30 @@ fn check_config_refuses_bad_nats_connectors_naming_connector_and_key() {
     let (code, stderr) = check_config(good);
     assert_eq!(code, 0, "{stderr}");
     let cases = [
-        ("- {name: js, type: nats, url: 'nats://a:4222', subject: 'hl7.{msh.sending_facility}'}", "connector \"js\": subject: "),
-        ("- {name: js, type: nats, url: 'nats://a:4222', subject: 'hl7.>'}", "connector \"js\": subject: "),
-        ("- {name: js, type: nats, url: 'nats://a:4222', stream: 'a.b'}", "connector \"js\": stream: "),
-        ("- {name: js, type: nats, url: 'nats://a:4222', replicas: 0}", "connector \"js\": replicas: "),
-        ("- {name: js, type: nats, url: 'nats//a:4222'}", "connector \"js\": url: "),
-        ("- {name: js, type: nats, url: 'nats://a:4222', streams: x}", "connector \"js\": streams: unknown key"),
+        (
+            "- {name: js, type: nats, url: 'nats://a:4222', subject: 'hl7.{msh.sending_facility}'}",
+            "connector \"js\": subject: ",
+        ),
+        (
+            "- {name: js, type: nats, url: 'nats://a:4222', subject: 'hl7.>'}",
+            "connector \"js\": subject: ",
+        ),
+        (
+            "- {name: js, type: nats, url: 'nats://a:4222', stream: 'a.b'}",
+            "connector \"js\": stream: ",
+        ),
+        (
+            "- {name: js, type: nats, url: 'nats://a:4222', replicas: 0}",
+            "connector \"js\": replicas: ",
+        ),
+        (
+            "- {name: js, type: nats, url: 'nats//a:4222'}",
+            "connector \"js\": url: ",
+        ),
+        (
+            "- {name: js, type: nats, url: 'nats://a:4222', streams: x}",
+            "connector \"js\": streams: unknown key",
+        ),
     ];
     for (connectors, expected) in cases {
         let (code, stderr) = check_config(&format!("connectors:\n  {connectors}\n"));

@@ -119,7 +119,10 @@ fn two_instances_publish_into_a_replicated_stream_and_survive_a_node_killed_mid_
         sender.join().unwrap();
     }
     let accepted = accepted.lock().unwrap().clone();
-    assert!(killed_at < total, "the node was killed after the load ended");
+    assert!(
+        killed_at < total,
+        "the node was killed after the load ended"
+    );
     assert_eq!(accepted.len(), total, "intake does not depend on NATS");
     let survivors = &urls[1..];
     let complete = wait_until(Duration::from_secs(40), || {
@@ -131,7 +134,10 @@ fn two_instances_publish_into_a_replicated_stream_and_survive_a_node_killed_mid_
     for message in &stored {
         *counts.entry(control_id(&message.payload)).or_default() += 1;
     }
-    let missing: Vec<&String> = accepted.iter().filter(|id| !counts.contains_key(*id)).collect();
+    let missing: Vec<&String> = accepted
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
     let twice: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         complete && missing.is_empty() && twice.is_empty() && counts.len() == accepted.len(),

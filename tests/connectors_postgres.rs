@@ -98,7 +98,9 @@ fn a_corpus_is_stored_in_order_byte_for_byte_with_its_columns() {
 
 #[test]
 fn a_server_down_for_seconds_gets_everything_once_in_order_when_it_is_back() {
-    let Some(mut pg) = Postgres::start() else { return };
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = start(
         &dir.path().join("data"),
@@ -148,7 +150,11 @@ fn a_sigkill_during_delivery_loses_nothing_and_adds_no_row_twice() {
     server.signal("KILL");
     drop(server);
     let at_kill = pg.rows(TABLE).len();
-    assert_eq!(std::fs::read(&cursor_file).unwrap().len(), 20, "the cursor was written");
+    assert_eq!(
+        std::fs::read(&cursor_file).unwrap().len(),
+        20,
+        "the cursor was written"
+    );
     assert!(
         (100..payloads_sent.len()).contains(&at_kill),
         "delivery was not caught mid-way ({at_kill} stored)"
@@ -160,7 +166,10 @@ fn a_sigkill_during_delivery_loses_nothing_and_adds_no_row_twice() {
     assert_eq!(stored.len(), accepted.len());
     assert!(payloads(&pg) == accepted, "lost, reordered or duplicated");
     let (_, listed) = dlq(&data, "pg", &["list"]);
-    assert!(listed.contains("0 dead letter(s)"), "a re-sent row was refused: {listed}");
+    assert!(
+        listed.contains("0 dead letter(s)"),
+        "a re-sent row was refused: {listed}"
+    );
     drop(server);
 }
 
@@ -183,11 +192,18 @@ fn a_row_the_table_refuses_is_a_dead_letter_and_is_stored_after_the_fix_and_a_re
         Duration::from_secs(20),
     );
     let stored = wait_rows(&pg, 2);
-    assert_eq!(stored, [adt("A"), adt("B")], "B is not held up by the poison");
+    assert_eq!(
+        stored,
+        [adt("A"), adt("B")],
+        "B is not held up by the poison"
+    );
     let (code, listed) = dlq(&data, "pg", &["list"]);
     assert_eq!(code, 0, "{listed}");
     assert!(listed.contains("1 dead letter(s)"), "{listed}");
-    assert!(listed.contains("23514"), "the reason names the SQLSTATE: {listed}");
+    assert!(
+        listed.contains("23514"),
+        "the reason names the SQLSTATE: {listed}"
+    );
     assert!(!listed.contains("PID"), "{listed}");
     pg.execute(&format!("ALTER TABLE {TABLE} DROP CONSTRAINT no_poison"));
     let (code, out) = dlq(&data, "pg", &["replay", "--all"]);
@@ -207,13 +223,20 @@ fn an_unreachable_host_and_wrong_credentials_are_logged_retried_and_skip_nothing
     // Unreachable: nothing listens on the port.
     let dir = tempfile::tempdir().unwrap();
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
-    let server = start(&dir.path().join("data"), &config(dir.path(), &url), PG_PASSWORD);
+    let server = start(
+        &dir.path().join("data"),
+        &config(dir.path(), &url),
+        PG_PASSWORD,
+    );
     assert_eq!(send_all(&server, &[adt("U1")]).len(), 1);
     let line = server.wait_log(
         &["delivery failed; will retry", "connector=pg"],
         Duration::from_secs(20),
     );
-    assert!(line.contains("cannot connect to postgres@127.0.0.1"), "{line}");
+    assert!(
+        line.contains("cannot connect to postgres@127.0.0.1"),
+        "{line}"
+    );
     assert!(server.child.id() > 0);
     drop(server);
 
@@ -247,14 +270,27 @@ fn an_unreachable_host_and_wrong_credentials_are_logged_retried_and_skip_nothing
 
 #[test]
 fn check_config_refuses_bad_postgres_connectors_naming_connector_and_key() {
-    let good = "connectors:\n  - {name: pg, type: postgres, url: 'postgres://u@h:5432/db', table: x}\n";
+    let good =
+        "connectors:\n  - {name: pg, type: postgres, url: 'postgres://u@h:5432/db', table: x}\n";
     let (code, stderr) = check_config(good);
     assert_eq!(code, 0, "{stderr}");
     let cases = [
-        ("- {name: pg, type: postgres, url: 'postgres://u@h/db', table: 'a b'}", "connector \"pg\": table:"),
-        ("- {name: pg, type: postgres, url: 'postgres://u@h/db', tabel: x}", "connector \"pg\": tabel: unknown key"),
-        ("- {name: pg, type: postgres, url: 'mllp://h:1'}", "connector \"pg\": url:"),
-        ("- {name: pg, type: postgres, url: 'postgres://u@h/db', create_table: yes}", "connector \"pg\": create_table:"),
+        (
+            "- {name: pg, type: postgres, url: 'postgres://u@h/db', table: 'a b'}",
+            "connector \"pg\": table:",
+        ),
+        (
+            "- {name: pg, type: postgres, url: 'postgres://u@h/db', tabel: x}",
+            "connector \"pg\": tabel: unknown key",
+        ),
+        (
+            "- {name: pg, type: postgres, url: 'mllp://h:1'}",
+            "connector \"pg\": url:",
+        ),
+        (
+            "- {name: pg, type: postgres, url: 'postgres://u@h/db', create_table: yes}",
+            "connector \"pg\": create_table:",
+        ),
     ];
     for (connectors, expected) in cases {
         let (code, stderr) = check_config(&format!("connectors:\n  {connectors}\n"));

@@ -473,7 +473,10 @@ mod tests {
         };
         assert_eq!(js.urls.len(), 2);
         assert_eq!((js.stream.as_str(), js.replicas), ("HL7", 3));
-        assert_eq!(js.subject.to_string(), "hl7.{msh.sending_fac}.{msh.msg_type}");
+        assert_eq!(
+            js.subject.to_string(),
+            "hl7.{msh.sending_fac}.{msh.msg_type}"
+        );
     }
 
     #[test]

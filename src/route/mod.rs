@@ -397,9 +397,10 @@ fn destination(target: &Target, instance: &str) -> Result<Box<dyn Destination>, 
             options.clone(),
             instance.to_owned(),
         )?),
-        Target::Nats(options) => {
-            Box::new(nats::NatsDestination::new(options.clone(), instance.to_owned())?)
-        }
+        Target::Nats(options) => Box::new(nats::NatsDestination::new(
+            options.clone(),
+            instance.to_owned(),
+        )?),
     })
 }
 

@@ -24,8 +24,8 @@ use async_nats::jetstream;
 use super::{Delivery, Destination, Outcome};
 use crate::hl7::Message;
 use crate::limits::{
-    CONNECTOR_CONNECT_TIMEOUT, CONNECTOR_RESPONSE_TIMEOUT, NATS_ACK_TIMEOUT,
-    NATS_DUPLICATE_WINDOW, NATS_SUBJECT_TOKEN_BYTES_MAX,
+    CONNECTOR_CONNECT_TIMEOUT, CONNECTOR_RESPONSE_TIMEOUT, NATS_ACK_TIMEOUT, NATS_DUPLICATE_WINDOW,
+    NATS_SUBJECT_TOKEN_BYTES_MAX,
 };
 
 /// Keys a `nats` connector takes besides name, type, url and filter.
@@ -109,13 +109,20 @@ impl SubjectTemplate {
             let wanted = &after[..close];
             let &(name, path) = FIELDS.iter().find(|(n, _)| *n == wanted).ok_or_else(|| {
                 let known: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
-                format!("{template:?}: unknown field `{wanted}` ({})", known.join(", "))
+                format!(
+                    "{template:?}: unknown field `{wanted}` ({})",
+                    known.join(", ")
+                )
             })?;
             pieces.push(Piece::Field(name, path));
             rest = &after[close + 1..];
         }
         let parsed = SubjectTemplate { pieces };
-        if parsed.tokens().iter().any(|(text, field)| text.is_empty() && !field) {
+        if parsed
+            .tokens()
+            .iter()
+            .any(|(text, field)| text.is_empty() && !field)
+        {
             return Err(format!(
                 "{template:?}: an empty token (`..`, or a leading or trailing `.`)"
             ));
@@ -183,11 +190,13 @@ pub fn sanitize(value: &[u8], out: &mut String) {
         return;
     }
     for &byte in value.iter().take(NATS_SUBJECT_TOKEN_BYTES_MAX) {
-        out.push(if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
-            char::from(byte)
-        } else {
-            '_'
-        });
+        out.push(
+            if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+                char::from(byte)
+            } else {
+                '_'
+            },
+        );
     }
 }
 
@@ -219,7 +228,9 @@ impl std::fmt::Debug for NatsOptions {
 /// A URL with its `user:password@` part masked.
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -238,7 +249,10 @@ pub fn check(keys: &BTreeMap<String, String>) -> Result<NatsOptions, String> {
             .unwrap_or_default();
         let valid = !host.is_empty() && url.parse::<async_nats::ServerAddr>().is_ok();
         if !valid {
-            return Err(format!("url: {:?}: expected nats://host:port", redacted(url)));
+            return Err(format!(
+                "url: {:?}: expected nats://host:port",
+                redacted(url)
+            ));
         }
     }
     let stream = keys
@@ -261,8 +275,9 @@ pub fn check(keys: &BTreeMap<String, String>) -> Result<NatsOptions, String> {
             .filter(|r| (1..=REPLICAS_MAX).contains(r))
             .ok_or_else(|| format!("replicas: {text:?}: 1 to {REPLICAS_MAX}"))?,
     };
-    let subject = SubjectTemplate::parse(keys.get("subject").map_or(SUBJECT_DEFAULT, String::as_str))
-        .map_err(|e| format!("subject: {e}"))?;
+    let subject =
+        SubjectTemplate::parse(keys.get("subject").map_or(SUBJECT_DEFAULT, String::as_str))
+            .map_err(|e| format!("subject: {e}"))?;
     Ok(NatsOptions {
         urls,
         stream,
@@ -330,7 +345,12 @@ async fn connect(options: &NatsOptions) -> Result<Session, Outcome> {
         .request_timeout(Some(NATS_ACK_TIMEOUT))
         .connect(options.urls.as_slice())
         .await
-        .map_err(|e| Outcome::Failed(format!("cannot connect to NATS at {}: {e}", servers.join(","))))?;
+        .map_err(|e| {
+            Outcome::Failed(format!(
+                "cannot connect to NATS at {}: {e}",
+                servers.join(",")
+            ))
+        })?;
     let mut context = jetstream::new(client.clone());
     context.set_timeout(NATS_ACK_TIMEOUT);
     tracing::info!(servers = %servers.join(","), "connected to NATS");
@@ -342,7 +362,10 @@ async fn connect(options: &NatsOptions) -> Result<Session, Outcome> {
 }
 
 /// Finds the stream, or creates it.
-async fn ensure_stream(options: &NatsOptions, jetstream: &jetstream::Context) -> Result<(), Outcome> {
+async fn ensure_stream(
+    options: &NatsOptions,
+    jetstream: &jetstream::Context,
+) -> Result<(), Outcome> {
     let name = &options.stream;
     let missing = match jetstream.get_stream(name).await {
         Ok(_) => return Ok(()),
@@ -385,8 +408,8 @@ async fn ensure_stream(options: &NatsOptions, jetstream: &jetstream::Context) ->
 /// What a failed publish means for the message.
 fn classify(error: &jetstream::context::PublishError, subject: &str) -> Outcome {
     use jetstream::context::PublishErrorKind;
-    let source = std::error::Error::source(error)
-        .and_then(|s| s.downcast_ref::<jetstream::Error>());
+    let source =
+        std::error::Error::source(error).and_then(|s| s.downcast_ref::<jetstream::Error>());
     match (error.kind(), source) {
         (PublishErrorKind::StreamNotFound, _) => {
             Outcome::Failed(format!("no stream takes subject {subject}"))
@@ -401,7 +424,9 @@ fn classify(error: &jetstream::context::PublishError, subject: &str) -> Outcome 
 impl Destination for NatsDestination {
     fn deliver(&mut self, delivery: &Delivery<'_>) -> Outcome {
         let message = Message::parse_header(delivery.payload).ok();
-        self.options.subject.render(message.as_ref(), &mut self.subject);
+        self.options
+            .subject
+            .render(message.as_ref(), &mut self.subject);
         let mut id = String::with_capacity(40);
         let _ = write!(id, "{}:{}:{}", self.instance, delivery.shard, delivery.seq);
         let options = &self.options;
@@ -428,7 +453,11 @@ impl Destination for NatsDestination {
             let publish = jetstream::message::PublishMessage::build()
                 .payload(delivery.payload.to_vec().into())
                 .message_id(&id);
-            let acked = match open.jetstream.send_publish(subject.to_owned(), publish).await {
+            let acked = match open
+                .jetstream
+                .send_publish(subject.to_owned(), publish)
+                .await
+            {
                 Ok(ack) => ack.await,
                 Err(error) => Err(error),
             };
@@ -502,7 +531,18 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused() {
-        for bad in ["", "a..b", ".a", "a.", "a.*", "a.>", "a b", "a.{msh.nope}", "a.{msh.msg_type", "a}"] {
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "a.*",
+            "a.>",
+            "a b",
+            "a.{msh.nope}",
+            "a.{msh.msg_type",
+            "a}",
+        ] {
             assert!(SubjectTemplate::parse(bad).is_err(), "{bad:?}");
         }
     }

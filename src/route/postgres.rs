@@ -149,7 +149,9 @@ pub fn check(keys: &BTreeMap<String, String>) -> Result<PostgresOptions, String>
 /// A URL with its `user:password@` part masked, for refusals of unparsable URLs.
 fn redacted_text(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -309,7 +311,12 @@ async fn connect(options: &PostgresOptions, password: Option<&str>) -> Result<Se
     let insert = client
         .prepare(&insert_sql(&options.table))
         .await
-        .map_err(|e| classify(&e, &format!("cannot prepare the insert into {}", options.table)))
+        .map_err(|e| {
+            classify(
+                &e,
+                &format!("cannot prepare the insert into {}", options.table),
+            )
+        })
         .map_err(retry_only)?;
     tracing::info!(server = %server, table = %options.table, "connected to PostgreSQL");
     Ok(Session { client, insert })
@@ -344,10 +351,9 @@ fn classify(error: &tokio_postgres::Error, what: &str) -> Outcome {
 impl Destination for PostgresDestination {
     fn deliver(&mut self, delivery: &Delivery<'_>) -> Outcome {
         let row = Row::of(delivery);
-        let (Ok(shard), Ok(sequence)) = (
-            i32::try_from(delivery.shard),
-            i64::try_from(delivery.seq),
-        ) else {
+        let (Ok(shard), Ok(sequence)) =
+            (i32::try_from(delivery.shard), i64::try_from(delivery.seq))
+        else {
             return Outcome::Rejected("shard or sequence out of PostgreSQL's range".to_owned());
         };
         let options = &self.options;

@@ -53,7 +53,10 @@ pub fn corpus(generated: usize, prefix: &str) -> Vec<Vec<u8>> {
         .filter(|p| !p.ends_with("ack_v27_enhanced.hl7") && !p.ends_with("vxu_v04_v251.hl7"))
         .collect();
     names.sort();
-    let mut out: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).expect("read")).collect();
+    let mut out: Vec<Vec<u8>> = names
+        .iter()
+        .map(|p| std::fs::read(p).expect("read"))
+        .collect();
     out.extend((0..generated).map(|i| common::adt(&format!("{prefix}{i:05}"))));
     out
 }
@@ -257,7 +260,14 @@ impl Postgres {
         let output = as_owner_in(&initdb, owner.as_deref(), dir.path())
             .arg("-D")
             .arg(dir.path().join("data"))
-            .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
             .arg(format!("--pwfile={}", password_file.display()))
             .output()
             .expect("initdb");
@@ -397,7 +407,11 @@ impl Nats {
             port.to_string(),
         ];
         if jetstream {
-            args.extend(["-js".to_owned(), "-sd".to_owned(), dir.display().to_string()]);
+            args.extend([
+                "-js".to_owned(),
+                "-sd".to_owned(),
+                dir.display().to_string(),
+            ]);
         }
         let mut server = Nats {
             dir: dir.to_owned(),
@@ -442,7 +456,10 @@ impl Nats {
             node.spawn();
         }
         for node in &nodes {
-            assert!(wait_listening(node.port, Duration::from_secs(20)), "nats node down");
+            assert!(
+                wait_listening(node.port, Duration::from_secs(20)),
+                "nats node down"
+            );
         }
         nodes
     }
