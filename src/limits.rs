@@ -252,6 +252,24 @@ pub const CONNECTOR_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// bytes; a peer sending megabytes without an end block is broken and is disconnected.
 pub const CONNECTOR_ACK_BYTES_MAX: usize = 64 * 1024;
 
+/// The duplicate window of a JetStream stream the `nats` connector creates: a re-send with the
+/// same `Nats-Msg-Id` within it is dropped by the stream. A re-send happens after a crash (the
+/// cursor lags confirmation by at most `CURSOR_WRITE_INTERVAL`) once mllpd is back, or after a
+/// lost ack; ten minutes covers a restart with room to spare (JetStream's default is two), and
+/// the stream keeps the ids of only that long a stretch in memory.
+pub const NATS_DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// How long the `nats` connector waits for a JetStream ack (and a JetStream API answer): an ack
+/// takes milliseconds; the longest wait expected is a stream leader election after a node
+/// loss (a few seconds), and a publish lost with a failed node is re-sent after this rather
+/// than after `CONNECTOR_RESPONSE_TIMEOUT`.
+pub const NATS_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest subject token the `nats` connector makes from one header field: NATS subjects are
+/// meant to be short (every server matches them against its interest graph), and a field can be
+/// up to a frame long.
+pub const NATS_SUBJECT_TOKEN_BYTES_MAX: usize = 64;
+
 /// How often a delivery worker looks for dead letters handed back by `mllpd dlq replay`: a
 /// directory listing per connector and shard, cheap at this rate, and a replay is picked up
 /// within about a second.

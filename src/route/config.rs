@@ -5,13 +5,18 @@
 //! ```yaml
 //! connectors:
 //!   - name: lab                      # [A-Za-z0-9_-], unique; names the state directory
-//!     type: mllp                     # mllp | http | file (postgres, nats: not yet)
+//!     type: mllp                     # mllp | http | file | postgres | nats
 //!     url: mllp://lab.example:2575   # mllps://host:port: MLLP over TLS, with
 //!     # tls_ca (required), tls_cert + tls_key (mTLS), tls_server_name (default: the host)
 //!     filter: 'msh.msg_type == "ORU"' # CEL, as validation rules; absent: every message
 //! retry: {initial_backoff: 1s, max_backoff: 60s, max_attempts: 10}
 //! on_failure: dead_letter            # or block
 //! ```
+//!
+//! `postgres` takes `table` (default `hl7_messages`), `create_table` (default false) and
+//! `password_env`; `nats` takes a URL or a list of them, `stream` (default `HL7`), `replicas`
+//! (1 to 5, default 1) and `subject` (default `hl7.{msh.sending_fac}.{msh.msg_type}`), checked
+//! by [`super::postgres::check`] and [`super::nats::check`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +27,9 @@ use serde::Deserialize;
 
 use crate::limits;
 use crate::rules::{Filter, RulesOptions};
+
+/// The connector types, for refusals.
+const TYPES: &str = "mllp, http, file, postgres or nats";
 
 /// Keys every connector takes.
 const COMMON_KEYS: &[&str] = &["name", "type", "url", "filter"];
@@ -61,6 +69,13 @@ impl<'de> Deserialize<'de> for ConnectorSpec {
                 continue;
             }
             let text = match value {
+                // `url:` of a `nats` connector may list a cluster's servers.
+                serde_yaml_ng::Value::Sequence(items) if key == "url" => items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| D::Error::custom("connector key `url`: a list of strings"))?
+                    .join(","),
                 serde_yaml_ng::Value::String(s) => s,
                 serde_yaml_ng::Value::Number(n) => n.to_string(),
                 serde_yaml_ng::Value::Bool(b) => b.to_string(),
@@ -146,6 +161,10 @@ pub enum Target {
         /// never logged).
         headers: Vec<(String, String)>,
     },
+    /// `postgres://…`: one row per message.
+    Postgres(super::postgres::PostgresOptions),
+    /// `nats://…` (or a list): one JetStream publish per message.
+    Nats(super::nats::NatsOptions),
 }
 
 /// One validated connector.
@@ -232,17 +251,10 @@ fn connector(
     let extra: &[&str] = match kind {
         "mllp" => MLLP_TLS_KEYS,
         "file" | "http" => &[],
-        "postgres" | "nats" => {
-            return Err(format!(
-                "{who}: type: `{kind}` is not supported yet (mllp, http, file)"
-            ))
-        }
-        "" => return Err(format!("{who}: type: required (mllp, http or file)")),
-        other => {
-            return Err(format!(
-                "{who}: type: unknown type `{other}` (mllp, http or file)"
-            ))
-        }
+        "postgres" => super::postgres::KEYS,
+        "nats" => super::nats::KEYS,
+        "" => return Err(format!("{who}: type: required ({TYPES})")),
+        other => return Err(format!("{who}: type: unknown type `{other}` ({TYPES})")),
     };
     if spec.headers.is_some() && kind != "http" {
         return Err(format!(
@@ -259,7 +271,12 @@ fn connector(
         ));
     }
     let url = spec.keys.get("url").map(String::as_str).unwrap_or_default();
-    let mut target = target(kind, url).map_err(|e| format!("{who}: url: {e}"))?;
+    let mut target = match kind {
+        "postgres" => super::postgres::check(&spec.keys).map(Target::Postgres),
+        "nats" => super::nats::check(&spec.keys).map(Target::Nats),
+        _ => target(kind, url).map_err(|e| format!("url: {e}")),
+    }
+    .map_err(|e| format!("{who}: {e}"))?;
     if let (Target::Http { headers, .. }, Some(given)) = (&mut target, &spec.headers) {
         *headers = http_headers(given).map_err(|e| format!("{who}: headers: {e}"))?;
     }
@@ -458,7 +475,22 @@ mod tests {
             ("- {name: a, type: mllp, url: 'mllps://h:1', tls_ca: /x, tls_key: /y}", "connector \"a\": tls_cert and tls_key go together"),
             ("- {name: a, type: http, url: 'http://h/x', tls_ca: /x}", "connector \"a\": tls_ca: unknown key"),
             ("- {name: a, type: smtp, url: 'x://y'}", "connector \"a\": type: unknown"),
-            ("- {name: a, type: nats, url: 'nats://y'}", "not supported yet"),
+            ("- {name: a, type: nats, url: 'nats://y:4222', stream: 'a.b'}", "connector \"a\": stream:"),
+            ("- {name: a, type: nats, url: 'nats://y:4222', subject: 'hl7.{msh.nope}'}", "connector \"a\": subject: \"hl7.{msh.nope}\": unknown field `msh.nope`"),
+            ("- {name: a, type: nats, url: 'nats://y:4222', subject: 'hl7..x'}", "connector \"a\": subject:"),
+            ("- {name: a, type: nats, url: 'nats://y:4222', subject: 'hl7.*'}", "connector \"a\": subject:"),
+            ("- {name: a, type: nats, url: 'nats://y:4222', subject: 'hl7.{msh.msg_type'}", "connector \"a\": subject:"),
+            ("- {name: a, type: nats, url: 'nats://y:4222', replicas: 7}", "connector \"a\": replicas:"),
+            ("- {name: a, type: nats, url: 'http://y:4222'}", "connector \"a\": url:"),
+            ("- {name: a, type: nats, url: ['nats://y:4222', 'nats://']}", "connector \"a\": url:"),
+            ("- {name: a, type: nats, url: 'nats://y:4222', table: t}", "connector \"a\": table: unknown key"),
+            ("- {name: a, type: postgres, url: 'mysql://h/db'}", "connector \"a\": url:"),
+            ("- {name: a, type: postgres, url: 'postgres://h/db?sslmode=require'}", "connector \"a\": url:"),
+            ("- {name: a, type: postgres, url: 'postgres://h/db?bogus=1'}", "connector \"a\": url:"),
+            ("- {name: a, type: postgres, url: 'postgres://h/db', table: 'x; drop'}", "connector \"a\": table:"),
+            ("- {name: a, type: postgres, url: 'postgres://h/db', create_table: maybe}", "connector \"a\": create_table:"),
+            ("- {name: a, type: postgres, url: 'postgres://h/db', password_env: MLLPD_TEST_SURELY_UNSET}", "connector \"a\": password_env: environment variable MLLPD_TEST_SURELY_UNSET is not set"),
+            ("- {name: a, type: postgres, url: 'postgres://h/db', stream: s}", "connector \"a\": stream: unknown key"),
             ("- {name: a, type: http, url: 'http://'}", "connector \"a\": url:"),
             ("- {name: a, type: file, url: 'file:///x', headers: {A: B}}", "connector \"a\": headers: unknown key"),
             ("- {name: a, type: http, url: 'http://h/x', headers: {X-Token: MLLPD_TEST_SURELY_UNSET}}", "connector \"a\": headers: X-Token: environment variable MLLPD_TEST_SURELY_UNSET is not set"),
@@ -472,6 +504,31 @@ mod tests {
             let error = parse(yaml).unwrap_err();
             assert!(error.contains(expected), "{yaml}: {error}");
         }
+    }
+
+    #[test]
+    fn postgres_and_nats_sections_are_typed() {
+        let options = parse(
+            "- {name: pg, type: postgres, url: 'postgres://mllpd:pw@127.0.0.1:5432/hl7', table: Inbox, create_table: true}\n\
+             - {name: js, type: nats, url: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223'], stream: HL7, replicas: 3}\n",
+        )
+        .unwrap();
+        let Target::Postgres(pg) = &options.connectors[0].target else {
+            panic!("{:?}", options.connectors[0].target)
+        };
+        assert_eq!(pg.table, "inbox");
+        assert!(pg.create_table);
+        let shown = format!("{:?}", options.connectors[0].target);
+        assert!(!shown.contains("pw"), "the password is shown: {shown}");
+        let Target::Nats(js) = &options.connectors[1].target else {
+            panic!("{:?}", options.connectors[1].target)
+        };
+        assert_eq!(js.urls.len(), 2);
+        assert_eq!((js.stream.as_str(), js.replicas), ("HL7", 3));
+        assert_eq!(
+            js.subject.to_string(),
+            "hl7.{msh.sending_fac}.{msh.msg_type}"
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub mod dlq;
 mod durable;
 pub mod file;
 pub mod http;
+pub mod instance;
 pub mod mllp;
+pub mod nats;
+pub mod postgres;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,10 @@ pub struct Delivery<'a> {
     pub control_id: &'a [u8],
     /// The verified TLS client identity (CN, SANs) of the connection it came on, if journaled.
     pub client: Option<crate::journal::ClientIdentity<'a>>,
+    /// When it was received, µs since the Unix epoch (`None` for a replayed dead letter).
+    pub received_unix_micros: Option<u64>,
+    /// The sender's address, if recorded.
+    pub peer: Option<IpAddr>,
 }
 
 /// What a destination made of one attempt.
@@ -220,6 +227,14 @@ impl Engine {
     /// Starts one worker per connector and shard. Call once the journals are recovered.
     pub fn start(&mut self) -> Result<(), String> {
         let routing = &self.options.routing;
+        let keyed = routing
+            .connectors
+            .iter()
+            .any(|c| matches!(c.target, Target::Postgres(_) | Target::Nats(_)));
+        let instance = match keyed {
+            true => instance::load_or_create(&self.options.data_dir)?,
+            false => String::new(),
+        };
         for (index, connector) in routing.connectors.iter().enumerate() {
             for (shard, holds) in self.holds.iter().enumerate() {
                 if !self.delivered[shard] {
@@ -231,7 +246,7 @@ impl Engine {
                 let worker = Worker {
                     name: connector.name.clone(),
                     shard,
-                    destination: destination(&connector.target)
+                    destination: destination(&connector.target, &instance)
                         .map_err(|e| format!("connector {:?}: {e}", connector.name))?,
                     filter: self.filters[index].clone(),
                     reader: TailReader::new(
@@ -248,6 +263,7 @@ impl Engine {
                     parse_options: self.options.parse_options,
                     payload: Vec::new(),
                     client: Vec::new(),
+                    received: None,
                     jitter: seed(index, shard),
                 };
                 let cpu = (!self.options.cpus.is_empty()).then(|| {
@@ -364,8 +380,9 @@ fn stale_journals(data_dir: &Path, shards: usize) -> Vec<usize> {
     out
 }
 
-/// The destination of a target; `Err` when an environment variable it needs is not set.
-fn destination(target: &Target) -> Result<Box<dyn Destination>, String> {
+/// The destination of a target (`instance`: this DATA_DIR's id, for those that key on it);
+/// `Err` when an environment variable it needs is not set.
+fn destination(target: &Target, instance: &str) -> Result<Box<dyn Destination>, String> {
     Ok(match target {
         Target::Mllp { address, tls } => {
             Box::new(mllp::MllpDestination::new(address.clone(), tls.as_ref())?)
@@ -381,6 +398,14 @@ fn destination(target: &Target) -> Result<Box<dyn Destination>, String> {
             }
             Box::new(http::HttpDestination::new(url.clone(), values))
         }
+        Target::Postgres(options) => Box::new(postgres::PostgresDestination::new(
+            options.clone(),
+            instance.to_owned(),
+        )?),
+        Target::Nats(options) => Box::new(nats::NatsDestination::new(
+            options.clone(),
+            instance.to_owned(),
+        )?),
     })
 }
 
@@ -437,6 +462,8 @@ struct Worker {
     payload: Vec<u8>,
     /// The current message's client-identity section (copied likewise); empty: none.
     client: Vec<u8>,
+    /// Its receive time (`None` for a replayed dead letter).
+    received: Option<u64>,
     /// xorshift state for the jitter.
     jitter: u64,
 }
@@ -461,6 +488,7 @@ impl Worker {
                     if let Some(client) = view.client {
                         self.client.extend_from_slice(client.as_bytes());
                     }
+                    self.received = Some(view.receive_time_unix_micros);
                     (view.seq, view.peer.map(|p| p.ip()))
                 }
                 Ok(None) => {
@@ -526,6 +554,7 @@ impl Worker {
                 .unwrap_or(0);
             self.payload = payload;
             self.client.clear();
+            self.received = None;
             if let Handled::Stopped = self.handle(seq, None) {
                 return false;
             }
@@ -584,6 +613,8 @@ impl Worker {
                 payload: &self.payload,
                 control_id: &control_id,
                 client: crate::journal::ClientIdentity::parse(&self.client).ok(),
+                received_unix_micros: self.received,
+                peer,
             };
             let reason = match self.destination.deliver(&delivery) {
                 Outcome::Delivered => {
@@ -749,9 +780,12 @@ mod tests {
             name: "a".to_owned(),
             shard: 0,
             dir: data.path().to_owned(),
-            destination: destination(&Target::File {
-                dir: data.path().to_owned(),
-            })
+            destination: destination(
+                &Target::File {
+                    dir: data.path().to_owned(),
+                },
+                "",
+            )
             .unwrap(),
             filter: None,
             reader: TailReader::new(data.path(), Arc::clone(&holds.watermark), 0),
@@ -763,6 +797,7 @@ mod tests {
             parse_options: ParseOptions::default(),
             payload: Vec::new(),
             client: Vec::new(),
+            received: None,
             jitter: seed(0, 0),
         };
         for (attempts, full_ms) in [
