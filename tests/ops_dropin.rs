@@ -124,7 +124,7 @@ fn a_real_start_over_the_table_means_what_the_product_meant() {
     let port = free_port();
     let listen = format!(":{port}");
     let mut env: Vec<(&str, &str)> = TABLE.iter().map(|(n, v, _)| (*n, *v)).collect();
-    env.push(("LISTEN_ADDR", &listen));
+    env.push(("LISTEN_ADDR", listen.as_str()));
     let server = Server::start(&env);
     assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
     server.wait_log(
@@ -147,7 +147,7 @@ fn a_real_start_over_the_table_means_what_the_product_meant() {
     // A host name, resolved at start; a keepalive period, on.
     let port = free_port();
     let listen = format!("localhost:{port}");
-    let server = Server::start(&[("LISTEN_ADDR", &listen), ("KEEP_ALIVE_PERIOD", "1m30s")]);
+    let server = Server::start(&[("LISTEN_ADDR", listen.as_str()), ("KEEP_ALIVE_PERIOD", "1m30s")]);
     assert_eq!(server.addr, SocketAddr::from(([127, 0, 0, 1], port)));
     let mut client = server.connect();
     client.send_message(&adt("DROPIN-2"));
