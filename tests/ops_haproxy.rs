@@ -262,12 +262,13 @@ fn three_instances_behind_haproxy_lose_no_acknowledged_message_through_sigterm_a
         assert!(Instant::now() < deadline, "/readyz still 200 after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let down = haproxy.wait_line("mllpd1 is DOWN", Duration::from_secs(10));
+    // Still serving (PRE_SHUTDOWN_DELAY), directly.
     let mut direct = instances[0].server.connect();
     direct.send_message(&adt("DIRECT-1"));
     let still_serving = Instant::now();
     direct.expect_adt_ack("AA", "DIRECT-1");
     drop(direct);
+    let down = haproxy.wait_line("mllpd1 is DOWN", Duration::from_secs(10));
     assert!(
         down.duration_since(terminated) < PRE_SHUTDOWN_DELAY
             && still_serving.duration_since(terminated) < PRE_SHUTDOWN_DELAY,
