@@ -8,6 +8,8 @@
 //! The profile is loaded by tests/ops_seccomp_exec.py through libseccomp (Debian's
 //! python3-seccomp), in Docker's JSON format, as a container runtime loads it.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

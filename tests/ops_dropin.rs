@@ -7,6 +7,8 @@
 //! timer on the connection; a period shows one), CONNECT_TIMEOUT `0` is no handshake deadline
 //! (warned at start), and durations read in Go's syntax (`1h30m`, `1.5h`, `300ms`).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -147,7 +149,10 @@ fn a_real_start_over_the_table_means_what_the_product_meant() {
     // A host name, resolved at start; a keepalive period, on.
     let port = free_port();
     let listen = format!("localhost:{port}");
-    let server = Server::start(&[("LISTEN_ADDR", listen.as_str()), ("KEEP_ALIVE_PERIOD", "1m30s")]);
+    let server = Server::start(&[
+        ("LISTEN_ADDR", listen.as_str()),
+        ("KEEP_ALIVE_PERIOD", "1m30s"),
+    ]);
     assert_eq!(server.addr, SocketAddr::from(([127, 0, 0, 1], port)));
     let mut client = server.connect();
     client.send_message(&adt("DROPIN-2"));

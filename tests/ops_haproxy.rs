@@ -8,6 +8,8 @@
 //! in exactly one unless the sender had to resend it (its ACK was lost with a killed
 //! connection: at-least-once, as MLLP promises).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

@@ -6,6 +6,8 @@
 //! admin ports, a hardened securityContext with the io_uring seccomp profile, and a grace period
 //! longer than PRE_SHUTDOWN_DELAY + DRAIN_TIMEOUT.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
