@@ -59,6 +59,22 @@ pub enum Command {
     /// the verdict, the failing rule and the ACK the server would send. Exit status 0 when
     /// every message would be accepted, 1 when one would not, 2 on unreadable rules or input.
     Validate(ValidateArgs),
+    /// Ask a running server's admin endpoint whether it is alive (/healthz) or, with --ready,
+    /// ready (/readyz): exit status 0 on 200, 1 otherwise. For container health checks, where
+    /// no HTTP client is at hand (the image holds only mllpd).
+    Health(HealthArgs),
+}
+
+/// Arguments of `mllpd health`.
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// The server's admin endpoint (its ADMIN_ADDR; an unspecified IP or `:PORT` means this
+    /// host).
+    #[arg(long, env = "ADMIN_ADDR", value_name = "ADDR", default_value = crate::limits::ADMIN_ADDR_DEFAULT)]
+    pub admin_addr: String,
+    /// Ask /readyz instead of /healthz.
+    #[arg(long)]
+    pub ready: bool,
 }
 
 /// `mllpd dlq …` (issue 11).
@@ -334,6 +350,8 @@ pub enum Invocation {
     Dlq(DlqCommand),
     /// Run validation rules offline.
     Validate(ValidateArgs),
+    /// Probe a running server's admin endpoint.
+    Health(HealthArgs),
 }
 
 /// Parses a command line (the first item is the program name). Environment variables are read
@@ -354,6 +372,7 @@ where
         Some(Command::Journal(command)) => Invocation::Journal(command),
         Some(Command::Dlq(command)) => Invocation::Dlq(command),
         Some(Command::Validate(args)) => Invocation::Validate(args),
+        Some(Command::Health(args)) => Invocation::Health(args),
     })
 }
 

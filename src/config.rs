@@ -104,12 +104,13 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Largest frame payload in bytes (MAX_FRAME_SIZE).
     pub frame_bytes_max: usize,
-    /// Most connections the server holds at once (MAX_CONNECTIONS).
-    pub connections_max: usize,
-    /// TCP keepalive idle period (KEEP_ALIVE_PERIOD).
-    pub keep_alive_period: Duration,
-    /// TLS handshake deadline (CONNECT_TIMEOUT).
-    pub connect_timeout: Duration,
+    /// Most connections the server holds at once; `None`: no limit of mllpd's own, only the
+    /// open-file limit (MAX_CONNECTIONS `0`).
+    pub connections_max: Option<usize>,
+    /// TCP keepalive idle period; `None`: keepalive off (KEEP_ALIVE_PERIOD `0`).
+    pub keep_alive_period: Option<Duration>,
+    /// TLS handshake deadline; `None`: no deadline (CONNECT_TIMEOUT `0`, warned at start).
+    pub connect_timeout: Option<Duration>,
     /// Charset assumed when MSH-18 is absent (DEFAULT_CHARACTER_SET).
     pub default_charset: Charset,
     /// tracing filter directive (LOG_LEVEL), e.g. `info` or `mllpd=debug`.
@@ -173,9 +174,9 @@ impl Default for Config {
             frame_timeout: FRAME_TIMEOUT_DEFAULT,
             write_timeout: WRITE_TIMEOUT_DEFAULT,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
-            connections_max: CONNECTIONS_MAX_DEFAULT,
-            keep_alive_period: KEEP_ALIVE_PERIOD_DEFAULT,
-            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            connections_max: Some(CONNECTIONS_MAX_DEFAULT),
+            keep_alive_period: Some(KEEP_ALIVE_PERIOD_DEFAULT),
+            connect_timeout: Some(CONNECT_TIMEOUT_DEFAULT),
             default_charset: Charset::Ascii,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -697,6 +698,9 @@ impl Config {
             Invocation::Validate(_) => Err(ConfigError::Usage(
                 "`mllpd validate` takes no server configuration".to_owned(),
             )),
+            Invocation::Health(_) => Err(ConfigError::Usage(
+                "`mllpd health` takes no server configuration".to_owned(),
+            )),
         }
     }
 
@@ -884,12 +888,12 @@ fn apply(config: &mut Config, setting: Setting, text: &str) -> Result<(), String
             config.write_timeout = parse_duration(text, Duration::from_nanos(1))?
         }
         Setting::MaxFrameSize => config.frame_bytes_max = parse_frame_bytes_max(text)?,
-        Setting::MaxConnections => config.connections_max = parse_count(text, CONNECTIONS_MAX_MAX)?,
-        Setting::KeepAlivePeriod => {
-            config.keep_alive_period = parse_duration(text, KEEP_ALIVE_PERIOD_MIN)?
-        }
+        Setting::MaxConnections => config.connections_max = parse_connections_max(text)?,
+        Setting::KeepAlivePeriod => config.keep_alive_period = parse_keep_alive_period(text)?,
         Setting::ConnectTimeout => {
-            config.connect_timeout = parse_duration(text, Duration::from_nanos(1))?
+            // `0` is the replaced product's "no handshake deadline" (warned at start).
+            config.connect_timeout =
+                Some(parse_duration(text, Duration::ZERO)?).filter(|d| !d.is_zero())
         }
         Setting::DefaultCharacterSet => config.default_charset = parse_charset(text)?,
         Setting::LogLevel => config.log_level = parse_log_level(text)?,
@@ -949,12 +953,76 @@ fn parse_name_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// An IP:PORT socket address. Host names are refused: every shard binds the same address, and
-/// a name that resolves differently later would be a surprise.
+/// LISTEN_ADDR in the forms of the product mllpd replaces (Go's `net.Listen`): `IP:PORT`,
+/// `:PORT` for all interfaces, or `HOST:PORT` with a host name. The name is resolved once,
+/// here (at start, and by check-config, which prints the address): every shard binds the same
+/// address, so it must not change under a running server. Like Go, an IPv4 address of the name
+/// is preferred.
 fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("invalid address '{text}' (expected IP:PORT, e.g. 0.0.0.0:2575 or [::]:2575)")
-    })
+    let invalid = |why: String| {
+        format!("invalid address '{text}' ({why}; expected IP:PORT, :PORT or HOST:PORT, e.g. 0.0.0.0:2575, :2575 or [::]:2575)")
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("no port".to_owned()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(format!("bad port '{port}'")))?;
+    if host.is_empty() {
+        return Ok(all_interfaces(port));
+    }
+    if host.contains(['[', ']', ':', ' ', '/']) {
+        return Err(invalid(format!("bad host '{host}'")));
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| invalid(format!("cannot resolve '{host}': {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| invalid(format!("'{host}' resolves to no address")))
+}
+
+/// `:PORT`: every interface, IPv6 and IPv4 on one dual-stack socket where the kernel has IPv6
+/// (as Go listens), else every IPv4 interface.
+fn all_interfaces(port: u16) -> SocketAddr {
+    if Path::new("/proc/net/if_inet6").exists() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], port))
+    }
+}
+
+/// MAX_CONNECTIONS: a count within 1..=CONNECTIONS_MAX_MAX, or `0` for no limit of mllpd's own
+/// (the replaced product's meaning; the open-file limit still bounds connections).
+fn parse_connections_max(text: &str) -> Result<Option<usize>, String> {
+    if text == "0" {
+        return Ok(None);
+    }
+    parse_count(text, CONNECTIONS_MAX_MAX)
+        .map(Some)
+        .map_err(|e| format!("{e} (or 0 for no limit of mllpd's own)"))
+}
+
+/// KEEP_ALIVE_PERIOD: at least [`KEEP_ALIVE_PERIOD_MIN`], or zero (`0`, `0s`) for keepalive
+/// off (the replaced product's meaning).
+fn parse_keep_alive_period(text: &str) -> Result<Option<Duration>, String> {
+    let period = parse_duration(text, Duration::ZERO)?;
+    if period.is_zero() {
+        return Ok(None);
+    }
+    if period < KEEP_ALIVE_PERIOD_MIN {
+        return Err(format!(
+            "duration '{text}' must be at least {} (or 0 for keepalive off)",
+            humantime::format_duration(KEEP_ALIVE_PERIOD_MIN)
+        ));
+    }
+    Ok(Some(period))
 }
 
 /// Why ADMIN_ADDR cannot be used beside LISTEN_ADDR: the same port on the same (or an
@@ -970,20 +1038,25 @@ fn admin_addr_clash(config: &Config) -> Option<String> {
     })
 }
 
-/// ADMIN_ADDR: an IP:PORT, or `off`.
+/// ADMIN_ADDR: an address in LISTEN_ADDR's forms (IP:PORT, :PORT, HOST:PORT), or `off`.
 fn parse_admin_addr(text: &str) -> Result<Option<SocketAddr>, String> {
     if text.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| {
-        format!("invalid address '{text}' (expected IP:PORT, e.g. 127.0.0.1:9575, or off)")
-    })
+    parse_listen_addr(text)
+        .map(Some)
+        .map_err(|e| format!("{e}, or off"))
 }
 
-/// A humantime duration (`250ms`, `30s`, `5m`) between `min` and [`DURATION_MAX`].
+/// A duration between `min` and [`DURATION_MAX`], in Go's syntax (`1h30m`, `1.5h`, `300ms`,
+/// `0`: the replaced product's, see [`parse_go_duration`]) or humantime's (`7days`, `1h 30m`).
 fn parse_duration(text: &str, min: Duration) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| format!("invalid duration '{text}' (expected e.g. 250ms, 30s, 5m): {e}"))?;
+    let duration = match parse_go_duration(text) {
+        Some(duration) => duration,
+        None => humantime::parse_duration(text).map_err(|e| {
+            format!("invalid duration '{text}' (expected e.g. 250ms, 30s, 5m): {e}")
+        })?,
+    };
     if duration < min {
         return Err(if min == Duration::from_nanos(1) {
             format!("duration '{text}' must be more than 0")
@@ -1000,6 +1073,69 @@ fn parse_duration(text: &str, min: Duration) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+/// A duration in Go's `time.ParseDuration` syntax: an optional `+`, then one or more decimal
+/// numbers, each with an optional fraction and a unit `ns`, `us` (`µs`, `μs`), `ms`, `s`, `m`,
+/// `h` (`1h30m`, `1.5h`, `2h45m30.5s`, `300ms`); `0` alone is zero. `None` when `text` is not
+/// in that syntax (humantime is tried next) or is negative (no setting takes a negative time).
+/// Exact in integer nanoseconds: `1.1s` is 1 100 000 000 ns, as in Go.
+///
+/// Written here rather than taken from a crate: humantime reads neither fractions (`1.5h`) nor
+/// `0`, and the port of Go's parser on crates.io (go-parse-duration 0.1.1) indexes a `&str` by
+/// chars and by bytes alike, so a non-ASCII value (`1µs`, a typo) panics it; a configuration
+/// value must never panic the server.
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total_ns: u128 = 0;
+    while !rest.is_empty() {
+        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let whole_len = digits(rest);
+        let (whole, after) = rest.split_at(whole_len);
+        let (fraction, after) = match after.strip_prefix('.') {
+            Some(f) => f.split_at(digits(f)),
+            None => ("", after),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let unit_ns: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        // A whole part too long for u128 is not a duration (`None`); of the fraction, 18 digits
+        // are more than nanoseconds of an hour can show, the rest is cut as Go does.
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        let fraction = fraction.get(..18).unwrap_or(fraction);
+        let fraction_ns = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse::<u128>().ok()? * unit_ns / 10u128.pow(fraction.len() as u32)
+        };
+        total_ns = total_ns.checked_add(whole.checked_mul(unit_ns)?.checked_add(fraction_ns)?)?;
+        rest = after;
+    }
+    let secs = u64::try_from(total_ns / 1_000_000_000).ok()?;
+    Some(Duration::new(secs, (total_ns % 1_000_000_000) as u32))
 }
 
 /// A duration more than 0, or `off` (also `none`, `0`, `0s`) for `None`.
@@ -1327,9 +1463,14 @@ fn render(config: &Config, setting: Setting) -> String {
         Setting::FrameTimeout => duration(config.frame_timeout),
         Setting::WriteTimeout => duration(config.write_timeout),
         Setting::MaxFrameSize => format!("{} bytes", config.frame_bytes_max),
-        Setting::MaxConnections => config.connections_max.to_string(),
-        Setting::KeepAlivePeriod => duration(config.keep_alive_period),
-        Setting::ConnectTimeout => duration(config.connect_timeout),
+        Setting::MaxConnections => config.connections_max.map_or_else(
+            || "0 (no limit of mllpd's own; the open-file limit applies)".to_owned(),
+            |n| n.to_string(),
+        ),
+        Setting::KeepAlivePeriod => config.keep_alive_period.map_or("off".to_owned(), duration),
+        Setting::ConnectTimeout => config
+            .connect_timeout
+            .map_or("off (no TLS handshake deadline)".to_owned(), duration),
         Setting::DefaultCharacterSet => match config.default_charset {
             Charset::Ascii => "ASCII".to_owned(),
             Charset::Utf8 => "UNICODE UTF-8".to_owned(),
@@ -1441,6 +1582,35 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_like_go() {
+        let go = |text| parse_duration(text, Duration::ZERO);
+        let ms = Duration::from_millis;
+        assert_eq!(go("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(go("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(go("300ms"), Ok(ms(300)));
+        assert_eq!(go("2h45m30.5s"), Ok(ms(9_930_500)));
+        assert_eq!(go("1.1s"), Ok(Duration::from_nanos(1_100_000_000)));
+        assert_eq!(go(".5s"), Ok(ms(500)));
+        assert_eq!(go("5.s"), Ok(Duration::from_secs(5)));
+        assert_eq!(go("+10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(go("1µs"), Ok(Duration::from_micros(1)));
+        assert_eq!(go("1\u{3bc}s"), Ok(Duration::from_micros(1)));
+        assert_eq!(go("1us1ns"), Ok(Duration::from_nanos(1001)));
+        assert_eq!(go("0"), Ok(Duration::ZERO));
+        assert_eq!(go("0.000000001s"), Ok(Duration::from_nanos(1)));
+        // 18 fraction digits count, the rest is cut (as Go stops accumulating precision).
+        assert_eq!(
+            go("1.0000000009999999999s"),
+            Ok(Duration::from_nanos(1_000_000_000))
+        );
+        for bad in ["-1s", "1", ".s", "1.5", "1x", "1é", "s", "+", "1h-1m"] {
+            assert!(go(bad).is_err(), "{bad}");
+        }
+        assert!(go("9999999999999999999999999999999999999999h").is_err());
+        assert!(go("8761h").is_err(), "over DURATION_MAX");
+    }
+
+    #[test]
     fn every_duration_setting_parses_and_lands_in_its_field() {
         let overrides = given(&[
             (Setting::IdleTimeout, "1s", Source::Flag),
@@ -1456,8 +1626,8 @@ mod tests {
         assert_eq!(config.idle_timeout, secs(1));
         assert_eq!(config.frame_timeout, secs(2));
         assert_eq!(config.write_timeout, secs(3));
-        assert_eq!(config.keep_alive_period, secs(4));
-        assert_eq!(config.connect_timeout, secs(5));
+        assert_eq!(config.keep_alive_period, Some(secs(4)));
+        assert_eq!(config.connect_timeout, Some(secs(5)));
         assert_eq!(config.pre_shutdown_delay, secs(6));
         assert_eq!(config.drain_timeout, secs(7));
     }
@@ -1468,7 +1638,6 @@ mod tests {
             Setting::IdleTimeout,
             Setting::FrameTimeout,
             Setting::WriteTimeout,
-            Setting::ConnectTimeout,
             Setting::DrainTimeout,
         ] {
             let message = error_of(setting, "0s");
@@ -1476,6 +1645,17 @@ mod tests {
             assert!(message.contains("must be more than 0"), "{message}");
         }
         assert!(error_of(Setting::KeepAlivePeriod, "500ms").contains("at least 1s"));
+        // The replaced product's zeros: no handshake deadline, keepalive off, no own limit.
+        let config = Config::resolve(&given(&[
+            (Setting::ConnectTimeout, "0", Source::Env),
+            (Setting::KeepAlivePeriod, "0s", Source::Env),
+            (Setting::MaxConnections, "0", Source::Env),
+        ]))
+        .unwrap()
+        .config;
+        assert_eq!(config.connect_timeout, None);
+        assert_eq!(config.keep_alive_period, None);
+        assert_eq!(config.connections_max, None);
         let config =
             Config::resolve(&given(&[(Setting::PreShutdownDelay, "0s", Source::Env)])).unwrap();
         assert_eq!(config.config.pre_shutdown_delay, Duration::ZERO);
@@ -1522,11 +1702,16 @@ mod tests {
         assert!(
             error_of(Setting::Shards, "0").starts_with("SHARDS (--shards): 0 is outside 1..=1024")
         );
-        assert!(error_of(Setting::MaxConnections, "0")
+        assert_eq!(parse_connections_max("0"), Ok(None));
+        let over = (CONNECTIONS_MAX_MAX + 1).to_string();
+        assert!(error_of(Setting::MaxConnections, &over)
             .starts_with("MAX_CONNECTIONS (--max-connections)"));
         let max = CONNECTIONS_MAX_MAX.to_string();
         let config = Config::resolve(&given(&[(Setting::MaxConnections, &max, Source::Flag)]));
-        assert_eq!(config.unwrap().config.connections_max, CONNECTIONS_MAX_MAX);
+        assert_eq!(
+            config.unwrap().config.connections_max,
+            Some(CONNECTIONS_MAX_MAX)
+        );
     }
 
     #[test]
@@ -1565,7 +1750,16 @@ mod tests {
             Ok(SocketAddr::from(([127, 0, 0, 1], 2575)))
         );
         assert!(parse_listen_addr("[::]:2575").is_ok());
-        assert!(parse_listen_addr("localhost:2575").is_err());
+        // The replaced product's forms: `:PORT` is every interface, a host name is resolved.
+        let all = parse_listen_addr(":2575").unwrap();
+        assert!(all.ip().is_unspecified() && all.port() == 2575, "{all}");
+        assert_eq!(
+            parse_listen_addr("localhost:2575"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 2575)))
+        );
+        assert!(parse_listen_addr("no-such-host.invalid:2575").is_err());
+        assert!(parse_listen_addr(":http").is_err());
+        assert!(parse_listen_addr(":").is_err());
         assert!(parse_listen_addr("0.0.0.0").is_err());
         assert!(error_of(Setting::ListenAddr, "x").starts_with("LISTEN_ADDR (--listen-addr)"));
     }

@@ -337,3 +337,10 @@ pub const AUDIT_FILES_MAX: usize = 8;
 /// Longest wait at exit for the audit writer to write out what is queued (a full queue is tens
 /// of MiB: seconds on any disk; longer means the disk is failing, and exiting is better).
 pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Deadline of `mllpd health` (a container's HEALTHCHECK) for its whole exchange with the admin
+/// endpoint: the admin thread answers within ADMIN_IO_TIMEOUT or not at all.
+pub const HEALTH_PROBE_TIMEOUT: Duration = ADMIN_IO_TIMEOUT;
+
+/// Most bytes of the admin endpoint's answer `mllpd health` reads: a status line and a reason.
+pub const HEALTH_PROBE_BYTES_MAX: u64 = 8 * 1024;

@@ -27,6 +27,16 @@ fn main() -> ExitCode {
         Invocation::CheckConfig(overrides) => check_config(&overrides),
         Invocation::Send(args) => mllpd::send::run(&args),
         Invocation::Validate(args) => mllpd::validate::run(&args),
+        Invocation::Health(args) => match health(&args) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("mllpd: {error}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         Invocation::Dlq(command) => match dlq(&command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -77,6 +87,50 @@ fn serve(overrides: &Overrides) -> ExitCode {
             eprintln!("mllpd: {error}");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// `mllpd health`: one GET of /healthz (or /readyz) on the admin endpoint; `Ok` with the
+/// status line on 200, `Err` with the status line and reason otherwise.
+fn health(args: &cli::HealthArgs) -> Result<String, String> {
+    use mllpd::limits::{HEALTH_PROBE_BYTES_MAX, HEALTH_PROBE_TIMEOUT};
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
+    let path = if args.ready { "/readyz" } else { "/healthz" };
+    let text = match args.admin_addr.as_str() {
+        "off" => return Err("ADMIN_ADDR is off: there is no admin endpoint to ask".to_owned()),
+        a if a.starts_with(':') => format!("127.0.0.1{a}"),
+        a => a.to_owned(),
+    };
+    let fail = |e: std::io::Error| format!("admin endpoint {text}{path}: {e}");
+    let addr = text.to_socket_addrs().map_err(fail)?.next();
+    let addr = addr.ok_or_else(|| format!("admin endpoint {text}: no address"))?;
+    // A server listening on every interface is asked on loopback.
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+    } else {
+        addr
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, HEALTH_PROBE_TIMEOUT).map_err(fail)?;
+    stream
+        .set_read_timeout(Some(HEALTH_PROBE_TIMEOUT))
+        .map_err(fail)?;
+    stream
+        .set_write_timeout(Some(HEALTH_PROBE_TIMEOUT))
+        .map_err(fail)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: mllpd\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(fail)?;
+    let mut answer = Vec::new();
+    stream
+        .take(HEALTH_PROBE_BYTES_MAX)
+        .read_to_end(&mut answer)
+        .map_err(fail)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or("no answer").trim();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    match status.split(' ').nth(1) {
+        Some("200") => Ok(format!("{path}: {status}")),
+        _ => Err(format!("{path}: {status}: {body}")),
     }
 }
 

@@ -330,8 +330,8 @@ fn from_args_parses_every_duration_flag() {
     assert_eq!(config.idle_timeout, Duration::from_millis(250));
     assert_eq!(config.frame_timeout, Duration::from_secs(300));
     assert_eq!(config.write_timeout, Duration::from_secs(2));
-    assert_eq!(config.keep_alive_period, Duration::from_secs(90));
-    assert_eq!(config.connect_timeout, Duration::from_secs(3600));
+    assert_eq!(config.keep_alive_period, Some(Duration::from_secs(90)));
+    assert_eq!(config.connect_timeout, Some(Duration::from_secs(3600)));
     assert_eq!(config.pre_shutdown_delay, Duration::ZERO);
     assert_eq!(config.drain_timeout, Duration::from_secs(45));
     assert_eq!(config.log_format, LogFormat::Json);
@@ -350,7 +350,7 @@ fn from_args_reads_the_file_named_by_the_flag_and_lets_flags_win() {
     let config =
         Config::from_args(["mllpd", "serve", "--config-file", file, "--shards", "4"]).unwrap();
     assert_eq!(config.listen_addr.to_string(), "127.0.0.1:2600");
-    assert_eq!(config.connections_max, 7);
+    assert_eq!(config.connections_max, Some(7));
     assert_eq!(config.shards, Some(4));
 }
 

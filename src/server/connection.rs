@@ -195,13 +195,16 @@ async fn handshake(
     mut wire: Wire,
     tls: &ServerTls,
 ) -> Option<(Socket, Option<Identity>)> {
-    let timeout = shard.config().connect_timeout;
-    let accepted = within(timeout, async {
+    let accept = async {
         TlsSession::accept(&mut wire, Arc::clone(&tls.config))
             .await
             .map_err(|e| io::Error::other(e.to_string()))
-    })
-    .await;
+    };
+    // CONNECT_TIMEOUT `0`: no deadline (the operator's choice, warned at start).
+    let accepted = match shard.config().connect_timeout {
+        Some(timeout) => within(timeout, accept).await,
+        None => accept.await,
+    };
     let session = match accepted {
         Ok(session) => session,
         Err(error) => {

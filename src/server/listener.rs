@@ -19,17 +19,24 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A socket with the listener's options, bound to `addr` but not listening. Used by the main
 /// thread to resolve port 0 and hold it while the shards bind the same port.
-pub fn bind(addr: SocketAddr, keep_alive_period: Duration) -> std::io::Result<Socket> {
+/// `keep_alive_period` `None` leaves keepalive off (KEEP_ALIVE_PERIOD `0`). `[::]` takes IPv4
+/// too (dual-stack, whatever the sysctl `net.ipv6.bindv6only` says), as `:PORT` means.
+pub fn bind(addr: SocketAddr, keep_alive_period: Option<Duration>) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
     socket.set_nodelay(true)?;
-    socket.set_keepalive(true)?;
-    let keepalive = TcpKeepalive::new()
-        .with_time(keep_alive_period)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES);
-    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_keepalive(keep_alive_period.is_some())?;
+    if let Some(period) = keep_alive_period {
+        let keepalive = TcpKeepalive::new()
+            .with_time(period)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     Ok(socket)
@@ -60,7 +67,7 @@ impl Listener {
 }
 
 /// A glommio listener for this shard on `addr` (a concrete port).
-pub fn listen(addr: SocketAddr, keep_alive_period: Duration) -> std::io::Result<Listener> {
+pub fn listen(addr: SocketAddr, keep_alive_period: Option<Duration>) -> std::io::Result<Listener> {
     let socket = bind(addr, keep_alive_period)?;
     socket.listen(LISTEN_BACKLOG)?;
     let control = socket.try_clone()?;

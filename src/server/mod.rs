@@ -93,6 +93,12 @@ pub(crate) enum Event {
 /// Runs the server until shutdown completes.
 pub fn run(config: Config) -> Result<(), ServerError> {
     preflight::check()?;
+    preflight::log_unbounded_settings(
+        config.connections_max,
+        config.keep_alive_period,
+        config.connect_timeout,
+        config.tls_cert_file.is_some(),
+    );
     let cpus = placement::affinity_cpus().map_err(ServerError::Other)?;
     let shard_cpus = placement::shard_cpus(&cpus, config.shards);
     let reservation =

@@ -568,7 +568,8 @@ fn admit_connection(
     stream: glommio::net::TcpStream,
     last_log: &mut Option<Instant>,
 ) {
-    let max = shard.config().connections_max;
+    // No MAX_CONNECTIONS (`0`): only the open-file limit bounds connections (accept errors).
+    let max = shard.config().connections_max.unwrap_or(usize::MAX);
     let before = shard.shared.connections.fetch_add(1, Ordering::AcqRel);
     if before >= max {
         shard.shared.connections.fetch_sub(1, Ordering::AcqRel);

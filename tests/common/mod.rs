@@ -494,25 +494,31 @@ pub fn admin_addr(server: &Server) -> SocketAddr {
         .unwrap_or_else(|| panic!("no admin address in: {line}"))
 }
 
-/// GET `path`: (status, body).
+/// GET `path`: (status, body); panics when nothing answers.
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect admin");
+    http_get(addr, path).unwrap_or_else(|| panic!("no HTTP answer from {addr}{path}"))
+}
+
+/// GET `path` from an HTTP server (the admin endpoint): (status, body); `None` when nothing
+/// answers (refused, reset, or no status line).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("request");
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {response}"));
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// The sum over shards of the samples of `name` whose labels include every one of `labels`.
@@ -538,4 +544,38 @@ pub fn metrics_until(addr: SocketAddr, what: &str, done: impl Fn(&str) -> bool) 
         assert!(Instant::now() < deadline, "{what}; metrics:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A TCP port on loopback that was free a moment ago (bound to port 0, then released): for
+/// programs that must be told their port in advance (HAProxy's configuration, a container).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind port 0")
+        .port()
+}
+
+/// Control ids (MSH-10) of every message `mllpd journal export` writes for `data_dir`, in
+/// journal order (safe while the server runs: only complete records are read).
+pub fn journal_control_ids(data_dir: &std::path::Path) -> Vec<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
+        .args(["journal", "export", "--output", "-", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run journal export");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+        .stdout
+        .split(|&b| b == SB)
+        .filter(|frame| frame.starts_with(b"MSH"))
+        .map(|frame| {
+            let msh = frame.split(|&b| b == CR).next().unwrap_or_default();
+            let fields: Vec<&[u8]> = msh.split(|&b| b == b'|').collect();
+            String::from_utf8_lossy(fields.get(9).copied().unwrap_or_default()).into_owned()
+        })
+        .collect()
 }
