@@ -2,6 +2,9 @@
 //! its port from the start line, collect its log lines, and talk MLLP to it over real sockets.
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod peer;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
