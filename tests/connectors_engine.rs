@@ -20,7 +20,7 @@ use common::{adt, Client, Server};
 
 fn start(data: &Path, yaml: &str, env: &[(&str, &str)]) -> Server {
     std::fs::create_dir_all(data).unwrap();
-    let config = data.join("mllpd.yaml");
+    let config = data.with_extension("yaml");
     std::fs::write(&config, yaml).unwrap();
     let mut all = vec![
         ("DATA_DIR", data.to_str().unwrap()),
