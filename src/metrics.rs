@@ -358,15 +358,43 @@ pub fn failure_reason(text: &str) -> FailureReason {
     let any = |words: &[&str]| words.iter().any(|w| t.contains(w));
     if any(&["timed out", "timeout", "no ack within"]) {
         FailureReason::Timeout
-    } else if any(&["cannot connect", "cannot resolve", "resolves to no", "connection refused", "dns"]) {
+    } else if any(&[
+        "cannot connect",
+        "cannot resolve",
+        "resolves to no",
+        "connection refused",
+        "dns",
+    ]) {
         FailureReason::Connect
-    } else if any(&["answered ae", "answered ce", "answered http 5", "answered http 3"]) {
+    } else if any(&[
+        "answered ae",
+        "answered ce",
+        "answered http 5",
+        "answered http 3",
+    ]) {
         FailureReason::DownstreamError
     } else if any(&["answered ar", "answered cr", "answered http 4"]) {
         FailureReason::Rejected
-    } else if any(&["not an ack", "another message", "unknown msa", "closed the connection", "ack larger", "send failed", "receive failed", "reset", "broken pipe"]) {
+    } else if any(&[
+        "not an ack",
+        "another message",
+        "unknown msa",
+        "closed the connection",
+        "ack larger",
+        "send failed",
+        "receive failed",
+        "reset",
+        "broken pipe",
+    ]) {
         FailureReason::Protocol
-    } else if any(&["no space", "disk", "permission denied", "read-only", "i/o error", "write"]) {
+    } else if any(&[
+        "no space",
+        "disk",
+        "permission denied",
+        "read-only",
+        "i/o error",
+        "write",
+    ]) {
         FailureReason::Io
     } else {
         FailureReason::Other
@@ -773,7 +801,10 @@ const CONNECTOR_FAMILIES: [ConnectorFamily; 4] = [
 
 /// Label set of one connector on one shard.
 fn connector_labels(c: &ConnectorCounters) -> [(&'static str, String); 2] {
-    [("connector", c.connector.clone()), ("shard", c.shard.to_string())]
+    [
+        ("connector", c.connector.clone()),
+        ("shard", c.shard.to_string()),
+    ]
 }
 
 impl Metrics {
@@ -987,7 +1018,9 @@ mod tests {
         let lab = Arc::new(ConnectorCounters::new("lab".into(), 0, watermark));
         lab.delivered.add(7);
         lab.confirmed_seq.set(7);
-        lab.fail(failure_reason("cannot connect to 127.0.0.1:1: Connection refused"));
+        lab.fail(failure_reason(
+            "cannot connect to 127.0.0.1:1: Connection refused",
+        ));
         lab.fail(failure_reason("no ACK within 30s"));
         lab.fail(failure_reason("downstream answered HTTP 503"));
         lab.pending_since_micros.set(1);

@@ -67,8 +67,14 @@ fn an_aa_from_downstream_is_an_aa_sent_only_once_the_downstream_has_the_message(
     for id in ["SYNC1", "SYNC2"] {
         let (ack, took) = send(&server, id);
         assert_eq!(ack, expected_adt_ack("AA", id));
-        assert!(peer.received().contains(&id.to_owned()), "ACK before delivery");
-        assert!(took >= Duration::from_millis(600), "did not wait for the downstream: {took:?}");
+        assert!(
+            peer.received().contains(&id.to_owned()),
+            "ACK before delivery"
+        );
+        assert!(
+            took >= Duration::from_millis(600),
+            "did not wait for the downstream: {took:?}"
+        );
     }
 }
 
@@ -95,8 +101,7 @@ fn an_ar_from_downstream_is_an_ar_with_the_downstream_reason() {
     let (ack, _) = send(&server, "GOOD");
     assert_eq!(ack, expected_adt_ack("AA", "GOOD"));
     // The rejected message is a dead letter, as without ACK_AFTER=delivery.
-    let letters =
-        mllpd::route::dead_letter::list(&dir.path().join("data/connectors/lab")).unwrap();
+    let letters = mllpd::route::dead_letter::list(&dir.path().join("data/connectors/lab")).unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
 }
 
@@ -111,7 +116,10 @@ fn a_silent_downstream_is_an_ae_after_the_sync_timeout_and_delivery_goes_on() {
         Duration::ZERO,
     );
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &config(dir.path(), &peer, "    sync_timeout: 2s\n"));
+    let server = start(
+        dir.path(),
+        &config(dir.path(), &peer, "    sync_timeout: 2s\n"),
+    );
     let (ack, took) = send(&server, "SLOW");
     assert_eq!(
         ack,
@@ -140,7 +148,10 @@ fn a_message_no_sync_connector_selects_is_answered_at_once() {
     let server = start(dir.path(), &config(dir.path(), &peer, extra));
     let (ack, took) = send(&server, "ADTONLY");
     assert_eq!(ack, expected_adt_ack("AA", "ADTONLY"));
-    assert!(took < Duration::from_secs(4), "waited for the downstream: {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "waited for the downstream: {took:?}"
+    );
     assert!(peer.received().is_empty());
 }
 

@@ -96,35 +96,91 @@ fn connector_metrics_move_with_delivery_failures_dead_letters_and_lag() {
     );
     let server = start(&dir.path().join("data"), &yaml, &[]);
     let admin = admin_addr(&server);
-    let ids: Vec<String> = ["A", "POISON", "B", "C"].iter().map(|s| s.to_string()).collect();
+    let ids: Vec<String> = ["A", "POISON", "B", "C"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     send_all(&server, &ids);
     let text = scrape_until(admin, "counters did not move", |t| {
-        sample(t, "mllpd_connector_delivered_total", &["connector=\"archive\""]) == 4.0
+        sample(
+            t,
+            "mllpd_connector_delivered_total",
+            &["connector=\"archive\""],
+        ) == 4.0
             && sample(t, "mllpd_connector_delivered_total", &["connector=\"lab\""]) == 3.0
-            && sample(t, "mllpd_connector_dead_letters_total", &["connector=\"lab\""]) == 1.0
+            && sample(
+                t,
+                "mllpd_connector_dead_letters_total",
+                &["connector=\"lab\""],
+            ) == 1.0
             && sample(t, "mllpd_connector_retries_total", &["connector=\"gone\""]) >= 3.0
             && sample(t, "mllpd_connector_retries_total", &["connector=\"web\""]) >= 3.0
             && sample(t, "mllpd_connector_lag_seconds", &["connector=\"gone\""]) > 0.2
     });
     for (name, labels, value) in [
-        ("mllpd_connector_failures_total", &["connector=\"lab\"", "reason=\"rejected\""][..], 1.0),
-        ("mllpd_connector_retries_total", &["connector=\"lab\""][..], 0.0),
-        ("mllpd_connector_lag_messages", &["connector=\"archive\""][..], 0.0),
-        ("mllpd_connector_lag_messages", &["connector=\"gone\""][..], 4.0),
-        ("mllpd_connector_cursor_seq", &["connector=\"gone\""][..], 0.0),
-        ("mllpd_connector_lag_seconds", &["connector=\"lab\""][..], 0.0),
-        ("mllpd_connector_delivered_total", &["connector=\"gone\""][..], 0.0),
-        ("mllpd_connector_delivered_total", &["connector=\"web\""][..], 0.0),
+        (
+            "mllpd_connector_failures_total",
+            &["connector=\"lab\"", "reason=\"rejected\""][..],
+            1.0,
+        ),
+        (
+            "mllpd_connector_retries_total",
+            &["connector=\"lab\""][..],
+            0.0,
+        ),
+        (
+            "mllpd_connector_lag_messages",
+            &["connector=\"archive\""][..],
+            0.0,
+        ),
+        (
+            "mllpd_connector_lag_messages",
+            &["connector=\"gone\""][..],
+            4.0,
+        ),
+        (
+            "mllpd_connector_cursor_seq",
+            &["connector=\"gone\""][..],
+            0.0,
+        ),
+        (
+            "mllpd_connector_lag_seconds",
+            &["connector=\"lab\""][..],
+            0.0,
+        ),
+        (
+            "mllpd_connector_delivered_total",
+            &["connector=\"gone\""][..],
+            0.0,
+        ),
+        (
+            "mllpd_connector_delivered_total",
+            &["connector=\"web\""][..],
+            0.0,
+        ),
     ] {
-        assert_eq!(sample(&text, name, labels), value, "{name}{labels:?}:\n{text}");
+        assert_eq!(
+            sample(&text, name, labels),
+            value,
+            "{name}{labels:?}:\n{text}"
+        );
     }
     // Unreachable hosts: counted as connect failures, logged clearly, the process alive.
     for connector in ["gone", "web"] {
-        let connect = [format!("connector=\"{connector}\""), "reason=\"connect\"".to_owned()];
+        let connect = [
+            format!("connector=\"{connector}\""),
+            "reason=\"connect\"".to_owned(),
+        ];
         let connect: Vec<&str> = connect.iter().map(String::as_str).collect();
-        assert!(sample(&text, "mllpd_connector_failures_total", &connect) >= 3.0, "{text}");
+        assert!(
+            sample(&text, "mllpd_connector_failures_total", &connect) >= 3.0,
+            "{text}"
+        );
         server.wait_log(
-            &["delivery failed; will retry", &format!("connector={connector}")],
+            &[
+                "delivery failed; will retry",
+                &format!("connector={connector}"),
+            ],
             Duration::from_secs(5),
         );
     }
@@ -152,7 +208,11 @@ fn a_full_disk_while_writing_a_cursor_is_logged_counted_and_skips_nothing() {
     let more: Vec<String> = (20..40).map(|i| format!("DISK{i:02}")).collect();
     send_all(&server, &more);
     let text = scrape_until(admin, "cursor failures not counted or cursor stuck", |t| {
-        sample(t, "mllpd_connector_failures_total", &["reason=\"cursor_write\""]) == 3.0
+        sample(
+            t,
+            "mllpd_connector_failures_total",
+            &["reason=\"cursor_write\""],
+        ) == 3.0
             && sample(t, "mllpd_connector_cursor_seq", &["connector=\"archive\""]) == 40.0
     });
     assert_eq!(sample(&text, "mllpd_connector_delivered_total", &[]), 40.0);
@@ -162,7 +222,10 @@ fn a_full_disk_while_writing_a_cursor_is_logged_counted_and_skips_nothing() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let cursor = data.join("connectors/archive");
     while mllpd::route::cursor::load(&cursor, 0).unwrap() != 40 {
-        assert!(Instant::now() < deadline, "the cursor file was never written again");
+        assert!(
+            Instant::now() < deadline,
+            "the cursor file was never written again"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -202,7 +265,10 @@ fn a_replayed_dead_letter_goes_after_everything_pending_at_the_replay() {
         .unwrap()
         .is_empty()
     {
-        assert!(Instant::now() < deadline, "POISON never became a dead letter");
+        assert!(
+            Instant::now() < deadline,
+            "POISON never became a dead letter"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let pending: Vec<String> = (0..12).map(|i| format!("PENDING{i:02}")).collect();
@@ -254,7 +320,8 @@ fn a_third_party_mllp_listener_receives_every_message_in_order() {
     let _listener = Kill(listener);
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
     let port: u16 = first.trim().strip_prefix("port=").unwrap().parse().unwrap();
-    let yaml = format!("connectors:\n  - {{name: lab, type: mllp, url: 'mllp://127.0.0.1:{port}'}}\n");
+    let yaml =
+        format!("connectors:\n  - {{name: lab, type: mllp, url: 'mllp://127.0.0.1:{port}'}}\n");
     let server = start(&dir.path().join("data"), &yaml, &[]);
     let ids: Vec<String> = (0..50).map(|i| format!("PYHL7{i:03}")).collect();
     send_all(&server, &ids);
@@ -281,7 +348,11 @@ fn a_third_party_mllp_listener_receives_every_message_in_order() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
-        sample(&common::admin::scrape(admin_addr(&server)), "mllpd_connector_delivered_total", &[]),
+        sample(
+            &common::admin::scrape(admin_addr(&server)),
+            "mllpd_connector_delivered_total",
+            &[]
+        ),
         50.0
     );
 }

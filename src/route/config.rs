@@ -427,10 +427,14 @@ mod tests {
         assert_eq!(options.on_failure, OnFailure::DeadLetter);
         assert_eq!(options.connectors[0].sync, None);
         let options =
-            parse("- {name: a, type: file, url: 'file:///x', sync: true, sync_timeout: 2s}").unwrap();
+            parse("- {name: a, type: file, url: 'file:///x', sync: true, sync_timeout: 2s}")
+                .unwrap();
         assert_eq!(options.connectors[0].sync, Some(Duration::from_secs(2)));
         let options = parse("- {name: a, type: file, url: 'file:///x', sync: true}").unwrap();
-        assert_eq!(options.connectors[0].sync, Some(limits::SYNC_TIMEOUT_DEFAULT));
+        assert_eq!(
+            options.connectors[0].sync,
+            Some(limits::SYNC_TIMEOUT_DEFAULT)
+        );
     }
 
     #[test]

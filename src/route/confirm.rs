@@ -201,12 +201,10 @@ impl Confirmations {
             return Some(Settled::Delivered);
         }
         let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        Some(
-            match rejected.iter().rev().find(|(s, _)| *s == seq) {
-                Some((_, reason)) => Settled::Rejected(reason.clone()),
-                None => Settled::Delivered,
-            },
-        )
+        Some(match rejected.iter().rev().find(|(s, _)| *s == seq) {
+            Some((_, reason)) => Settled::Rejected(reason.clone()),
+            None => Settled::Delivered,
+        })
     }
 
     /// Tasks waiting now (tests, diagnostics).

@@ -182,7 +182,13 @@ fn msa_text(ack: &[u8]) -> String {
     let clean: String = text
         .iter()
         .take(crate::limits::ACK_TEXT_BYTES_MAX)
-        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { ' ' })
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                ' '
+            }
+        })
         .collect();
     let clean = clean.trim();
     if clean.is_empty() {

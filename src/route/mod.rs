@@ -654,8 +654,7 @@ impl Worker {
     /// Publishes the cursor's position and write failures to the counters.
     fn count_cursor(&self) {
         self.counters.confirmed_seq.set(self.cursor.confirmed());
-        self.counters.failures[FailureReason::CursorWrite as usize]
-            .set(self.cursor.write_failures);
+        self.counters.failures[FailureReason::CursorWrite as usize].set(self.cursor.write_failures);
     }
 
     /// Delivers the dead letters of this shard handed back by `mllpd dlq replay`, oldest

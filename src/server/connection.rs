@@ -893,10 +893,7 @@ async fn await_delivery(
         if !matches!(frame.decision.cause(), Cause::Accepted) {
             continue; // Not stored after all (AE already).
         }
-        let registered = ForgetOnDrop {
-            confirmations,
-            id,
-        };
+        let registered = ForgetOnDrop { confirmations, id };
         let settled = future::poll_fn(|cx| match confirmations.poll_settled(id, seq, cx.waker()) {
             Some(settled) => std::task::Poll::Ready(Some(settled)),
             None => std::task::Poll::Pending,
