@@ -608,6 +608,9 @@ impl Worker {
                     if self.cursor.confirm(seq) {
                         self.holds.refresh();
                     }
+                    if seq >= self.holds.watermark.durable() {
+                        self.counters.pending_since_micros.set(0); // Caught up: no lag.
+                    }
                     self.count_cursor();
                 }
                 Handled::Stopped => break,
