@@ -287,6 +287,9 @@ pub enum Cause {
     },
     /// Accepted, but the journal could not store it.
     NotStored(JournalError),
+    /// ACK_AFTER=delivery: journaled, but a `sync: true` connector gave up on it (`Some`: the
+    /// downstream's reason, AR) or did not confirm it in time (`None`, AE; delivery goes on).
+    NotDelivered(Option<Box<str>>),
 }
 
 /// The fate of one frame, decided by [`Admission::decide`].
@@ -332,6 +335,12 @@ impl Decision {
         self.cause = Cause::NotStored(error);
     }
 
+    /// ACK_AFTER=delivery: a sync connector gave up on the message (`Some(reason)`: AR with
+    /// the reason) or did not confirm it in time (`None`: AE).
+    pub fn not_delivered(&mut self, rejection: Option<String>) {
+        self.cause = Cause::NotDelivered(rejection.map(String::into_boxed_str));
+    }
+
     /// The validation rule that decided, if one did.
     pub fn rule(&self) -> Option<&RuleRef> {
         match &self.cause {
@@ -350,6 +359,8 @@ impl Decision {
                 Some(OnFail::AR) | None => Disposition::Reject,
             },
             Cause::Evaluation { .. } | Cause::NotStored(_) => Disposition::Error,
+            Cause::NotDelivered(Some(_)) => Disposition::Reject,
+            Cause::NotDelivered(None) => Disposition::Error,
         }
     }
 
@@ -362,7 +373,7 @@ impl Decision {
                 Some(failure) => (failure.code, failure.location),
                 None => (ErrorCode::ApplicationInternalError, None),
             },
-            Cause::Evaluation { .. } | Cause::NotStored(_) => {
+            Cause::Evaluation { .. } | Cause::NotStored(_) | Cause::NotDelivered(_) => {
                 (ErrorCode::ApplicationInternalError, None)
             }
         };
@@ -381,6 +392,10 @@ impl Decision {
             Cause::Rule(rule) => rule.failure().map(|f| f.message),
             Cause::Evaluation { text, .. } => Some(text),
             Cause::NotStored(error) => Some(journal_text(*error)),
+            Cause::NotDelivered(Some(reason)) => Some(reason),
+            Cause::NotDelivered(None) => {
+                Some("message stored, not yet confirmed by its destination; retry later")
+            }
         }
     }
 

@@ -61,6 +61,9 @@ pub enum AckAfter {
     /// is written a moment later, never flushed). UNSAFE: a crash of mllpd itself, not only of
     /// the OS, loses messages the sender was told it may forget. For benchmarks and tests only.
     Receipt,
+    /// Once the message is durable in the journal *and* every `sync: true` connector confirmed
+    /// it (downstream AR → AR with its reason; no confirmation within `sync_timeout` → AE).
+    Delivery,
 }
 
 /// How a shard's journal makes a batch durable (JOURNAL_SYNC).
@@ -755,6 +758,25 @@ impl Config {
                 detail,
             })?;
         }
+        if config.ack_after == AckAfter::Delivery
+            && !config.routing.connectors.iter().any(|c| c.sync.is_some())
+        {
+            let origin = sources
+                .iter()
+                .find(|(s, _)| *s == Setting::AckAfter)
+                .map_or(Source::Default, |(_, o)| *o);
+            return Err(ConfigError::Invalid {
+                setting: Setting::AckAfter,
+                origin,
+                file: config
+                    .config_file
+                    .clone()
+                    .filter(|_| origin == Source::File),
+                message: "delivery needs a connector with `sync: true` in CONFIG_FILE (the ACK \
+                          waits for those connectors; with none it would wait for nothing)"
+                    .to_owned(),
+            });
+        }
         if let Some(message) = admin_addr_clash(&config) {
             let origin = sources
                 .iter()
@@ -1193,8 +1215,9 @@ fn parse_ack_after(text: &str) -> Result<AckAfter, String> {
     match text.to_ascii_lowercase().as_str() {
         "journal" => Ok(AckAfter::Journal),
         "receipt" => Ok(AckAfter::Receipt),
+        "delivery" => Ok(AckAfter::Delivery),
         _ => Err(format!(
-            "invalid value '{text}' (expected journal or receipt)"
+            "invalid value '{text}' (expected journal, receipt or delivery)"
         )),
     }
 }
@@ -1498,6 +1521,7 @@ fn render(config: &Config, setting: Setting) -> String {
         Setting::AckAfter => match config.ack_after {
             AckAfter::Journal => "journal".to_owned(),
             AckAfter::Receipt => "receipt (UNSAFE: ACK before durable)".to_owned(),
+            AckAfter::Delivery => "delivery (after the sync connectors confirmed)".to_owned(),
         },
         Setting::JournalSync => match config.journal_sync {
             JournalSync::Fdatasync => "fdatasync".to_owned(),
@@ -1893,7 +1917,12 @@ mod tests {
         assert_eq!(parse_retention_bytes(&min.to_string()), Ok(Some(min)));
         assert!(parse_retention_bytes(&(min - 1).to_string()).is_err());
         assert!(parse_retention_bytes("20GB").is_err());
-        assert!(error_of(Setting::AckAfter, "delivery").starts_with("ACK_AFTER (--ack-after)"));
+        assert!(error_of(Setting::AckAfter, "whenever").starts_with("ACK_AFTER (--ack-after)"));
+        let refused = error_of(Setting::AckAfter, "delivery");
+        assert!(
+            refused.starts_with("ACK_AFTER (--ack-after)") && refused.contains("sync: true"),
+            "{refused}"
+        );
         assert!(error_of(Setting::DedupWindow, "soon").starts_with("DEDUP_WINDOW (--dedup-window)"));
     }
 

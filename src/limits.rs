@@ -279,6 +279,22 @@ pub const REPLAY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// per shard.
 pub const CONNECTORS_MAX: usize = 64;
 
+/// Default `sync_timeout` of a `sync: true` connector (ACK_AFTER=delivery): how long a sender's
+/// ACK waits for the downstream's confirmation before it is answered AE (the message stays
+/// journaled and its delivery goes on). Below the 30 s senders commonly wait for an ACK, so the
+/// sender hears AE from mllpd rather than timing out itself, and above a downstream's usual
+/// round trip even with a retry or two at the default backoff.
+pub const SYNC_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Longest `sync_timeout` a connector may set: beyond this the sender has long given up.
+pub const SYNC_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+
+/// Rejections (AR from downstream, dead letters) a shard remembers for ACK_AFTER=delivery, so
+/// that the ACK waiting for that message can say AR and why: a waiting ACK reads its outcome
+/// within moments of the worker's confirmation, so a few thousand (a few hundred KiB at worst)
+/// covers any burst; a resend of a message rejected longer ago is answered AA.
+pub const SYNC_REJECTIONS_MAX: usize = 4096;
+
 const _: () = assert!(CURSOR_WRITE_RECORDS > 0);
 const _: () =
     assert!(RETRY_INITIAL_BACKOFF_DEFAULT.as_millis() <= RETRY_MAX_BACKOFF_DEFAULT.as_millis());

@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -309,6 +309,170 @@ pub fn unix_millis_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Why a delivery attempt (or the bookkeeping around it) failed: the `reason` label of
+/// `mllpd_connector_failures`. A fixed set, so a downstream cannot grow the label space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The downstream could not be resolved or connected to (unreachable host, refused).
+    Connect = 0,
+    /// No answer in time.
+    Timeout,
+    /// Refused for good (AR/CR, HTTP 4xx).
+    Rejected,
+    /// A transient error answered by the downstream (AE/CE, HTTP 5xx, a redirect).
+    DownstreamError,
+    /// An answer that is not what the protocol says (no MSA, another message's ACK), or a
+    /// connection closed or reset mid-exchange.
+    Protocol,
+    /// A local IO error (a `file` destination's disk).
+    Io,
+    /// The connector's filter could not decide (the message becomes a dead letter).
+    Filter,
+    /// The connector's cursor could not be written (disk full): delivery goes on, a crash
+    /// would re-deliver more.
+    CursorWrite,
+    /// A dead letter could not be stored (retried; the message is kept).
+    DeadLetterWrite,
+    /// The journal could not be read (retried; nothing is skipped).
+    JournalRead,
+    /// Anything else.
+    Other,
+}
+
+/// The label of each [`FailureReason`], in order.
+pub const FAILURE_REASONS: [&str; 11] = [
+    "connect",
+    "timeout",
+    "rejected",
+    "downstream_error",
+    "protocol",
+    "io",
+    "filter",
+    "cursor_write",
+    "dead_letter_write",
+    "journal_read",
+    "other",
+];
+
+/// The reason class of a destination's failure text (`Outcome::Failed`): the texts are the
+/// connectors' own, so this matches the words they use.
+pub fn failure_reason(text: &str) -> FailureReason {
+    let t = text.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    if any(&["timed out", "timeout", "no ack within"]) {
+        FailureReason::Timeout
+    } else if any(&[
+        "cannot connect",
+        "cannot resolve",
+        "resolves to no",
+        "connection refused",
+        "dns",
+    ]) {
+        FailureReason::Connect
+    } else if any(&[
+        "answered ae",
+        "answered ce",
+        "answered http 5",
+        "answered http 3",
+    ]) {
+        FailureReason::DownstreamError
+    } else if any(&["answered ar", "answered cr", "answered http 4"]) {
+        FailureReason::Rejected
+    } else if any(&[
+        "not an ack",
+        "another message",
+        "unknown msa",
+        "closed the connection",
+        "ack larger",
+        "send failed",
+        "receive failed",
+        "reset",
+        "broken pipe",
+    ]) {
+        FailureReason::Protocol
+    } else if any(&[
+        "no space",
+        "disk",
+        "permission denied",
+        "read-only",
+        "i/o error",
+        "write",
+    ]) {
+        FailureReason::Io
+    } else {
+        FailureReason::Other
+    }
+}
+
+/// The delivery counters of one connector on one shard. Written only by that connector's
+/// worker thread for that shard (atomics: a load and a store, no lock), read at scrape.
+#[derive(Debug)]
+pub struct ConnectorCounters {
+    /// The connector's name (from CONFIG_FILE).
+    pub connector: String,
+    /// The shard whose journal it delivers.
+    pub shard: usize,
+    /// Messages the destination confirmed.
+    pub delivered: Counter,
+    /// Failed attempts followed by a retry.
+    pub retried: Counter,
+    /// Messages stored as dead letters.
+    pub dead_lettered: Counter,
+    /// Messages the connector's filter did not select.
+    pub filtered: Counter,
+    /// Failures by [`FailureReason`] (attempts, and bookkeeping failures).
+    pub failures: [Counter; FAILURE_REASONS.len()],
+    /// The last sequence number confirmed (the cursor in memory).
+    pub confirmed_seq: Counter,
+    /// Receive time (µs since the Unix epoch) of the message being delivered; 0 when the
+    /// connector has caught up.
+    pub pending_since_micros: Counter,
+    /// The shard's durable watermark (lag = what is durable and not yet confirmed).
+    pub watermark: Arc<crate::journal::Watermark>,
+}
+
+impl ConnectorCounters {
+    /// Zeroed counters of `connector` on `shard`, whose journal publishes `watermark`.
+    pub fn new(
+        connector: String,
+        shard: usize,
+        watermark: Arc<crate::journal::Watermark>,
+    ) -> ConnectorCounters {
+        ConnectorCounters {
+            connector,
+            shard,
+            delivered: Counter::default(),
+            retried: Counter::default(),
+            dead_lettered: Counter::default(),
+            filtered: Counter::default(),
+            failures: Default::default(),
+            confirmed_seq: Counter::default(),
+            pending_since_micros: Counter::default(),
+            watermark,
+        }
+    }
+
+    /// Counts a failure of `reason`.
+    pub fn fail(&self, reason: FailureReason) {
+        self.failures[reason as usize].inc();
+    }
+
+    /// Sequence numbers durable and not yet confirmed (gaps count: an upper bound); `None` for
+    /// a journal no longer written (its end is not published).
+    pub fn lag_messages(&self) -> Option<u64> {
+        let durable = self.watermark.durable();
+        (durable != u64::MAX).then(|| durable.saturating_sub(self.confirmed_seq.get()))
+    }
+
+    /// Age of the oldest message not yet confirmed, seconds (0 when caught up).
+    pub fn lag_seconds(&self, now_unix_micros: u64) -> f64 {
+        match self.pending_since_micros.get() {
+            0 => 0.0,
+            since => now_unix_micros.saturating_sub(since) as f64 / 1e6,
+        }
+    }
+}
+
 /// Whether the process may take traffic, as `/readyz` tells a load balancer.
 #[derive(Debug, Default)]
 pub struct Readiness {
@@ -329,6 +493,8 @@ pub struct Metrics {
     pub readiness: Readiness,
     /// Reads how many log lines were dropped because the log queue was full.
     pub log_lines_dropped: fn() -> u64,
+    /// Every connector's counters on every shard, set once when delivery is prepared.
+    pub connectors: OnceLock<Vec<Arc<ConnectorCounters>>>,
 }
 
 impl Metrics {
@@ -340,6 +506,7 @@ impl Metrics {
                 .collect(),
             readiness: Readiness::default(),
             log_lines_dropped,
+            connectors: OnceLock::new(),
         })
     }
 
@@ -588,6 +755,7 @@ impl prometheus_client::collector::Collector for Metrics {
             shards().map(|(i, s)| (shard_label(i), s.noise_bytes.get())),
         )?;
         self.encode_rules(&mut encoder)?;
+        self.encode_connectors(&mut encoder)?;
         self.encode_histograms(&mut encoder)?;
         encoder
             .encode_descriptor(
@@ -616,7 +784,104 @@ impl prometheus_client::collector::Collector for Metrics {
     }
 }
 
+/// The per-connector counter families: (name, help, reader).
+type ConnectorFamily = (&'static str, &'static str, fn(&ConnectorCounters) -> u64);
+
+const CONNECTOR_FAMILIES: [ConnectorFamily; 4] = [
+    (
+        "mllpd_connector_delivered",
+        "Messages a connector's destination confirmed.",
+        |c| c.delivered.get(),
+    ),
+    (
+        "mllpd_connector_retries",
+        "Failed delivery attempts followed by a retry.",
+        |c| c.retried.get(),
+    ),
+    (
+        "mllpd_connector_dead_letters",
+        "Messages a connector stored as dead letters.",
+        |c| c.dead_lettered.get(),
+    ),
+    (
+        "mllpd_connector_filtered",
+        "Messages a connector's filter did not select.",
+        |c| c.filtered.get(),
+    ),
+];
+
+/// Label set of one connector on one shard.
+fn connector_labels(c: &ConnectorCounters) -> [(&'static str, String); 2] {
+    [
+        ("connector", c.connector.clone()),
+        ("shard", c.shard.to_string()),
+    ]
+}
+
 impl Metrics {
+    fn encode_connectors(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(connectors) = self.connectors.get().filter(|c| !c.is_empty()) else {
+            return Ok(());
+        };
+        for (name, help, read) in CONNECTOR_FAMILIES {
+            family(
+                encoder,
+                name,
+                help,
+                MetricType::Counter,
+                connectors.iter().map(|c| (connector_labels(c), read(c))),
+            )?;
+        }
+        family(
+            encoder,
+            "mllpd_connector_failures",
+            "Connector failures by reason: connect, timeout, rejected, downstream_error, \
+             protocol, io (attempts); filter, cursor_write, dead_letter_write, journal_read \
+             (bookkeeping; nothing is skipped); other.",
+            MetricType::Counter,
+            connectors.iter().flat_map(|c| {
+                FAILURE_REASONS.iter().enumerate().map(move |(k, reason)| {
+                    let [connector, shard] = connector_labels(c);
+                    (
+                        [connector, shard, ("reason", (*reason).to_owned())],
+                        c.failures[k].get(),
+                    )
+                })
+            }),
+        )?;
+        family(
+            encoder,
+            "mllpd_connector_cursor_seq",
+            "Last journal sequence number a connector confirmed on a shard.",
+            MetricType::Gauge,
+            connectors
+                .iter()
+                .map(|c| (connector_labels(c), c.confirmed_seq.get())),
+        )?;
+        family(
+            encoder,
+            "mllpd_connector_lag_messages",
+            "Sequence numbers durable in the journal and not yet confirmed by the connector.",
+            MetricType::Gauge,
+            connectors
+                .iter()
+                .filter_map(|c| Some((connector_labels(c), c.lag_messages()?))),
+        )?;
+        let now = unix_millis_now().saturating_mul(1000);
+        let mut metric = encoder.encode_descriptor(
+            "mllpd_connector_lag_seconds",
+            "Age of the oldest message a connector has not yet confirmed (0: caught up).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in connectors {
+            metric
+                .encode_family(&connector_labels(c))?
+                .encode_gauge(&c.lag_seconds(now))?;
+        }
+        Ok(())
+    }
+
     fn encode_rules(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut merged: Vec<RuleFigures> = Vec::new();
         for shard in &self.shards {
@@ -754,6 +1019,35 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn connector_counters_are_encoded_with_failures_by_reason_and_lag() {
+        let metrics = Metrics::new(1, || 0);
+        let watermark = Arc::new(crate::journal::Watermark::new());
+        watermark.publish(10);
+        let lab = Arc::new(ConnectorCounters::new("lab".into(), 0, watermark));
+        lab.delivered.add(7);
+        lab.confirmed_seq.set(7);
+        lab.fail(failure_reason(
+            "cannot connect to 127.0.0.1:1: Connection refused",
+        ));
+        lab.fail(failure_reason("no ACK within 30s"));
+        lab.fail(failure_reason("downstream answered HTTP 503"));
+        lab.pending_since_micros.set(1);
+        metrics.connectors.set(vec![lab]).unwrap();
+        let text = encode(&metrics);
+        for line in [
+            "mllpd_connector_delivered_total{connector=\"lab\",shard=\"0\"} 7",
+            "mllpd_connector_failures_total{connector=\"lab\",shard=\"0\",reason=\"connect\"} 1",
+            "mllpd_connector_failures_total{connector=\"lab\",shard=\"0\",reason=\"timeout\"} 1",
+            "mllpd_connector_failures_total{connector=\"lab\",shard=\"0\",reason=\"downstream_error\"} 1",
+            "mllpd_connector_lag_messages{connector=\"lab\",shard=\"0\"} 3",
+            "mllpd_connector_cursor_seq{connector=\"lab\",shard=\"0\"} 7",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(text.contains("mllpd_connector_lag_seconds{connector=\"lab\",shard=\"0\"} 17"));
     }
 
     #[test]

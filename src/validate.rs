@@ -109,6 +109,7 @@ fn report(number: usize, payload: &[u8], decision: &Decision) -> Report {
             format!("rule '{}' could not be evaluated: {reason}", rule.name())
         }
         Cause::NotStored(_) => "not stored".to_owned(),
+        Cause::NotDelivered(_) => "not delivered".to_owned(),
     };
     let accepted = matches!(decision.cause(), Cause::Accepted);
     let answer = match outcome {

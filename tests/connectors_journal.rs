@@ -361,6 +361,7 @@ fn a_journal_whose_shard_no_longer_runs_is_still_delivered_to_its_end() {
                 name: "archive".to_owned(),
                 target: Target::File { dir: out.clone() },
                 filter: None,
+                sync: None,
             }],
             ..RoutingOptions::default()
         },

@@ -9,6 +9,8 @@
 //!     url: mllp://lab.example:2575   # mllps://host:port: MLLP over TLS, with
 //!     # tls_ca (required), tls_cert + tls_key (mTLS), tls_server_name (default: the host)
 //!     filter: 'msh.msg_type == "ORU"' # CEL, as validation rules; absent: every message
+//!     sync: true                     # ACK_AFTER=delivery waits for this one (default false)
+//!     sync_timeout: 10s              # ... at most this long, then AE (default 10s)
 //! retry: {initial_backoff: 1s, max_backoff: 60s, max_attempts: 10}
 //! on_failure: dead_letter            # or block
 //! ```
@@ -32,7 +34,7 @@ use crate::rules::{Filter, RulesOptions};
 const TYPES: &str = "mllp, http, file, postgres or nats";
 
 /// Keys every connector takes.
-const COMMON_KEYS: &[&str] = &["name", "type", "url", "filter"];
+const COMMON_KEYS: &[&str] = &["name", "type", "url", "filter", "sync", "sync_timeout"];
 
 /// Keys of an `mllp` connector besides the common ones: its TLS files and server name, only
 /// with `mllps://`.
@@ -176,6 +178,9 @@ pub struct ConnectorOptions {
     pub target: Target,
     /// The CEL filter (compiled again by the engine; it compiled here); `None`: every message.
     pub filter: Option<String>,
+    /// `sync: true`: with ACK_AFTER=delivery the sender's ACK waits for this connector's
+    /// confirmation, at most this long (`sync_timeout`); `None`: not waited for.
+    pub sync: Option<Duration>,
 }
 
 /// The routing configuration the delivery engine takes.
@@ -288,11 +293,36 @@ fn connector(
         Filter::compile(&name, expression, rules)
             .map_err(|e| format!("{who}: filter: does not compile: {e}"))?;
     }
+    let sync = sync(spec).map_err(|e| format!("{who}: {e}"))?;
     Ok(ConnectorOptions {
         name,
         target,
         filter,
+        sync,
     })
+}
+
+/// `sync` and `sync_timeout`: the ACK_AFTER=delivery wait of a connector, if it is waited for.
+fn sync(spec: &ConnectorSpec) -> Result<Option<Duration>, String> {
+    let on = match spec.keys.get("sync").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(format!("sync: {other:?} is not true or false")),
+    };
+    let timeout = match spec.keys.get("sync_timeout") {
+        None => limits::SYNC_TIMEOUT_DEFAULT,
+        Some(_) if !on => return Err("sync_timeout: only for a `sync: true` connector".into()),
+        Some(text) => humantime::parse_duration(text.trim())
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= limits::SYNC_TIMEOUT_MAX)
+            .ok_or_else(|| {
+                format!(
+                    "sync_timeout: {text:?} is not a duration between 1ms and {:?}",
+                    limits::SYNC_TIMEOUT_MAX
+                )
+            })?,
+    };
+    Ok(on.then_some(timeout))
 }
 
 /// The target of a `kind` connector at `url`.
@@ -459,6 +489,16 @@ mod tests {
         );
         assert_eq!(options.retry, RetryOptions::default());
         assert_eq!(options.on_failure, OnFailure::DeadLetter);
+        assert_eq!(options.connectors[0].sync, None);
+        let options =
+            parse("- {name: a, type: file, url: 'file:///x', sync: true, sync_timeout: 2s}")
+                .unwrap();
+        assert_eq!(options.connectors[0].sync, Some(Duration::from_secs(2)));
+        let options = parse("- {name: a, type: file, url: 'file:///x', sync: true}").unwrap();
+        assert_eq!(
+            options.connectors[0].sync,
+            Some(limits::SYNC_TIMEOUT_DEFAULT)
+        );
     }
 
     #[test]
@@ -496,6 +536,9 @@ mod tests {
             ("- {name: a, type: http, url: 'http://h/x', headers: {X-Token: MLLPD_TEST_SURELY_UNSET}}", "connector \"a\": headers: X-Token: environment variable MLLPD_TEST_SURELY_UNSET is not set"),
             ("- {name: a, type: http, url: 'http://h/x', headers: {Content-Type: PATH}}", "connector \"a\": headers: Content-Type"),
             ("- {type: file, url: 'file:///x'}", "connector #1: name: required"),
+            ("- {name: a, type: file, url: 'file:///x', sync: yes}", "connector \"a\": sync:"),
+            ("- {name: a, type: file, url: 'file:///x', sync_timeout: 2s}", "connector \"a\": sync_timeout: only"),
+            ("- {name: a, type: file, url: 'file:///x', sync: true, sync_timeout: 0s}", "connector \"a\": sync_timeout:"),
             ("- {name: 'a b', type: file, url: 'file:///x'}", "connector \"a b\": name:"),
             ("- {name: a, type: file, url: 'file:///x', filter: 'msh.('}", "connector \"a\": filter: does not compile"),
             ("- {name: a, type: file, url: 'file:///x'}\n- {name: a, type: file, url: 'file:///y'}", "connector \"a\": name: declared twice"),

@@ -12,7 +12,7 @@
 //! number (u64 LE), CRC32C of the 16 bytes before it (u32 LE).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +24,39 @@ const MAGIC: &[u8; 8] = b"MLLPDCUR";
 
 /// Bytes of a cursor file.
 const FILE_BYTES: usize = 20;
+
+/// Test hook `MLLPD_FAULT_CURSOR_NOSPACE=N`: the next N cursor writes (of any connector) fail
+/// with ENOSPC, as on a full disk. Armed only where the journal's `MLLPD_FAULT_*` hooks are
+/// (debug builds, or MLLPD_ALLOW_FAULT_INJECTION=1).
+static NOSPACE_WRITES: AtomicU32 = AtomicU32::new(0);
+
+/// Arms the cursor faults the environment asks for (see [`NOSPACE_WRITES`]).
+pub fn arm_faults_from_env() {
+    if !matches!(
+        crate::journal::FaultPlan::gate_env(),
+        crate::journal::FaultGate::Armed
+    ) {
+        return;
+    }
+    let Some(count) = std::env::var("MLLPD_FAULT_CURSOR_NOSPACE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return;
+    };
+    NOSPACE_WRITES.store(count, Ordering::SeqCst);
+    tracing::warn!(
+        writes = count,
+        "cursor write faults armed (MLLPD_FAULT_CURSOR_NOSPACE): test use only"
+    );
+}
+
+/// Consumes one armed cursor fault, if any.
+fn take_fault() -> bool {
+    NOSPACE_WRITES
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
 
 /// The cursor file name of `shard`.
 pub fn file_name(shard: usize) -> String {
@@ -124,7 +157,12 @@ impl Cursor {
             return true;
         }
         let name = file_name(self.shard);
-        match durable::write_atomic(&self.dir, &name, &encode(self.confirmed)) {
+        let written = if take_fault() {
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+        } else {
+            durable::write_atomic(&self.dir, &name, &encode(self.confirmed))
+        };
+        match written {
             Ok(()) => {
                 self.written.store(self.confirmed, Ordering::SeqCst);
                 self.written_at = Instant::now();

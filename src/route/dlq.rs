@@ -1,8 +1,9 @@
 //! `mllpd dlq list|show|replay|purge --connector NAME [--data-dir D]`: the operator's side of a
 //! connector's dead letters. Plain file operations, safe while the server runs: a replay moves
 //! the dead letter (an atomic rename) into the connector's `replay/` directory, where the
-//! running server's worker for that shard picks it up within [`REPLAY_CHECK_INTERVAL`] (after
-//! the message it is delivering), delivers it with the usual retries, and removes it; a server
+//! running server's worker for that shard notices it within [`REPLAY_CHECK_INTERVAL`] and
+//! delivers it after every message pending then (durable when noticed), with the usual
+//! retries, and removes it; a server
 //! that is not running does so at its next start. A replay that fails again is a dead letter
 //! again.
 //!

@@ -173,8 +173,9 @@ impl Destination for MllpDestination {
         match code {
             b"AA" | b"CA" => Outcome::Delivered,
             b"AR" | b"CR" => Outcome::Rejected(format!(
-                "downstream answered {}",
-                String::from_utf8_lossy(code)
+                "downstream answered {}{}",
+                String::from_utf8_lossy(code),
+                msa_text(&self.input[start..end])
             )),
             b"AE" | b"CE" => Outcome::Failed(format!(
                 "downstream answered {}",
@@ -191,6 +192,37 @@ fn ack_frame(bytes: &[u8]) -> Option<(usize, usize)> {
     let start = memchr::memchr(SB, bytes)? + 1;
     let end = memchr::memmem::find(&bytes[start..], &[EB, CR])? + start;
     Some((start, end))
+}
+
+/// `": " + MSA-3` (the downstream's reason) of an ACK payload, printable ASCII only and cut to
+/// `limits::ACK_TEXT_BYTES_MAX`, with HL7 escapes left as sent; empty when there is none. It
+/// goes into the dead letter and, with ACK_AFTER=delivery, the AR to the sender.
+fn msa_text(ack: &[u8]) -> String {
+    let Some(&separator) = ack.get(3) else {
+        return String::new();
+    };
+    let text = ack
+        .split(|&b| b == CR || b == b'\n')
+        .find(|s| s.len() > 3 && s.starts_with(b"MSA") && s[3] == separator)
+        .and_then(|segment| segment.split(|&b| b == separator).nth(3))
+        .unwrap_or_default();
+    let clean: String = text
+        .iter()
+        .take(crate::limits::ACK_TEXT_BYTES_MAX)
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let clean = clean.trim();
+    if clean.is_empty() {
+        String::new()
+    } else {
+        format!(": {clean}")
+    }
 }
 
 /// MSA-1 (acknowledgment code) and MSA-2 (control id) of an ACK payload.
@@ -220,6 +252,9 @@ mod tests {
         assert_eq!(msa(ack), Some((&b"CA"[..], &b"9"[..])));
         assert_eq!(msa(b"MSH|^~\\&|A\rPID|1\r"), None);
         assert_eq!(msa(b"garbage"), None);
+        let ack = b"MSH|^~\\&|A|B|C|D|20240101||ACK^A01^ACK|X1|P|2.5\rMSA|AR|MSG7|PID-3 \x01missing\rERR|x\r";
+        assert_eq!(msa_text(ack), ": PID-3  missing");
+        assert_eq!(msa_text(b"MSH|^~\\&|A\rMSA|AR|7\r"), "");
     }
 
     #[test]

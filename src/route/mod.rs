@@ -18,9 +18,18 @@
 //!   journal ([`Watermark::set_floor`]), set before the journals open, so a segment is deleted
 //!   only once every connector has confirmed all of it.
 //!
+//! - **Replays after the backlog.** Dead letters handed back by `mllpd dlq replay` are noticed
+//!   within [`REPLAY_CHECK_INTERVAL`]; the worker notes the durable watermark then and delivers
+//!   them once it has confirmed everything up to it: after what was pending at the replay.
+//! - **ACK_AFTER=delivery.** A `sync: true` connector's workers publish each confirmation to
+//!   the shard's [`Confirmations`], which the shard's ACKs wait on ([`confirm`]).
+//! - **Counted.** Each worker writes its [`ConnectorCounters`] (delivered, retries, failures by
+//!   reason, dead letters, cursor, lag), read by `/metrics` at scrape.
+//!
 //! On-disk state lives in `DATA_DIR/connectors/NAME/`: `shard-N.cursor` and `dead-letters/`.
 
 pub mod config;
+pub mod confirm;
 pub mod cursor;
 pub mod dead_letter;
 pub mod dlq;
@@ -42,7 +51,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::hl7::{Message, ParseOptions};
 use crate::journal::{shard_dir, TailReader, Watermark};
 use crate::limits::{DELIVERY_IDLE_WAIT, DELIVERY_STOP_TIMEOUT, REPLAY_CHECK_INTERVAL};
+use crate::metrics::{failure_reason, ConnectorCounters, FailureReason};
 use crate::rules::{Filter, MessageContext, RulesOptions};
+
+pub use confirm::{Confirmations, Settled, SyncAcks};
 
 pub use config::{ConnectorOptions, OnFailure, RetryOptions, RoutingOptions, Target};
 
@@ -129,6 +141,11 @@ pub struct Engine {
     holds: Vec<Arc<ShardHolds>>,
     /// Per shard: whether it has a journal to deliver (served, or left on disk).
     delivered: Vec<bool>,
+    /// ACK_AFTER=delivery: the sync connectors' confirmations per served shard (none when no
+    /// connector is `sync: true`).
+    sync_acks: Option<Arc<SyncAcks>>,
+    /// Per connector, then per shard: its delivery counters (read by `/metrics`).
+    counters: Vec<Vec<Arc<ConnectorCounters>>>,
     /// Set to stop the workers.
     stop: Arc<AtomicBool>,
     /// The running workers.
@@ -159,6 +176,7 @@ impl Engine {
     /// SHARDS or machine) is delivered too: all of it is durable (nothing writes it any more),
     /// and nothing deletes it (retention runs in the writer).
     pub fn prepare(options: EngineOptions) -> Result<Engine, String> {
+        cursor::arm_faults_from_env();
         let stale = stale_journals(&options.data_dir, options.shards);
         let count = stale.last().map_or(options.shards, |&last| last + 1);
         let mut filters = Vec::new();
@@ -190,8 +208,27 @@ impl Engine {
                 Arc::new(holds)
             })
             .collect();
-        let delivered = (0..count)
+        let delivered: Vec<bool> = (0..count)
             .map(|shard| shard < options.shards || stale.contains(&shard))
+            .collect();
+        let sync_acks = sync_acks(&options, &filters, &holds);
+        let counters = options
+            .routing
+            .connectors
+            .iter()
+            .map(|connector| {
+                holds
+                    .iter()
+                    .enumerate()
+                    .map(|(shard, h)| {
+                        Arc::new(ConnectorCounters::new(
+                            connector.name.clone(),
+                            shard,
+                            Arc::clone(&h.watermark),
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+            })
             .collect();
         for &shard in &stale {
             // Nothing writes it any more: everything in it is as durable as it will get.
@@ -208,6 +245,8 @@ impl Engine {
         }
         Ok(Engine {
             delivered,
+            sync_acks,
+            counters,
             options,
             filters,
             holds,
@@ -222,6 +261,25 @@ impl Engine {
     /// If `shard` is not below the shard count it was prepared with.
     pub fn watermark(&self, shard: usize) -> Arc<Watermark> {
         Arc::clone(&self.holds[shard].watermark)
+    }
+
+    /// ACK_AFTER=delivery: what the shards wait on, when some connector is `sync: true`.
+    pub fn sync_acks(&self) -> Option<Arc<SyncAcks>> {
+        self.sync_acks.clone()
+    }
+
+    /// The delivery counters of every connector on every shard with a journal to deliver, for
+    /// `/metrics` (written by the workers, read at scrape).
+    pub fn counters(&self) -> Vec<Arc<ConnectorCounters>> {
+        self.counters
+            .iter()
+            .flat_map(|per_shard| {
+                per_shard
+                    .iter()
+                    .filter(|c| self.delivered.get(c.shard).copied().unwrap_or(false))
+                    .cloned()
+            })
+            .collect()
     }
 
     /// Starts one worker per connector and shard. Call once the journals are recovered.
@@ -243,9 +301,23 @@ impl Engine {
                 let dir = connector_dir(&self.options.data_dir, &connector.name);
                 let written = Arc::clone(&holds.cursors[index]);
                 let start = written.load(Ordering::SeqCst);
+                let sync = self.sync_acks.as_ref().and_then(|acks| {
+                    let position = routing.connectors[..index]
+                        .iter()
+                        .filter(|c| c.sync.is_some())
+                        .count();
+                    let confirmations = acks.shards.get(shard)?;
+                    connector
+                        .sync
+                        .map(|_| (Arc::clone(confirmations), position))
+                });
                 let worker = Worker {
                     name: connector.name.clone(),
                     shard,
+                    sync,
+                    rejection: None,
+                    counters: Arc::clone(&self.counters[index][shard]),
+                    replay_after: None,
                     destination: destination(&connector.target, &instance)
                         .map_err(|e| format!("connector {:?}: {e}", connector.name))?,
                     filter: self.filters[index].clone(),
@@ -380,6 +452,43 @@ fn stale_journals(data_dir: &Path, shards: usize) -> Vec<usize> {
     out
 }
 
+/// The confirmations ACK_AFTER=delivery waits on: one per served shard, over the `sync: true`
+/// connectors (in configuration order), each starting at its loaded cursor. `None` when no
+/// connector is `sync: true`.
+fn sync_acks(
+    options: &EngineOptions,
+    filters: &[Option<Arc<Filter>>],
+    holds: &[Arc<ShardHolds>],
+) -> Option<Arc<SyncAcks>> {
+    let connectors = &options.routing.connectors;
+    let sync: Vec<usize> = (0..connectors.len())
+        .filter(|&i| connectors[i].sync.is_some())
+        .collect();
+    if sync.is_empty() {
+        return None;
+    }
+    let timeout = sync
+        .iter()
+        .filter_map(|&i| connectors[i].sync)
+        .max()
+        .unwrap_or(crate::limits::SYNC_TIMEOUT_DEFAULT);
+    let cursors: Vec<Vec<u64>> = holds
+        .iter()
+        .take(options.shards)
+        .map(|h| {
+            sync.iter()
+                .map(|&i| h.cursors[i].load(Ordering::SeqCst))
+                .collect()
+        })
+        .collect();
+    Some(Arc::new(SyncAcks::new(
+        sync.iter().map(|&i| connectors[i].name.clone()).collect(),
+        sync.iter().map(|&i| filters[i].clone()).collect(),
+        timeout,
+        &cursors,
+    )))
+}
+
 /// The destination of a target (`instance`: this DATA_DIR's id, for those that key on it);
 /// `Err` when an environment variable it needs is not set.
 fn destination(target: &Target, instance: &str) -> Result<Box<dyn Destination>, String> {
@@ -438,6 +547,16 @@ struct Worker {
     name: String,
     /// The shard.
     shard: usize,
+    /// ACK_AFTER=delivery, a `sync: true` connector: where its confirmations go, and its
+    /// index among the sync connectors.
+    sync: Option<(Arc<Confirmations>, usize)>,
+    /// Why the message just handled was given up (a dead letter), for the sync confirmation.
+    rejection: Option<String>,
+    /// Its counters in `/metrics`.
+    counters: Arc<ConnectorCounters>,
+    /// A replay was asked for: its dead letters go once everything that was durable then
+    /// (pending at the time of the replay) is confirmed, this sequence number.
+    replay_after: Option<u64>,
     /// The connector's state directory.
     dir: PathBuf,
     /// Where messages go.
@@ -473,15 +592,18 @@ impl Worker {
     fn run(mut self) {
         let mut read_errors = 0u64;
         let mut replay_checked: Option<Instant> = None;
+        let mut caught_up = false;
         while !self.stop.load(Ordering::SeqCst) {
             if replay_checked.is_none_or(|at| at.elapsed() >= REPLAY_CHECK_INTERVAL) {
                 replay_checked = Some(Instant::now());
-                if !self.replays() {
-                    break;
-                }
+                self.note_replays();
+            }
+            if self.replay_due(caught_up) && !self.replays() {
+                break;
             }
             let (seq, peer) = match self.reader.next(DELIVERY_IDLE_WAIT) {
                 Ok(Some(view)) => {
+                    caught_up = false;
                     self.payload.clear();
                     self.payload.extend_from_slice(view.payload);
                     self.client.clear();
@@ -489,9 +611,14 @@ impl Worker {
                         self.client.extend_from_slice(client.as_bytes());
                     }
                     self.received = Some(view.receive_time_unix_micros);
+                    self.counters
+                        .pending_since_micros
+                        .set(view.receive_time_unix_micros.max(1));
                     (view.seq, view.peer.map(|p| p.ip()))
                 }
                 Ok(None) => {
+                    caught_up = true;
+                    self.counters.pending_since_micros.set(0);
                     self.flush_cursor();
                     if self.holds.watermark.is_closed() {
                         // Nothing more will come (a journal no longer served, or closed): the
@@ -502,6 +629,7 @@ impl Worker {
                 }
                 Err(error) => {
                     read_errors += 1;
+                    self.counters.fail(FailureReason::JournalRead);
                     if read_errors % 100 == 1 {
                         tracing::error!(connector = %self.name, shard = self.shard, %error,
                             "cannot read the journal for delivery; retrying (nothing is skipped)");
@@ -512,14 +640,63 @@ impl Worker {
             };
             match self.handle(seq, peer) {
                 Handled::Confirmed => {
+                    if let Some((confirmations, index)) = &self.sync {
+                        confirmations.confirm(*index, seq, self.rejection.as_deref());
+                    }
+                    self.rejection = None;
                     if self.cursor.confirm(seq) {
                         self.holds.refresh();
                     }
+                    if seq >= self.holds.watermark.durable() {
+                        self.counters.pending_since_micros.set(0); // Caught up: no lag.
+                    }
+                    self.count_cursor();
                 }
                 Handled::Stopped => break,
             }
         }
         self.flush_cursor();
+    }
+
+    /// Looks for dead letters handed back by `mllpd dlq replay`; when there are some and none
+    /// are already scheduled, schedules them after what is pending now: everything durable at
+    /// this moment (a journal no longer served: to its end).
+    fn note_replays(&mut self) {
+        if self.replay_after.is_some() {
+            return;
+        }
+        let prefix = format!("{:03}-", self.shard);
+        let waiting = dead_letter::replays(&self.dir).is_ok_and(|files| {
+            files.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+        });
+        if waiting {
+            let durable = self.holds.watermark.durable();
+            self.replay_after = Some(durable);
+            tracing::info!(connector = %self.name, shard = self.shard,
+                after_seq = (durable != u64::MAX).then_some(durable),
+                "dead letters handed back; they go after the messages pending now");
+        }
+    }
+
+    /// Whether the scheduled replays are due: everything pending when they were noticed is
+    /// confirmed, or nothing is pending at all.
+    fn replay_due(&mut self, caught_up: bool) -> bool {
+        match self.replay_after {
+            Some(after) if caught_up || self.cursor.confirmed() >= after => {
+                self.replay_after = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Publishes the cursor's position and write failures to the counters.
+    fn count_cursor(&self) {
+        self.counters.confirmed_seq.set(self.cursor.confirmed());
+        self.counters.failures[FailureReason::CursorWrite as usize].set(self.cursor.write_failures);
     }
 
     /// Delivers the dead letters of this shard handed back by `mllpd dlq replay`, oldest
@@ -555,7 +732,9 @@ impl Worker {
             self.payload = payload;
             self.client.clear();
             self.received = None;
-            if let Handled::Stopped = self.handle(seq, None) {
+            let handled = self.handle(seq, None);
+            self.rejection = None; // Not the journal's message: no sync confirmation.
+            if let Handled::Stopped = handled {
                 return false;
             }
             let removed = std::fs::remove_file(&path)
@@ -574,6 +753,7 @@ impl Worker {
         if self.cursor.confirmed() != self.cursor.written() && self.cursor.flush() {
             self.holds.refresh();
         }
+        self.count_cursor();
     }
 
     /// Whether the connector takes this message; `Err` when its filter cannot decide.
@@ -596,8 +776,14 @@ impl Worker {
     fn handle(&mut self, seq: u64, peer: Option<IpAddr>) -> Handled {
         match self.selected(peer) {
             Ok(true) => {}
-            Ok(false) => return Handled::Confirmed,
-            Err(reason) => return self.give_up(seq, 0, reason),
+            Ok(false) => {
+                self.counters.filtered.inc();
+                return Handled::Confirmed;
+            }
+            Err(reason) => {
+                self.counters.fail(FailureReason::Filter);
+                return self.give_up(seq, 0, reason);
+            }
         }
         let header = Message::parse_header(&self.payload).ok();
         let control_id = header
@@ -618,6 +804,7 @@ impl Worker {
             };
             let reason = match self.destination.deliver(&delivery) {
                 Outcome::Delivered => {
+                    self.counters.delivered.inc();
                     if attempts > 1 {
                         tracing::info!(connector = %self.name, shard = self.shard, seq, attempts,
                             "delivered after retries");
@@ -625,12 +812,14 @@ impl Worker {
                     return Handled::Confirmed;
                 }
                 Outcome::Rejected(reason) => {
+                    self.counters.fail(FailureReason::Rejected);
                     if self.on_failure == OnFailure::DeadLetter {
                         return self.give_up(seq, attempts, reason);
                     }
                     reason
                 }
                 Outcome::Failed(reason) => {
+                    self.counters.fail(failure_reason(&reason));
                     if attempts >= self.retry.max_attempts
                         && self.on_failure == OnFailure::DeadLetter
                     {
@@ -640,6 +829,7 @@ impl Worker {
                 }
             };
             let wait = self.backoff(attempts);
+            self.counters.retried.inc();
             tracing::warn!(connector = %self.name, shard = self.shard, seq, attempts,
                 %reason, retry_in = ?wait, blocked = attempts >= self.retry.max_attempts,
                 "delivery failed; will retry");
@@ -663,6 +853,8 @@ impl Worker {
         loop {
             match dead_letter::store(&self.dir, &letter, &self.payload) {
                 Ok(()) => {
+                    self.counters.dead_lettered.inc();
+                    self.rejection = Some(letter.reason.clone());
                     tracing::warn!(connector = %self.name, shard = self.shard, seq, attempts,
                         "message stored as a dead letter");
                     tracing::debug!(connector = %self.name, seq, reason = %letter.reason,
@@ -671,6 +863,7 @@ impl Worker {
                 }
                 Err(error) => {
                     tries += 1;
+                    self.counters.fail(FailureReason::DeadLetterWrite);
                     tracing::error!(connector = %self.name, shard = self.shard, seq, %error,
                         "cannot store a dead letter; retrying (the message is kept)");
                     let wait = self.backoff(tries);
@@ -731,6 +924,7 @@ mod tests {
                             dir: data_dir.join("out"),
                         },
                         filter: None,
+                        sync: None,
                     })
                     .collect(),
                 ..RoutingOptions::default()
@@ -779,6 +973,10 @@ mod tests {
         let mut worker = Worker {
             name: "a".to_owned(),
             shard: 0,
+            sync: None,
+            rejection: None,
+            counters: Arc::clone(&engine.counters[0][0]),
+            replay_after: None,
             dir: data.path().to_owned(),
             destination: destination(
                 &Target::File {

@@ -181,7 +181,9 @@ fn count_answer(shard: &Shard, cause: &Cause, code: Option<crate::ack::AckCode>)
             stats.messages.inc();
             stats.messages_not_stored.inc();
         }
-        Cause::Accepted | Cause::Rule(_) | Cause::Evaluation { .. } => stats.messages.inc(),
+        Cause::Accepted | Cause::Rule(_) | Cause::Evaluation { .. } | Cause::NotDelivered(_) => {
+            stats.messages.inc()
+        }
     }
 }
 
@@ -407,6 +409,9 @@ impl Connection {
     async fn answer_chunk(&mut self, shard: &Shard, id: u64, reading: &mut Reading) -> bool {
         self.admit_frames(shard, id, reading).await;
         settle(shard, &mut self.frames).await;
+        if let Some(acks) = &shard.shared.sync_acks {
+            await_delivery(shard, acks, id, &mut self.frames).await;
+        }
         self.respond(shard, reading.received);
         self.hand_over_audit(shard).await;
         !self.frames.is_empty() || !reading.done()
@@ -441,11 +446,13 @@ impl Connection {
                         reading.close = Some(Close::RejectFlood);
                         break;
                     }
+                    let confirm = self.sync_confirm(shard, &decision, &range, stored);
                     self.frames.push(Frame {
                         range,
                         decision,
                         seq,
                         stored,
+                        confirm,
                     });
                 }
                 Decoded::Incomplete { consumed } => {
@@ -466,13 +473,33 @@ impl Connection {
         }
     }
 
+    /// ACK_AFTER=delivery: the sequence number an accepted, stored message must have confirmed
+    /// by the sync connectors before its answer; none when no sync connector's filter selects
+    /// it (answered as soon as it is durable) or in the other modes.
+    fn sync_confirm(
+        &self,
+        shard: &Shard,
+        decision: &Decision,
+        range: &Range<usize>,
+        stored: Option<u64>,
+    ) -> Option<u64> {
+        let acks = shard.shared.sync_acks.as_ref()?;
+        let seq = stored?;
+        if !matches!(decision.cause(), Cause::Accepted) {
+            return None;
+        }
+        let message = decision.message(&self.buf[range.clone()])?;
+        acks.selects(&message, self.peer.map(|p| p.ip()))
+            .then_some(seq)
+    }
+
     /// Counts a frame's decision towards the flood bound; true when it is one rejection too
     /// many. Only frames that did not parse count: a message a rule refused is well formed (the
     /// rules' cost is bounded by the frame size and the rules), and neither counts nor clears.
     fn is_one_rejection_too_many(&mut self, decision: &Decision, at: Instant) -> bool {
         match decision.cause() {
             Cause::Unparsed(_) => self.rejections.reject(at),
-            Cause::Accepted | Cause::NotStored(_) => {
+            Cause::Accepted | Cause::NotStored(_) | Cause::NotDelivered(_) => {
                 self.rejections.accept();
                 false
             }
@@ -514,6 +541,10 @@ impl Connection {
                 Cause::NotStored(error) => {
                     self.counts.not_stored += 1;
                     debug!(shard = shard.index, ?error, "message not stored");
+                }
+                Cause::NotDelivered(reason) => {
+                    debug!(shard = shard.index, seq = ?frame.stored, reason = ?reason,
+                        "message not confirmed by a sync connector (ACK_AFTER=delivery)");
                 }
                 Cause::Rule(rule) => {
                     self.counts.failed_rules += 1;
@@ -699,6 +730,9 @@ struct Frame {
     seq: Option<u64>,
     /// The journal sequence number it was stored as (or a duplicate of), if any.
     stored: Option<u64>,
+    /// ACK_AFTER=delivery: the sequence number the sync connectors must confirm before the
+    /// answer, if a sync connector's filter selects the message.
+    confirm: Option<u64>,
 }
 
 /// Where and when a frame came from, as journaled.
@@ -777,6 +811,7 @@ fn audit_line<'a>(
         Cause::Rule(_) => Some("rule"),
         Cause::Evaluation { .. } => Some("evaluation"),
         Cause::NotStored(_) => Some("not_stored"),
+        Cause::NotDelivered(_) => Some("not_delivered"),
     };
     crate::audit::AuditLine {
         time: crate::audit::time(now_unix_micros),
@@ -844,6 +879,63 @@ async fn settle(shard: &Shard, frames: &mut [Frame]) {
     }
     if shard.journal.is_poisoned() {
         shard.fail("journal flush failed; the journal can no longer be trusted");
+    }
+}
+
+/// ACK_AFTER=delivery: waits until the sync connectors settled every durable frame that needs
+/// it (`crate::route::confirm`), at most the sync timeout for the whole chunk (one timer, from
+/// now), and turns a rejection into AR with its reason and a timeout into AE. The wait registers
+/// the connection's waker (`id` names it) only when the message is not settled yet.
+async fn await_delivery(
+    shard: &Shard,
+    acks: &crate::route::SyncAcks,
+    id: u64,
+    frames: &mut [Frame],
+) {
+    let Some(confirmations) = acks.shards.get(shard.index) else {
+        return;
+    };
+    let deadline = Instant::now() + acks.timeout;
+    for frame in frames.iter_mut() {
+        let Some(seq) = frame.confirm.take() else {
+            continue;
+        };
+        if !matches!(frame.decision.cause(), Cause::Accepted) {
+            continue; // Not stored after all (AE already).
+        }
+        let registered = ForgetOnDrop { confirmations, id };
+        let settled = future::poll_fn(|cx| match confirmations.poll_settled(id, seq, cx.waker()) {
+            Some(settled) => std::task::Poll::Ready(Some(settled)),
+            None => std::task::Poll::Pending,
+        });
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timed_out = async {
+            glommio::timer::sleep(left).await;
+            None
+        };
+        let outcome = future::or(settled, timed_out).await;
+        drop(registered);
+        match outcome {
+            Some(crate::route::Settled::Delivered) => {}
+            Some(crate::route::Settled::Rejected(reason)) => {
+                frame.decision.not_delivered(Some(reason));
+            }
+            None => frame.decision.not_delivered(None),
+        }
+    }
+}
+
+/// Removes a connection's waiter registration when its wait ends, however it ends.
+struct ForgetOnDrop<'c> {
+    /// Where it is registered.
+    confirmations: &'c crate::route::Confirmations,
+    /// The connection id it is registered under.
+    id: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.confirmations.forget(self.id);
     }
 }
 

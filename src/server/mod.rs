@@ -155,11 +155,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
     watch_signals(events_tx.clone(), reloads)?;
     let mut delivery = prepare_delivery(&config, &cpus, &shard_cpus)?;
+    let _ = metrics.connectors.set(delivery.counters());
     let shared = Arc::new(shard::Shared {
         rules,
         watermarks: (0..shard_cpus.len())
             .map(|i| delivery.watermark(i))
             .collect(),
+        sync_acks: (config.ack_after == crate::config::AckAfter::Delivery)
+            .then(|| delivery.sync_acks())
+            .flatten(),
         listen_addr,
         draining: AtomicBool::new(false),
         connections: AtomicUsize::new(0),

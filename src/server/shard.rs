@@ -56,6 +56,8 @@ pub struct Shared {
     pub rules: Arc<RulesSlot>,
     /// Each shard's journal watermark, shared with the delivery engine (issue 11).
     pub watermarks: Vec<Arc<crate::journal::Watermark>>,
+    /// ACK_AFTER=delivery: the sync connectors' confirmations the ACKs wait for.
+    pub sync_acks: Option<Arc<crate::route::SyncAcks>>,
     /// Every shard's counters and the readiness the admin endpoint reports.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where the audit lines go (AUDIT_LOG), if on.
@@ -188,9 +190,10 @@ impl Shard {
         &self.shared.config
     }
 
-    /// Whether ACKs wait for the journal's flush (ACK_AFTER=journal).
+    /// Whether ACKs wait for the journal's flush (ACK_AFTER=journal, and =delivery, whose
+    /// ACK also waits for the sync connectors).
     pub fn waits_for_journal(&self) -> bool {
-        self.shared.config.ack_after == AckAfter::Journal
+        self.shared.config.ack_after != AckAfter::Receipt
     }
 
     /// Reports a failure that must end the process, once per shard.
@@ -314,7 +317,7 @@ fn journal_options(config: &Config, shard: usize) -> JournalOptions {
         // kill of mllpd loses what was not yet written), and nothing is fdatasync'ed (an OS
         // crash or power loss loses what the device had not stored).
         sync: match config.ack_after {
-            AckAfter::Journal => match config.journal_sync {
+            AckAfter::Journal | AckAfter::Delivery => match config.journal_sync {
                 JournalSync::Fdatasync => SyncMode::Data,
                 JournalSync::Dsync => SyncMode::Dsync,
             },

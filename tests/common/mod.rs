@@ -2,6 +2,8 @@
 //! its port from the start line, collect its log lines, and talk MLLP to it over real sockets.
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod peer;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
