@@ -57,10 +57,15 @@ TLS_BENCH=(--tls-ca "$RAW/ca.pem" --tls-cert "$RAW/client.pem" --tls-key "$RAW/c
 start() {
   local name=$1 round=$2 extra=()
   [ "$name" = tls ] && extra=("${TLS_ENV[@]}")
-  env LISTEN_ADDR=127.0.0.1:$PORT SHARDS=1 ACK_AFTER=receipt LOG_LEVEL=warn NO_COLOR=1 \
+  env LISTEN_ADDR=127.0.0.1:$PORT ADMIN_ADDR=off SHARDS=1 ACK_AFTER=receipt LOG_LEVEL=warn NO_COLOR=1 \
     DATA_DIR="$RAW/data-$name-$round" "${extra[@]}" \
     taskset -c "$SERVER_CPU" "$MLLPD_BIN" >"$RAW/$name-$round.log" 2>&1 &
   pid=$!
+  # Wait until it listens: reconnect mode counts a refused connect as an error.
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
+    sleep 0.1
+  done
 }
 
 stop() {
