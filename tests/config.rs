@@ -134,6 +134,16 @@ fn every_env_name_is_read() {
     // and the value itself checked in the summary (not only that it came from there).
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("empty.yaml"), "{}\n").unwrap();
+    // check-config loads the TLS files as a start would: real ones, a self-signed certificate
+    // serving as its own client CA.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
     let cases = [
         ("LISTEN_ADDR", "127.0.0.1:3000", "127.0.0.1:3000"),
         ("IDLE_TIMEOUT", "1s", "1s"),
