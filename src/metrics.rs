@@ -207,6 +207,8 @@ pub struct ShardCounters {
     pub noise_bytes: Counter,
     /// Messages the journal could not store (AE).
     pub messages_not_stored: Counter,
+    /// TLS handshakes completed (before TLS_CLIENT_ALLOWED is checked).
+    pub tls_handshakes: Counter,
     /// TLS handshakes that failed or did not complete within CONNECT_TIMEOUT (plaintext MLLP
     /// on a TLS listener included).
     pub tls_handshake_failures: Counter,
@@ -721,6 +723,13 @@ impl prometheus_client::collector::Collector for Metrics {
                 ]
                 .map(|(kind, v)| ([("shard", i.to_string()), ("kind", kind.to_owned())], v))
             }),
+        )?;
+        family(
+            &mut encoder,
+            "mllpd_tls_handshakes",
+            "TLS handshakes completed (failures are in mllpd_tls_failures).",
+            MetricType::Counter,
+            shards().map(|(i, s)| ([("shard", i.to_string())], s.tls_handshakes.get())),
         )?;
         family(
             &mut encoder,

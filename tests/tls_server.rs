@@ -503,3 +503,34 @@ fn a_drain_sends_close_notify() {
     let line = server.wait_log(&["connection closed", "reason=Drained"], secs(10));
     assert!(line.contains("frames=1"), "{line}");
 }
+
+/// Completed handshakes and failed ones are counted apart on /metrics (issue 12 item 2: TLS
+/// handshakes and failures by reason).
+#[test]
+fn handshakes_and_handshake_failures_are_counted_apart() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("data");
+    let server = start(&pki, data.path(), &[("SHARDS", "1")]);
+    for id in ["H1", "H2"] {
+        let mut good = connect(&server, &pki, Some("good")).expect("good client");
+        assert_eq!(exchange(&mut good, id).as_deref(), Some("AA"));
+    }
+    if let Ok(mut refused) = connect(&server, &pki, Some("stranger")) {
+        assert_eq!(
+            exchange(&mut refused, "REFUSED1"),
+            None,
+            "stranger got an ACK"
+        );
+    }
+    server.wait_log(&["TLS handshake failed"], secs(10));
+    let admin = common::admin_addr(&server);
+    let text = common::metrics_until(admin, "two handshakes and one failure", |text| {
+        common::sample(text, "mllpd_tls_failures_total", &["reason=\"handshake\""]) == 1
+            && common::sample(text, "mllpd_tls_handshakes_total", &[]) >= 2
+    });
+    assert_eq!(
+        common::sample(&text, "mllpd_tls_handshakes_total", &[]),
+        2,
+        "{text}"
+    );
+}

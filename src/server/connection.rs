@@ -223,6 +223,8 @@ async fn handshake(
             return None;
         }
     };
+    let handshakes = &shard.stats.tls_handshakes;
+    handshakes.set(handshakes.get() + 1);
     let identity = session.peer_certificate().and_then(crate::tls::identity);
     let version = session.version();
     let cipher = session.cipher_suite();
