@@ -171,11 +171,20 @@ fn messages_are_posted_in_order_byte_for_byte_with_their_headers() {
     wait_for(|| peer.bodies().len() >= payloads.len());
     assert!(peer.bodies() == payloads, "out of order or altered");
     let requests = peer.requests.lock().unwrap().clone();
+    let instance = std::fs::read_to_string(dir.path().join("data/connectors/instance"))
+        .expect("instance id")
+        .trim()
+        .to_owned();
+    assert_eq!(instance.len(), 16, "{instance}");
     for (i, request) in requests.iter().enumerate() {
         assert_eq!(request.line, "POST /hl7 HTTP/1.1");
         let header = |name: &str| request.headers.get(name).cloned().unwrap_or_default();
         assert_eq!(header("content-type"), "x-application/hl7-v2+er7");
-        assert_eq!(header("idempotency-key"), format!("0:{}", i + 1));
+        assert_eq!(
+            header("idempotency-key"),
+            format!("{instance}:0:{}", i + 1),
+            "INSTANCE:SHARD:SEQUENCE"
+        );
         assert_eq!(header("authorization"), "Bearer s3cret");
     }
     let logs = server.logs().join("\n");

@@ -1,6 +1,7 @@
 //! The `http` connector: POSTs each message (`Content-Type: x-application/hl7-v2+er7`) with an
-//! `Idempotency-Key: SHARD:SEQUENCE` header (the same on every retry and after a crash, so a
-//! receiver that honours it stores a message once), plus configured headers whose values come
+//! `Idempotency-Key: INSTANCE:SHARD:SEQUENCE` header (the same on every retry and after a crash,
+//! so a receiver that honours it stores a message once; the instance id of this DATA_DIR keeps
+//! two mllpd instances, whose sequence numbers repeat, from colliding), plus configured headers whose values come
 //! from environment variables (secrets stay out of CONFIG_FILE and out of logs). 2xx →
 //! delivered; 4xx → rejected (dead letter); 5xx, 3xx (redirects are not followed: a POST of a
 //! message must not be replayed elsewhere silently), a timeout or a connection error → retry.
@@ -34,6 +35,8 @@ pub struct HttpDestination {
     headers: Vec<(String, String)>,
     /// The client (connection pool).
     agent: ureq::Agent,
+    /// This DATA_DIR's instance id, the first part of the Idempotency-Key.
+    instance: String,
 }
 
 impl std::fmt::Debug for HttpDestination {
@@ -49,7 +52,7 @@ impl std::fmt::Debug for HttpDestination {
 
 impl HttpDestination {
     /// A destination posting to `url` with `headers` (name, value).
-    pub fn new(url: String, headers: Vec<(String, String)>) -> HttpDestination {
+    pub fn new(url: String, headers: Vec<(String, String)>, instance: String) -> HttpDestination {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECTOR_CONNECT_TIMEOUT)
             .timeout(CONNECTOR_RESPONSE_TIMEOUT)
@@ -59,6 +62,7 @@ impl HttpDestination {
             url,
             headers,
             agent,
+            instance,
         }
     }
 }
@@ -71,7 +75,7 @@ impl Destination for HttpDestination {
             .set("Content-Type", CONTENT_TYPE)
             .set(
                 "Idempotency-Key",
-                &format!("{}:{}", delivery.shard, delivery.seq),
+                &format!("{}:{}:{}", self.instance, delivery.shard, delivery.seq),
             );
         for (name, value) in &self.headers {
             request = request.set(name, value);

@@ -285,10 +285,12 @@ impl Engine {
     /// Starts one worker per connector and shard. Call once the journals are recovered.
     pub fn start(&mut self) -> Result<(), String> {
         let routing = &self.options.routing;
-        let keyed = routing
-            .connectors
-            .iter()
-            .any(|c| matches!(c.target, Target::Postgres(_) | Target::Nats(_)));
+        let keyed = routing.connectors.iter().any(|c| {
+            matches!(
+                c.target,
+                Target::Http { .. } | Target::Postgres(_) | Target::Nats(_)
+            )
+        });
         let instance = match keyed {
             true => instance::load_or_create(&self.options.data_dir)?,
             false => String::new(),
@@ -505,7 +507,11 @@ fn destination(target: &Target, instance: &str) -> Result<Box<dyn Destination>, 
                 })?;
                 values.push((name.clone(), value));
             }
-            Box::new(http::HttpDestination::new(url.clone(), values))
+            Box::new(http::HttpDestination::new(
+                url.clone(),
+                values,
+                instance.to_owned(),
+            ))
         }
         Target::Postgres(options) => Box::new(postgres::PostgresDestination::new(
             options.clone(),
