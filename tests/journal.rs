@@ -1036,3 +1036,55 @@ fn while_an_appender_waits_its_turn_nobody_appends_past_it() {
         assert_eq!(journal.wait_durable(small).await, Ok(()));
     });
 }
+
+/// Issue 13: in receipt mode nothing waits for a batch, so records appended within the group
+/// delay share one write; the write starts at once when the batch reaches `group_bytes` or
+/// someone waits for it. (Without grouping each append below, made after the committer had a
+/// chance to run, would be its own write.)
+#[test]
+fn receipt_mode_groups_writes_by_time_and_size_and_a_waiter_makes_them_due() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    run(move || async move {
+        let options = JournalOptions {
+            sync: SyncMode::Disabled,
+            group_delay: Some(Duration::from_secs(2)),
+            group_bytes: 4096,
+            ..JournalOptions::new(&dir)
+        };
+        let watermark = std::sync::Arc::clone(&options.watermark);
+        let (journal, _) = Journal::open(options).await.unwrap();
+        // Time: ten records, the committer given a turn after each; one write once the delay
+        // has passed, not before.
+        let started = std::time::Instant::now();
+        let mut last = 0;
+        for i in 0..10 {
+            last = journal
+                .append(&record(format!("m{i}").as_bytes(), None, 0))
+                .unwrap()
+                .seq();
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(journal.stats().flushes, 0, "written before the group delay");
+        eventually(|| watermark.durable() >= last).await;
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        assert_eq!(journal.stats().flushes, 1, "{:?}", journal.stats());
+        // Size: past group_bytes the write starts at once, well before the delay.
+        let big = vec![b'x'; 5000];
+        let seq = journal.append(&record(&big, None, 0)).unwrap().seq();
+        let appended = std::time::Instant::now();
+        eventually(|| watermark.durable() >= seq).await;
+        assert!(appended.elapsed() < Duration::from_secs(1), "a full group waited");
+        assert_eq!(journal.stats().flushes, 2);
+        // A waiter: a small record is written at once for whoever waits on it.
+        let seq = journal.append(&record(b"small", None, 0)).unwrap().seq();
+        // Let the committer start waiting out the group delay before anyone waits.
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        assert_eq!(journal.stats().flushes, 2);
+        let waited = std::time::Instant::now();
+        assert_eq!(journal.wait_durable(seq).await, Ok(()));
+        assert!(waited.elapsed() < Duration::from_secs(1), "the waiter waited for the delay");
+        journal.close().await.unwrap();
+    });
+    assert_eq!(exported(data.path(), None, 0).len(), 12);
+}

@@ -121,6 +121,8 @@ pub const BATCH_RECORDS_MAX_DEFAULT: usize = 4096;
 /// stored twice, never lost).
 pub const DEDUP_KEYS_MAX: usize = 1 << 20;
 
+const _: () = assert!(crate::limits::RECEIPT_GROUP_BYTES <= BATCH_BYTES_MAX_DEFAULT);
+
 const _: () = assert!(DEDUP_KEYS_MAX * dedup::DEDUP_ENTRY_BYTES_MAX <= 256 << 20);
 
 /// How often the committer checks retention while idle: age-based retention must run even when
@@ -173,6 +175,13 @@ pub struct JournalOptions {
     pub sync: SyncMode,
     /// How often retention is checked while no segment rotates.
     pub retention_interval: Duration,
+    /// Receipt mode ([`SyncMode::Disabled`]): nobody waits for a batch, so the committer lets
+    /// records gather for up to this long (or until [`JournalOptions::group_bytes`] are
+    /// pending, or someone waits) before it writes them: one direct write per window at light
+    /// load instead of one per message. `None`: every batch is written as soon as it can be.
+    pub group_delay: Option<Duration>,
+    /// With `group_delay`: pending bytes that start the write at once.
+    pub group_bytes: usize,
     /// Test hook: injected storage faults (ENOSPC, fdatasync failure, slow flushes).
     #[doc(hidden)]
     pub faults: Option<Rc<FaultPlan>>,
@@ -195,6 +204,8 @@ impl JournalOptions {
             retention_bytes: None,
             sync: SyncMode::Data,
             retention_interval: RETENTION_CHECK_INTERVAL,
+            group_delay: None,
+            group_bytes: crate::limits::RECEIPT_GROUP_BYTES,
             faults: None,
             watermark: Arc::new(Watermark::new()),
         }

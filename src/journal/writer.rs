@@ -52,6 +52,8 @@ struct State {
     pending_records: usize,
     /// Sequence number of the first record in `pending`.
     pending_first_seq: u64,
+    /// When the first record in `pending` was appended (only kept with a group delay).
+    pending_since: Option<Instant>,
     /// The next sequence number to assign.
     next_seq: u64,
     /// Every sequence number up to this one is settled (durable, or failed for lack of space).
@@ -133,6 +135,7 @@ impl Journal {
                 pending: Vec::new(),
                 pending_records: 0,
                 pending_first_seq: report.next_seq,
+                pending_since: None,
                 next_seq: report.next_seq,
                 settled_seq: report.next_seq - 1,
                 failed: VecDeque::new(),
@@ -238,8 +241,12 @@ impl Journal {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        if st.pending_records == 0 {
+        let first = st.pending_records == 0;
+        if first {
             st.pending_first_seq = seq;
+            if self.options.group_delay.is_some() {
+                st.pending_since = Some(Instant::now());
+            }
         }
         record::encode(record, seq, &mut st.pending);
         st.pending_records += 1;
@@ -251,8 +258,10 @@ impl Journal {
         if let Some(earlier) = reused {
             st.reused_key(&self.options.dir, seq, earlier, time);
         }
-        if let Some(committer) = st.committer.take() {
-            committer.wake();
+        // With a group delay the committer needs the first record (to start its wait) and a
+        // batch that became due; the appends in between would only wake it to wait again.
+        if first || self.options.group_delay.is_none() || self.is_due(st) {
+            st.wake_committer();
         }
         Ok(Append::Stored(seq))
     }
@@ -280,6 +289,7 @@ impl Journal {
             return Poll::Ready(Err(JournalError::Poisoned));
         }
         st.durable_waiters.push((seq, cx.waker().clone()));
+        st.wake_committer(); // A waiter makes a grouped batch due.
         Poll::Pending
     }
 
@@ -292,6 +302,7 @@ impl Journal {
                 return Poll::Ready(());
             }
             st.room_waiters.push(cx.waker().clone());
+            st.wake_committer(); // A waiter makes a grouped batch due.
             Poll::Pending
         })
         .await
@@ -363,16 +374,45 @@ impl Journal {
         }
     }
 
-    /// Waits for a batch (`Some`) or for the journal to close (`None`).
-    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<Option<(Batch, Vec<u8>)>> {
+    /// Whether the pending batch must be written now rather than at the end of its group
+    /// delay: it is large, someone waits for it (durability, room), or the journal closes.
+    fn is_due(&self, st: &State) -> bool {
+        st.closed
+            || st.pending.len() >= self.options.group_bytes
+            || st.pending_records >= self.options.batch_records_max
+            || !st.durable_waiters.is_empty()
+            || !st.room_waiters.is_empty()
+            || !st.admission.is_empty()
+    }
+
+    /// Resolves once the pending batch became due ([`Journal::is_due`]).
+    fn poll_due(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.state.borrow_mut();
+        if self.is_due(&st) {
+            return Poll::Ready(());
+        }
+        st.committer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Waits for a batch (`Batch`), for the journal to close (`Closed`), or says until when a
+    /// grouped batch may still gather records (`Until`).
+    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<Taken> {
         let mut st = self.state.borrow_mut();
         if st.pending_records == 0 {
             if st.closed {
-                return Poll::Ready(None);
+                return Poll::Ready(Taken::Closed);
             }
             st.committer = Some(cx.waker().clone());
             return Poll::Pending;
         }
+        if let (Some(delay), Some(since)) = (self.options.group_delay, st.pending_since) {
+            let deadline = since + delay;
+            if !self.is_due(&st) && Instant::now() < deadline {
+                return Poll::Ready(Taken::Until(deadline));
+            }
+        }
+        st.pending_since = None;
         // The next batch will likely be about as big; never reserve past the bound.
         let capacity = st.pending.len().min(self.options.batch_bytes_max);
         let bytes = std::mem::replace(&mut st.pending, Vec::with_capacity(capacity));
@@ -392,7 +432,7 @@ impl Journal {
         for (_, waker) in &st.admission {
             waker.wake_by_ref();
         }
-        Poll::Ready(Some((batch, bytes)))
+        Poll::Ready(Taken::Batch(batch, bytes))
     }
 
     /// Records the outcome of a batch and releases its waiters.
@@ -494,6 +534,7 @@ impl Turn<'_> {
         } else {
             st.admission.push_back((self.id, cx.waker().clone()));
             self.queued = true;
+            st.wake_committer(); // A waiter makes a grouped batch due.
         }
         let first = st.admission.front().is_some_and(|(id, _)| *id == self.id);
         let options = &self.journal.options;
@@ -528,6 +569,13 @@ impl Drop for Turn<'_> {
 }
 
 impl State {
+    /// Wakes the committer if it waits for work.
+    fn wake_committer(&mut self) {
+        if let Some(committer) = self.committer.take() {
+            committer.wake();
+        }
+    }
+
     /// Counts a message stored as `seq` although its key was journaled as `earlier` (another
     /// payload: a reused control id), and logs it at most once per
     /// [`DEDUP_REUSE_LOG_INTERVAL`] of receive time (a sender whose counter is stuck would
@@ -602,12 +650,31 @@ enum Work {
     Closed,
 }
 
+/// What [`Journal::poll_work`] found.
+enum Taken {
+    /// A batch to write, and its bytes.
+    Batch(Batch, Vec<u8>),
+    /// The journal was closed and nothing is pending.
+    Closed,
+    /// Records are pending, grouped: they may gather until then unless the batch becomes due.
+    Until(Instant),
+}
+
 /// The next piece of work; ticks only when retention is on.
 async fn next_work(journal: &Journal, retention_on: bool) -> Work {
     let work = async {
-        match poll_fn(|cx| journal.poll_work(cx)).await {
-            Some((batch, bytes)) => Work::Batch(batch, bytes),
-            None => Work::Closed,
+        loop {
+            match poll_fn(|cx| journal.poll_work(cx)).await {
+                Taken::Batch(batch, bytes) => return Work::Batch(batch, bytes),
+                Taken::Closed => return Work::Closed,
+                Taken::Until(deadline) => {
+                    // One timer per group, not per record: the appends in between do not wake
+                    // the committer unless the batch became due.
+                    let delay = deadline.saturating_duration_since(Instant::now());
+                    let due = poll_fn(|cx| journal.poll_due(cx));
+                    futures_lite::future::or(due, glommio::timer::sleep(delay)).await;
+                }
+            }
         }
     };
     if !retention_on {

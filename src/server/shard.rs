@@ -323,6 +323,10 @@ fn journal_options(config: &Config, shard: usize) -> JournalOptions {
             },
             AckAfter::Receipt => SyncMode::Disabled,
         },
+        // Nothing waits for a receipt-mode write: gather them (one write per window at light
+        // load, not one per message).
+        group_delay: (config.ack_after == AckAfter::Receipt)
+            .then_some(crate::limits::RECEIPT_GROUP_DELAY),
         ..JournalOptions::new(shard_dir(&config.data_dir, shard))
     }
 }
