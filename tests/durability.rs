@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -220,26 +220,6 @@ fn crash_round(env: &[(&str, &str)], kill_after: Duration) -> (HashSet<String>, 
     (acked, common::journal_control_ids(dir.path()))
 }
 
-/// Acknowledged ids missing from the journal, and ids stored more than once.
-fn losses(acked: &HashSet<String>, journaled: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for id in journaled {
-        *counts.entry(id.as_str()).or_default() += 1;
-    }
-    let mut missing: Vec<String> = acked
-        .iter()
-        .filter(|id| !counts.contains_key(id.as_str()))
-        .cloned()
-        .collect();
-    missing.sort();
-    let twice = counts
-        .iter()
-        .filter(|(_, &n)| n > 1)
-        .map(|(id, _)| id.to_string())
-        .collect();
-    (missing, twice)
-}
-
 fn rounds() -> usize {
     std::env::var("MLLPD_CRASH_ROUNDS")
         .ok()
@@ -260,7 +240,7 @@ fn sigkill_loses_no_acknowledged_message() {
             "round {round}: too few messages to judge: {}",
             acked.len()
         );
-        let (missing, twice) = losses(&acked, &journaled);
+        let (missing, twice) = common::journal_losses(&acked, &journaled);
         assert!(
             missing.is_empty(),
             "round {round}: AA'd but lost: {missing:?}"
@@ -285,7 +265,7 @@ fn crash_test_detects_loss_when_acks_precede_the_flush() {
         ("MLLPD_FAULT_FLUSH_DELAY", "300ms"),
     ];
     let (acked, journaled) = crash_round(&env, Duration::from_millis(700));
-    let (missing, _) = losses(&acked, &journaled);
+    let (missing, _) = common::journal_losses(&acked, &journaled);
     assert!(
         !missing.is_empty(),
         "control run lost nothing: the crash test cannot see a loss"

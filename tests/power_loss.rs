@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,26 +151,6 @@ fn power_loss_round(round: usize, faults: &[(&str, &str)], load: Duration) -> Ro
     }
 }
 
-/// Acknowledged ids missing from the journal, and ids stored more than once.
-fn losses(acked: &HashSet<String>, journaled: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for id in journaled {
-        *counts.entry(id.as_str()).or_default() += 1;
-    }
-    let mut missing: Vec<String> = acked
-        .iter()
-        .filter(|id| !counts.contains_key(id.as_str()))
-        .cloned()
-        .collect();
-    missing.sort();
-    let twice = counts
-        .iter()
-        .filter(|(_, &n)| n > 1)
-        .map(|(id, _)| (*id).to_owned())
-        .collect();
-    (missing, twice)
-}
-
 fn rounds() -> usize {
     std::env::var("MLLPD_POWER_LOSS_ROUNDS")
         .ok()
@@ -202,7 +182,7 @@ fn power_loss_loses_no_acknowledged_message() {
             "round {round}: the journal did not write through mllpd-lazyfs: {:?}",
             r.stats
         );
-        let (missing, twice) = losses(&r.acked, &r.journaled);
+        let (missing, twice) = common::journal_losses(&r.acked, &r.journaled);
         assert!(
             missing.is_empty(),
             "round {round}: {} AA'd but lost after the power cut (of {}): {:?}",
@@ -237,7 +217,7 @@ fn power_loss_test_detects_loss_when_the_flush_is_skipped() {
     for round in 0..rounds() {
         let faults = [("MLLPD_FAULT_SKIP_FLUSH", "1")];
         let r = power_loss_round(round, &faults, load_time(started));
-        let (missing, _) = losses(&r.acked, &r.journaled);
+        let (missing, _) = common::journal_losses(&r.acked, &r.journaled);
         assert!(
             !missing.is_empty(),
             "control round {round}: {} AA'd, none lost with the flush skipped: the power-loss \

@@ -562,3 +562,26 @@ pub fn journal_control_ids(data_dir: &std::path::Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// The acknowledged ids missing from `journaled` (sorted), and the ids journaled more than once.
+pub fn journal_losses(
+    acked: &std::collections::HashSet<String>,
+    journaled: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for id in journaled {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    let mut missing: Vec<String> = acked
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .cloned()
+        .collect();
+    missing.sort();
+    let twice = counts
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(id, _)| (*id).to_owned())
+        .collect();
+    (missing, twice)
+}
