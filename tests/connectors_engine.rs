@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::admin::{admin_addr, sample, scrape_until};
+use common::admin::{admin_addr, metrics_until, sample};
 use common::peer::{Answer, Peer};
 use common::{adt, Client, Server};
 
@@ -101,7 +101,7 @@ fn connector_metrics_move_with_delivery_failures_dead_letters_and_lag() {
         .map(|s| s.to_string())
         .collect();
     send_all(&server, &ids);
-    let text = scrape_until(admin, "counters did not move", |t| {
+    let text = metrics_until(admin, "counters did not move", |t| {
         sample(
             t,
             "mllpd_connector_delivered_total",
@@ -207,7 +207,7 @@ fn a_full_disk_while_writing_a_cursor_is_logged_counted_and_skips_nothing() {
     );
     let more: Vec<String> = (20..40).map(|i| format!("DISK{i:02}")).collect();
     send_all(&server, &more);
-    let text = scrape_until(admin, "cursor failures not counted or cursor stuck", |t| {
+    let text = metrics_until(admin, "cursor failures not counted or cursor stuck", |t| {
         sample(
             t,
             "mllpd_connector_failures_total",
@@ -349,7 +349,7 @@ fn a_third_party_mllp_listener_receives_every_message_in_order() {
     }
     assert_eq!(
         sample(
-            &common::admin::scrape(admin_addr(&server)),
+            &common::admin::metrics(admin_addr(&server)),
             "mllpd_connector_delivered_total",
             &[]
         ),

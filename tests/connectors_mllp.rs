@@ -14,12 +14,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::peer::{Answer, Peer};
 use common::{adt, Client, Server};
 
 /// Writes a CONFIG_FILE with one `mllp` connector named `lab` to `address`.
@@ -158,12 +159,6 @@ fn an_unreachable_downstream_is_retried_and_everything_arrives_once_in_order() {
     drop(downstream);
 }
 
-/// MSH-10 of an ADT built by [`adt`].
-fn control_id(payload: &[u8]) -> String {
-    let text = String::from_utf8_lossy(payload);
-    text.split('|').nth(9).unwrap_or_default().to_owned()
-}
-
 #[test]
 fn a_sigkill_during_delivery_loses_nothing_and_a_deduplicating_downstream_stores_each_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,80 +196,17 @@ fn a_sigkill_during_delivery_loses_nothing_and_a_deduplicating_downstream_stores
     drop(upstream);
 }
 
-/// A scripted MLLP peer: answers each message by its control id (`answer`), records what it
-/// received (control ids, in order).
-struct Peer {
-    address: SocketAddr,
-    received: Arc<Mutex<Vec<String>>>,
-}
-
-impl Peer {
-    fn start(answer: fn(&str, usize) -> (String, String)) -> Peer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let log = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                let log = log.clone();
-                std::thread::spawn(move || serve(stream, &log, answer));
-            }
-        });
-        Peer { address, received }
-    }
-
-    fn received(&self) -> Vec<String> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-/// Serves one connection of a [`Peer`]: `answer(control id, times seen before)` gives the
-/// MSA-1 code and MSA-2 to send.
-fn serve(
-    mut stream: TcpStream,
-    log: &Mutex<Vec<String>>,
-    answer: fn(&str, usize) -> (String, String),
-) {
-    let mut pending = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        while let Some(start) = pending.iter().position(|&b| b == 0x0B) {
-            let Some(end) = pending[start..].windows(2).position(|w| w == [0x1C, 0x0D]) else {
-                break;
-            };
-            let payload = pending[start + 1..start + end].to_vec();
-            pending.drain(..start + end + 2);
-            let id = control_id(&payload);
-            let seen = {
-                let mut log = log.lock().unwrap();
-                let seen = log.iter().filter(|s| **s == id).count();
-                log.push(id.clone());
-                seen
-            };
-            let (code, msa2) = answer(&id, seen);
-            let ack = format!(
-                "MSH|^~\\&|PEER|PEER|X|X|20260101||ACK^A01^ACK|A{seen}|P|2.5.1\rMSA|{code}|{msa2}\r"
-            );
-            if stream.write_all(&common::frame(ack.as_bytes())).is_err() {
-                return;
-            }
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 #[test]
 fn ar_is_a_dead_letter_ae_and_a_wrong_msa2_are_retried_and_order_holds() {
-    let peer = Peer::start(|id, seen| match (id, seen) {
-        ("POISON", _) => ("AR".to_owned(), id.to_owned()),
-        ("FLAKY", 0) => ("AE".to_owned(), id.to_owned()),
-        ("ASKEW", 0) => ("AA".to_owned(), "SOMETHING-ELSE".to_owned()),
-        _ => ("AA".to_owned(), id.to_owned()),
-    });
+    let peer = Peer::start(
+        |id, seen| match (id, seen) {
+            ("POISON", _) => Answer::Code("AR", ""),
+            ("FLAKY", 0) => Answer::Code("AE", ""),
+            ("ASKEW", 0) => Answer::Misdirected("AA", "SOMETHING-ELSE"),
+            _ => Answer::Code("AA", ""),
+        },
+        Duration::ZERO,
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), peer.address);
     let data = dir.path().join("upstream");
@@ -326,10 +258,13 @@ fn dlq(data: &Path, args: &[&str]) -> (i32, String) {
 #[test]
 fn dead_letters_are_listed_shown_replayed_into_the_running_server_and_purged() {
     // The downstream refuses POISON once (then "fixed"), and GONE always.
-    let peer = Peer::start(|id, seen| match (id, seen) {
-        ("POISON", 0) | ("GONE", _) => ("AR".to_owned(), id.to_owned()),
-        _ => ("AA".to_owned(), id.to_owned()),
-    });
+    let peer = Peer::start(
+        |id, seen| match (id, seen) {
+            ("POISON", 0) | ("GONE", _) => Answer::Code("AR", ""),
+            _ => Answer::Code("AA", ""),
+        },
+        Duration::ZERO,
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), peer.address);
     let data = dir.path().join("upstream");
@@ -386,10 +321,13 @@ fn config_with(dir: &Path, address: SocketAddr, policy: &str) -> PathBuf {
 #[test]
 fn max_attempts_of_ae_end_in_a_dead_letter_and_block_stalls_instead() {
     // AE for STUCK, always: retried max_attempts times, then a dead letter (default policy).
-    let peer = Peer::start(|id, _| match id {
-        "STUCK" => ("AE".to_owned(), id.to_owned()),
-        _ => ("AA".to_owned(), id.to_owned()),
-    });
+    let peer = Peer::start(
+        |id, _| match id {
+            "STUCK" => Answer::Code("AE", ""),
+            _ => Answer::Code("AA", ""),
+        },
+        Duration::ZERO,
+    );
     let dir = tempfile::tempdir().unwrap();
     let policy = "retry: {initial_backoff: 50ms, max_backoff: 100ms, max_attempts: 3}\n";
     let config = config_with(dir.path(), peer.address, policy);
@@ -411,10 +349,13 @@ fn max_attempts_of_ae_end_in_a_dead_letter_and_block_stalls_instead() {
     drop(upstream);
 
     // The same with on_failure: block: STUCK is retried past max_attempts, B never overtakes.
-    let peer = Peer::start(|id, _| match id {
-        "STUCK" => ("AR".to_owned(), id.to_owned()),
-        _ => ("AA".to_owned(), id.to_owned()),
-    });
+    let peer = Peer::start(
+        |id, _| match id {
+            "STUCK" => Answer::Code("AR", ""),
+            _ => Answer::Code("AA", ""),
+        },
+        Duration::ZERO,
+    );
     let dir = tempfile::tempdir().unwrap();
     let policy = format!("{policy}on_failure: block\n");
     let config = config_with(dir.path(), peer.address, &policy);
@@ -491,7 +432,7 @@ fn a_silent_downstream_does_not_hold_shutdown_and_its_message_is_sent_again() {
     );
     drop(upstream);
     // Restarted against an answering downstream: the unconfirmed message goes again.
-    let peer = Peer::start(|id, _| ("AA".to_owned(), id.to_owned()));
+    let peer = Peer::start(|_, _| Answer::Code("AA", ""), Duration::ZERO);
     let answering = self::config(dir.path(), peer.address);
     let upstream = start_upstream(&data, &answering);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -4,37 +4,12 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{adt, Client, Server};
-
-/// Control ids (MSH-10) of every frame `mllpd journal export` writes for `data_dir`.
-fn exported_ids(data_dir: &Path) -> Vec<String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
-        .args(["journal", "export", "--output", "-", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .expect("run journal export");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-        .stdout
-        .split(|&b| b == 0x0B)
-        .filter(|frame| frame.starts_with(b"MSH"))
-        .map(|frame| {
-            let msh = frame.split(|&b| b == b'\r').next().unwrap_or_default();
-            let fields: Vec<&[u8]> = msh.split(|&b| b == b'|').collect();
-            String::from_utf8_lossy(fields.get(9).copied().unwrap_or_default()).into_owned()
-        })
-        .collect()
-}
 
 fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -101,7 +76,10 @@ fn duplicate_within_the_window_is_acknowledged_but_stored_once_across_a_restart(
         server.signal("TERM");
         assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     }
-    assert_eq!(exported_ids(dir.path()), vec!["DUP-1".to_owned()]);
+    assert_eq!(
+        common::journal_control_ids(dir.path()),
+        vec!["DUP-1".to_owned()]
+    );
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
@@ -179,7 +157,7 @@ fn disk_full_answers_ae_without_aa_and_recovers_when_space_returns() {
         ("AA", "FULL-after")
     );
     drop(server);
-    let ids = exported_ids(&data);
+    let ids = common::journal_control_ids(&data);
     assert!(ids.contains(&"FULL-after".to_owned()));
     assert!(
         !ids.contains(&"FULL-again".to_owned()),
@@ -187,8 +165,9 @@ fn disk_full_answers_ae_without_aa_and_recovers_when_space_returns() {
     );
 }
 
-/// Runs senders against a server, kills it with SIGKILL after `kill_after`, restarts it on the
-/// same DATA_DIR (recovery), and returns (acknowledged ids, ids in the journal).
+/// Runs senders against a server, kills it with SIGKILL `kill_after` past its 11th ACK,
+/// restarts it on the same DATA_DIR (recovery), and returns (acknowledged ids, ids in the
+/// journal).
 fn crash_round(env: &[(&str, &str)], kill_after: Duration) -> (HashSet<String>, Vec<String>) {
     let dir = data_dir();
     let path = dir.path().to_str().expect("utf-8 path");
@@ -223,6 +202,10 @@ fn crash_round(env: &[(&str, &str)], kill_after: Duration) -> (HashSet<String>, 
             })
         })
         .collect();
+    // Enough acknowledged to judge, then a deliberate window of load whose length varies.
+    common::wait_for("more than 10 AAs", Duration::from_secs(30), || {
+        acked.lock().expect("acked").len() > 10
+    });
     std::thread::sleep(kill_after);
     server.signal("KILL");
     for sender in senders {
@@ -234,27 +217,7 @@ fn crash_round(env: &[(&str, &str)], kill_after: Duration) -> (HashSet<String>, 
     restarted.signal("TERM");
     assert_eq!(restarted.wait_exit(Duration::from_secs(10)), Some(0));
     let acked = acked.lock().expect("acked").clone();
-    (acked, exported_ids(dir.path()))
-}
-
-/// Acknowledged ids missing from the journal, and ids stored more than once.
-fn losses(acked: &HashSet<String>, journaled: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for id in journaled {
-        *counts.entry(id.as_str()).or_default() += 1;
-    }
-    let mut missing: Vec<String> = acked
-        .iter()
-        .filter(|id| !counts.contains_key(id.as_str()))
-        .cloned()
-        .collect();
-    missing.sort();
-    let twice = counts
-        .iter()
-        .filter(|(_, &n)| n > 1)
-        .map(|(id, _)| id.to_string())
-        .collect();
-    (missing, twice)
+    (acked, common::journal_control_ids(dir.path()))
 }
 
 fn rounds() -> usize {
@@ -277,7 +240,7 @@ fn sigkill_loses_no_acknowledged_message() {
             "round {round}: too few messages to judge: {}",
             acked.len()
         );
-        let (missing, twice) = losses(&acked, &journaled);
+        let (missing, twice) = common::journal_losses(&acked, &journaled);
         assert!(
             missing.is_empty(),
             "round {round}: AA'd but lost: {missing:?}"
@@ -302,7 +265,7 @@ fn crash_test_detects_loss_when_acks_precede_the_flush() {
         ("MLLPD_FAULT_FLUSH_DELAY", "300ms"),
     ];
     let (acked, journaled) = crash_round(&env, Duration::from_millis(700));
-    let (missing, _) = losses(&acked, &journaled);
+    let (missing, _) = common::journal_losses(&acked, &journaled);
     assert!(
         !missing.is_empty(),
         "control run lost nothing: the crash test cannot see a loss"

@@ -208,6 +208,8 @@ struct Flood {
     sender: JoinHandle<()>,
     /// The draining thread; returns the ACK bytes read.
     reader: JoinHandle<u64>,
+    /// ACK bytes read so far.
+    answered: Arc<AtomicU64>,
 }
 
 impl Flood {
@@ -223,15 +225,27 @@ impl Flood {
             let _ = writer.shutdown(std::net::Shutdown::Write);
         });
         let mut stream = stream;
+        let answered = Arc::new(AtomicU64::new(0));
+        let counter = answered.clone();
         let reader = std::thread::spawn(move || {
             let mut buf = vec![0u8; 256 * 1024];
             let mut bytes = 0u64;
             while let Ok(n @ 1..) = stream.read(&mut buf) {
                 bytes += n as u64;
+                counter.store(bytes, Ordering::Relaxed);
             }
             bytes
         });
-        Flood { sender, reader }
+        Flood {
+            sender,
+            reader,
+            answered,
+        }
+    }
+
+    /// ACK bytes read so far.
+    fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     fn join(self) -> u64 {
@@ -327,7 +341,10 @@ fn a_well_behaved_connection_keeps_its_latency_during_a_flood_on_its_shard() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // Measured from when the shard is answering the floods.
+    common::wait_for("the floods answered", Duration::from_secs(30), || {
+        floods.iter().all(|f| f.answered() > 0)
+    });
     let mut latencies = Vec::new();
     let started = Instant::now();
     while !floods.iter().all(|f| f.reader.is_finished()) || latencies.len() < 100 {
@@ -335,6 +352,7 @@ fn a_well_behaved_connection_keeps_its_latency_during_a_flood_on_its_shard() {
         client.send_message(&adt(&format!("GOOD-{}", latencies.len())));
         assert_eq!(client.read_ack().code(), "AA");
         latencies.push(sent.elapsed());
+        // Pacing: a well-behaved sender, one message every few milliseconds.
         std::thread::sleep(Duration::from_millis(5));
         assert!(
             started.elapsed() < Duration::from_secs(120),
@@ -411,6 +429,7 @@ fn a_peer_that_reads_a_few_bytes_at_a_time_is_cut_at_write_timeout() {
             started.elapsed() < Duration::from_secs(30),
             "still connected after 30 s, {bytes} bytes read"
         );
+        // Deliberate: the slow reader under test reads 300 bytes every 50 ms.
         std::thread::sleep(Duration::from_millis(50));
     };
     let _ = sender.join();

@@ -593,6 +593,7 @@ fn segments_rotate_and_retention_deletes_only_old_closed_ones() {
         journal.close().await.unwrap();
 
         // A floor holding record 1 keeps everything, whatever the bounds.
+        // Deliberate: time passes, so every closed segment is past the 1 ms age bound.
         std::thread::sleep(Duration::from_millis(20));
         let held = JournalOptions {
             retention_age: Some(Duration::from_millis(1)),
@@ -614,6 +615,7 @@ fn segments_rotate_and_retention_deletes_only_old_closed_ones() {
             assert_eq!(store(&journal, &payload).await.1, Ok(()));
         }
         // Segments 6..=8 are closed now but hold records >= 7 (6 is below the floor).
+        // Deliberate: time passes, so they are past the 1 ms age bound.
         std::thread::sleep(Duration::from_millis(5));
         journal.set_retention_floor(Some(7));
         assert_eq!(store(&journal, b"tick").await.1, Ok(()));
@@ -649,6 +651,7 @@ fn retention_runs_on_a_timer_while_idle_and_the_journal_keeps_serving() {
         for i in 0..4 {
             assert_eq!(store(&journal, &[b'0' + i; 300]).await.1, Ok(()));
         }
+        // Deliberate observation window: five retention ticks, and the floor holds.
         glommio::timer::sleep(Duration::from_millis(50)).await;
         assert_eq!(journal.stats().segments, 4, "the floor holds every segment");
         journal.set_retention_floor(None);
@@ -1002,7 +1005,8 @@ fn while_an_appender_waits_its_turn_nobody_appends_past_it() {
             .append(&record(&message("1"), None, now_micros()))
             .unwrap()
             .seq();
-        glommio::timer::sleep(Duration::from_millis(5)).await; // batch 1 in flight, held
+        // Batch 1 in flight (taken by the committer, held by the flush delay).
+        eventually(|| journal.stats().pending_records == 0).await;
         journal
             .append(&record(&message("2"), None, now_micros()))
             .unwrap();
@@ -1017,7 +1021,8 @@ fn while_an_appender_waits_its_turn_nobody_appends_past_it() {
                     .map(|a| a.seq())
             })
         };
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        // The big record found the batch full and waits its turn.
+        eventually(|| journal.stats().batch_full >= 1).await;
         let small = message("small");
         assert_eq!(
             journal

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{admin_addr, adt, frame, get, metrics_until, sample, Server};
+use common::{admin_addr, adt, count, frame, get, metrics_until, Server};
 
 const RULES: &str = r#"
 validation:
@@ -51,8 +51,8 @@ fn metrics_count_exactly_the_traffic_sent() {
         exchange(&mut client, a08.as_bytes(), "AR");
     }
     let text = metrics_until(admin, "journal and rule figures published", |t| {
-        sample(t, "mllpd_journal_records_total", &[]) == accepted
-            && sample(
+        count(t, "mllpd_journal_records_total", &[]) == accepted
+            && count(
                 t,
                 "mllpd_rule_failures_total",
                 &["rule=\"no-a08\"", "failed"],
@@ -87,27 +87,27 @@ fn metrics_count_exactly_the_traffic_sent() {
         ("mllpd_journal_batch_records_sum", &[][..], accepted),
     ] {
         assert_eq!(
-            sample(&text, name, labels),
+            count(&text, name, labels),
             want,
             "{name}{labels:?}:\n{text}"
         );
     }
-    let flushes = sample(&text, "mllpd_journal_flushes_total", &[]);
+    let flushes = count(&text, "mllpd_journal_flushes_total", &[]);
     assert!(flushes >= 1 && flushes <= accepted, "{text}");
     assert_eq!(
-        sample(&text, "mllpd_journal_flush_seconds_count", &[]),
+        count(&text, "mllpd_journal_flush_seconds_count", &[]),
         flushes
     );
     assert_eq!(
-        sample(
+        count(
             &text,
             "mllpd_journal_flush_seconds_bucket",
             &["le=\"+Inf\""]
         ),
         flushes
     );
-    assert_eq!(sample(&text, "mllpd_journal_durable_seq", &[]), accepted);
-    assert!(sample(&text, "mllpd_journal_bytes", &[]) > 0, "{text}");
+    assert_eq!(count(&text, "mllpd_journal_durable_seq", &[]), accepted);
+    assert!(count(&text, "mllpd_journal_bytes", &[]) > 0, "{text}");
     assert!(text.contains("mllpd_build_info{version=\""), "{text}");
     assert!(
         text.contains("mllpd_connections_open{shard=\"0\"}"),
@@ -115,7 +115,7 @@ fn metrics_count_exactly_the_traffic_sent() {
     );
     drop(client);
     metrics_until(admin, "the connection counted closed", |t| {
-        sample(t, "mllpd_connections_open", &[]) == 0
+        count(t, "mllpd_connections_open", &[]) == 0
     });
 }
 
@@ -207,13 +207,13 @@ fn log_lines_the_full_queue_cannot_take_are_counted_and_reported() {
         started.elapsed()
     );
     let text = metrics_until(admin, "dropped lines counted", |t| {
-        sample(t, "mllpd_log_lines_dropped_total", &[]) > 0
+        count(t, "mllpd_log_lines_dropped_total", &[]) > 0
     });
-    let dropped = sample(&text, "mllpd_log_lines_dropped_total", &[]);
+    let dropped = count(&text, "mllpd_log_lines_dropped_total", &[]);
     assert!(dropped >= 10, "{dropped} dropped");
     server.signal("TERM");
+    // wait_exit returns once the last log line is read.
     assert_eq!(server.wait_exit(Duration::from_secs(30)), Some(0));
-    std::thread::sleep(Duration::from_millis(200));
     assert!(
         server
             .logs()

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{frame, log_value, Server};
+use common::{admin_addr, frame, Server};
 
 const MARKER: &str = "PHICANARY7Q9Z";
 
@@ -32,17 +30,6 @@ fn message(id: &str, trigger: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect admin");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
-}
-
 #[test]
 fn audit_lines_name_each_decision_and_the_canary_leaks_nowhere() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -55,10 +42,7 @@ fn audit_lines_name_each_decision_and_the_canary_leaks_nowhere() {
         ("MAX_FRAME_SIZE", "4096"),
         ("LOG_LEVEL", "info"),
     ]);
-    let admin_line = server.wait_log(&["admin endpoint listening"], Duration::from_secs(10));
-    let admin: SocketAddr = log_value(&admin_line, "admin")
-        .and_then(|a| a.parse().ok())
-        .expect("admin address");
+    let admin = admin_addr(&server);
     let mut acks = Vec::new();
     let mut client = server.connect();
     for (payload, code) in [
@@ -84,10 +68,10 @@ fn audit_lines_name_each_decision_and_the_canary_leaks_nowhere() {
     let mut oversized = server.connect();
     oversized.send(&frame(&big));
     assert!(oversized.closed_within(Duration::from_secs(10)));
-    let metrics = get(admin, "/metrics");
+    let metrics = common::metrics(admin);
     server.signal("TERM");
+    // wait_exit returns once the last log line is read.
     assert_eq!(server.wait_exit(Duration::from_secs(30)), Some(0));
-    std::thread::sleep(Duration::from_millis(300));
     let logs = server.logs();
     let audit_text = std::fs::read_to_string(&audit).expect("audit log");
 

@@ -1,9 +1,14 @@
 //! The container (issue 12, item 6). Under the shipped seccomp profile
 //! (deploy/seccomp-io_uring.json) mllpd serves on its io_uring; under Docker's and podman's
 //! default profiles (io_uring blocked, answered EPERM or ENOSYS) it refuses to start and names
-//! the seccomp filter and the fix. The shipped deploy/Dockerfile builds with podman (its build
-//! stage replaced by this test's binary: no base image can be pulled here) and the container
-//! runs as the unprivileged user, answers MLLP and its HEALTHCHECK, and drains on stop.
+//! the seccomp filter and the fix. The shipped deploy/Dockerfile builds with podman and the
+//! container runs as the unprivileged user, answers MLLP and its HEALTHCHECK, and drains on stop.
+//!
+//! The image holds what the Dockerfile ships: the build stage's own command (a static release
+//! build, `+crt-static`) runs here, into its own target directory, and its output is given to
+//! podman in place of that stage (`--build-context build=DIR`: no base image can be pulled
+//! here); the runtime stage runs unchanged. The binary must be static (`file`, `ldd`) and the
+//! image must hold nothing but it and the data directory (no shared library).
 //!
 //! The profile is loaded by tests/ops_seccomp_exec.py through libseccomp (Debian's
 //! python3-seccomp), in Docker's JSON format, as a container runtime loads it.
@@ -109,26 +114,83 @@ fn podman(args: &[&str]) -> Output {
     output
 }
 
-/// The stand-in for the Dockerfile's build stage: `out/` with this test's mllpd, the shared
-/// libraries it links (the release build in the Dockerfile is static and needs none), and the
-/// data directory.
-fn build_stage(dir: &Path) {
-    let binary = env!("CARGO_BIN_EXE_mllpd");
+/// The Dockerfile's build stage, run here: its `cargo build` (same flags, same target) into
+/// `static-release/` in this test's target directory, so it neither fights the test build nor
+/// starts from nothing on every run. Returns the binary.
+fn static_build() -> PathBuf {
+    // CARGO_BIN_EXE_mllpd is TARGET_DIR/{debug,release}/mllpd.
+    let target_dir = Path::new(env!("CARGO_BIN_EXE_mllpd"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .join("static-release");
+    let started = Instant::now();
+    let output = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--release", "--locked", "--bin", "mllpd"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the Dockerfile's static build failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("static release build: {:?}", started.elapsed());
+    target_dir.join("x86_64-unknown-linux-gnu/release/mllpd")
+}
+
+/// Runs `program args`: what it wrote (stdout, then stderr).
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// The Dockerfile's build stage output: `out/` with the static mllpd and the data directory.
+fn build_stage(dir: &Path, binary: &Path) {
+    let binary_str = binary.to_str().unwrap();
+    let file = run("file", &["-b", binary_str]);
+    assert!(
+        file.contains("statically linked") || file.contains("static-pie linked"),
+        "not static: {file}"
+    );
+    let ldd = run("ldd", &[binary_str]);
+    assert!(
+        ldd.contains("not a dynamic executable") || ldd.contains("statically linked"),
+        "ldd finds shared libraries: {ldd}"
+    );
     let out = dir.join("out");
     std::fs::create_dir_all(out.join("var/lib/mllpd")).unwrap();
     std::fs::copy(binary, out.join("mllpd")).unwrap();
-    let ldd = Command::new("ldd").arg(binary).output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = line
-            .split_whitespace()
-            .find(|word| word.starts_with('/'))
-            .map(PathBuf::from);
-        if let Some(path) = path {
-            let target = out.join(path.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
+}
+
+/// Every path in the image, from a container made of it (`podman export`), less the ones the
+/// runtime adds to every container (mount points, /etc/hosts and such).
+fn image_files(image: &str, dir: &Path) -> Vec<String> {
+    let name = format!("mllpd-files-{}", std::process::id());
+    podman(&["create", "--name", &name, image]);
+    let tar = dir.join("image.tar");
+    let exported = Command::new("podman")
+        .args(["export", "-o", tar.to_str().unwrap(), &name])
+        .output()
+        .unwrap();
+    let _ = Command::new("podman").args(["rm", "-f", &name]).output();
+    assert!(exported.status.success(), "{exported:?}");
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert!(listing.status.success(), "{listing:?}");
+    let added_by_runtime = ["dev", "etc", "proc", "run", "sys"];
+    let mut files: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_owned())
+        .filter(|l| !l.is_empty() && l != ".")
+        .filter(|l| !added_by_runtime.contains(&l.split('/').next().unwrap_or_default()))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Removes the container and the image, whatever the test's outcome.
@@ -157,8 +219,11 @@ fn the_image_builds_runs_unprivileged_and_answers_mllp_and_its_healthcheck() {
     {
         return;
     }
+    if !require_program("file", "apt-get install file") {
+        return;
+    }
     let stage = tempfile::tempdir().unwrap();
-    build_stage(stage.path());
+    build_stage(stage.path(), &static_build());
     let context = tempfile::tempdir().unwrap();
     let cleanup = Cleanup {
         container: format!("mllpd-test-{}", std::process::id()),
@@ -191,12 +256,21 @@ fn the_image_builds_runs_unprivileged_and_answers_mllp_and_its_healthcheck() {
         "{exposed}"
     );
     assert!(inspect("{{.Config.Healthcheck}}").contains("/mllpd health"));
+    // What the image holds: the binary and the data directory, no C library beside it.
+    let files = image_files(&cleanup.image, stage.path());
+    assert_eq!(
+        files,
+        ["mllpd", "var", "var/lib", "var/lib/mllpd"],
+        "{files:?}"
+    );
 
     let (port, admin) = (free_port(), free_port());
     let (nofile, _) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     let nofile = format!("nofile={nofile}:{nofile}");
-    let listen = format!("LISTEN_ADDR=127.0.0.1:{port}");
+    // A host name, not an address: the static binary resolves it inside the image, from the
+    // /etc/hosts the runtime provides (no NSS library to load; seen with Debian's glibc 2.36).
+    let listen = format!("LISTEN_ADDR=localhost:{port}");
     let admin_env = format!("ADMIN_ADDR=127.0.0.1:{admin}");
     let seccomp = format!("seccomp={PROFILE}");
     // The runtime's defaults for open files and processes are above what this machine lets

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -170,8 +170,9 @@ fn connect_from(local: SocketAddr, front: SocketAddr) -> Option<Client> {
     Some(Client::from_stream(stream))
 }
 
-/// Sends ADTs one at a time until `stop`, reconnecting and resending what got no ACK.
-fn send_until(sender: u8, front: SocketAddr, stop: &AtomicBool) -> Sent {
+/// Sends ADTs one at a time until `stop`, reconnecting and resending what got no ACK; counts
+/// every AA in `acked_total` (shared by the senders).
+fn send_until(sender: u8, front: SocketAddr, stop: &AtomicBool, acked_total: &AtomicUsize) -> Sent {
     let local = SocketAddr::from(([127, 0, 0, 10 + sender], 0));
     let mut sent = Sent::default();
     let mut connection: Option<Client> = None;
@@ -190,6 +191,7 @@ fn send_until(sender: u8, front: SocketAddr, stop: &AtomicBool) -> Sent {
                 connection = connect_from(local, front);
                 sent.connects += 1;
                 if connection.is_none() {
+                    // Pacing: a refused connect is retried 10 times a second (bounded above).
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 continue;
@@ -205,6 +207,7 @@ fn send_until(sender: u8, front: SocketAddr, stop: &AtomicBool) -> Sent {
                         ("AA".to_owned(), id.clone())
                     );
                     sent.acked.push(id);
+                    acked_total.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 None => {
@@ -214,18 +217,26 @@ fn send_until(sender: u8, front: SocketAddr, stop: &AtomicBool) -> Sent {
                 }
             }
         }
+        // Pacing: a steady load of a few hundred messages a second per sender, not a flood.
         std::thread::sleep(Duration::from_millis(3));
     }
     sent
 }
 
+/// Waits (30 s at most) until the senders' AAs have grown by `more` from now.
+fn wait_acked(acked_total: &AtomicUsize, more: usize, what: &str) {
+    let target = acked_total.load(Ordering::Relaxed) + more;
+    wait_for(
+        &format!("{more} more AAs {what}"),
+        Duration::from_secs(30),
+        || acked_total.load(Ordering::Relaxed) >= target,
+    );
+}
+
 /// Connections open on an instance now, from its /metrics.
 fn connections_open(admin: SocketAddr) -> u64 {
     let (_, text) = http_get(admin, "/metrics").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("mllpd_connections_open{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    count(&text, "mllpd_connections_open", &[])
 }
 
 #[test]
@@ -248,13 +259,16 @@ fn three_instances_behind_haproxy_lose_no_acknowledged_message_through_sigterm_a
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let acked_total = Arc::new(AtomicUsize::new(0));
     let senders: Vec<_> = (0..SENDERS)
         .map(|sender| {
-            let stop = stop.clone();
-            std::thread::spawn(move || send_until(sender, front, &stop))
+            let (stop, acked_total) = (stop.clone(), acked_total.clone());
+            std::thread::spawn(move || send_until(sender, front, &stop, &acked_total))
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(3));
+    // Under load: the senders' AAs pass 200 (tens of them each) before the first signal.
+    let load_runs = |what: &str| wait_acked(&acked_total, 200, what);
+    load_runs("before SIGTERM");
 
     // SIGTERM to the first instance: not ready at once, out of rotation while it still serves.
     let terminated = Instant::now();
@@ -282,16 +296,25 @@ fn three_instances_behind_haproxy_lose_no_acknowledged_message_through_sigterm_a
         Some(0)
     );
 
-    // SIGKILL to an instance that holds senders, mid-load.
-    std::thread::sleep(Duration::from_secs(1));
-    let victim = if connections_open(instances[1].admin) > 0 {
-        1
-    } else {
-        2
-    };
+    // SIGKILL to an instance that holds senders, mid-load: the load runs again on the other
+    // two (the first one's senders reconnected), and one of them holds connections.
+    load_runs("after the SIGTERM'd instance left");
+    let mut victim = 0;
+    wait_for(
+        "an instance holding a sender",
+        Duration::from_secs(10),
+        || {
+            let holding = [1, 2]
+                .into_iter()
+                .find(|&i| connections_open(instances[i].admin) > 0);
+            victim = holding.unwrap_or(0);
+            holding.is_some()
+        },
+    );
     let _ = instances[victim].server.child.kill();
     let _ = instances[victim].server.child.wait();
-    std::thread::sleep(Duration::from_secs(3));
+    // Its senders reconnect to the last instance and the load goes on.
+    load_runs("after SIGKILL");
     stop.store(true, Ordering::Relaxed);
     let sent: Vec<Sent> = senders.into_iter().map(|s| s.join().unwrap()).collect();
 

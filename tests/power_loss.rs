@@ -16,9 +16,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::Command;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,30 +58,6 @@ fn fuse_available() -> bool {
             false
         }
     }
-}
-
-/// Control ids (MSH-10) of every frame `mllpd journal export` writes for `data_dir`.
-fn exported_ids(data_dir: &Path) -> Vec<String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
-        .args(["journal", "export", "--output", "-", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .expect("run journal export");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-        .stdout
-        .split(|&b| b == 0x0B)
-        .filter(|frame| frame.starts_with(b"MSH"))
-        .map(|frame| {
-            let msh = frame.split(|&b| b == b'\r').next().unwrap_or_default();
-            let fields: Vec<&[u8]> = msh.split(|&b| b == b'|').collect();
-            String::from_utf8_lossy(fields.get(9).copied().unwrap_or_default()).into_owned()
-        })
-        .collect()
 }
 
 /// Starts `SENDERS` threads that send until their connection ends; returns their handles.
@@ -143,6 +117,10 @@ fn power_loss_round(round: usize, faults: &[(&str, &str)], load: Duration) -> Ro
     let mut server = Server::start(&env);
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let senders = start_senders(&server, round, &acked);
+    // Enough acknowledged to judge, then a deliberate window of load whose length varies.
+    common::wait_for("20 AAs", Duration::from_secs(60), || {
+        acked.lock().expect("acked").len() >= 20
+    });
     std::thread::sleep(load);
     // Pull the plug. The storage goes first: from this instant nothing becomes durable and
     // every request fails, so an AA already sent was for a flush that completed before the
@@ -162,7 +140,7 @@ fn power_loss_round(round: usize, faults: &[(&str, &str)], load: Duration) -> Ro
     restarted.signal("TERM");
     assert_eq!(restarted.wait_exit(Duration::from_secs(30)), Some(0));
     drop(restarted);
-    let journaled = exported_ids(&data);
+    let journaled = common::journal_control_ids(&data);
     mount.unmount().expect("unmount");
     let acked = acked.lock().expect("acked").clone();
     Round {
@@ -171,26 +149,6 @@ fn power_loss_round(round: usize, faults: &[(&str, &str)], load: Duration) -> Ro
         loss,
         stats,
     }
-}
-
-/// Acknowledged ids missing from the journal, and ids stored more than once.
-fn losses(acked: &HashSet<String>, journaled: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for id in journaled {
-        *counts.entry(id.as_str()).or_default() += 1;
-    }
-    let mut missing: Vec<String> = acked
-        .iter()
-        .filter(|id| !counts.contains_key(id.as_str()))
-        .cloned()
-        .collect();
-    missing.sort();
-    let twice = counts
-        .iter()
-        .filter(|(_, &n)| n > 1)
-        .map(|(id, _)| (*id).to_owned())
-        .collect();
-    (missing, twice)
 }
 
 fn rounds() -> usize {
@@ -224,7 +182,7 @@ fn power_loss_loses_no_acknowledged_message() {
             "round {round}: the journal did not write through mllpd-lazyfs: {:?}",
             r.stats
         );
-        let (missing, twice) = losses(&r.acked, &r.journaled);
+        let (missing, twice) = common::journal_losses(&r.acked, &r.journaled);
         assert!(
             missing.is_empty(),
             "round {round}: {} AA'd but lost after the power cut (of {}): {:?}",
@@ -259,7 +217,7 @@ fn power_loss_test_detects_loss_when_the_flush_is_skipped() {
     for round in 0..rounds() {
         let faults = [("MLLPD_FAULT_SKIP_FLUSH", "1")];
         let r = power_loss_round(round, &faults, load_time(started));
-        let (missing, _) = losses(&r.acked, &r.journaled);
+        let (missing, _) = common::journal_losses(&r.acked, &r.journaled);
         assert!(
             !missing.is_empty(),
             "control round {round}: {} AA'd, none lost with the flush skipped: the power-loss \

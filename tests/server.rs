@@ -54,6 +54,7 @@ fn message_fed_byte_by_byte_is_acknowledged() {
         while tcp_queues(theirs, ours).1 > 0 && Instant::now() < taken_by {
             std::thread::sleep(Duration::from_millis(1));
         }
+        // Deliberate pacing: the server's read of this byte completes before the next lands.
         std::thread::sleep(Duration::from_millis(1));
     }
     let ack = client.read_ack();
@@ -207,6 +208,7 @@ fn a_burst_far_larger_than_the_socket_buffers_is_answered_in_order() {
                     progressed = Instant::now();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Pacing: try the full socket again shortly (the loop ends by itself).
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => panic!("write: {e}"),
@@ -215,6 +217,7 @@ fn a_burst_far_larger_than_the_socket_buffers_is_answered_in_order() {
         // Pushed back, or only a server slowed down by a busy machine: pushed back means it
         // takes in nothing more while its ACKs cannot go out.
         let before = taken_in_and_held(written);
+        // Deliberate observation window: nothing more is taken in for a second.
         std::thread::sleep(Duration::from_secs(1));
         if taken_in_and_held(written) == before {
             break before;
@@ -375,6 +378,7 @@ fn trickling_frame_is_cut_at_frame_timeout_not_reset_by_each_byte() {
                     break;
                 }
                 sent_at.push(started.elapsed());
+                // Deliberate pacing: one byte every `gap`, the trickle under test.
                 std::thread::sleep(gap);
             }
             sent_at
@@ -551,6 +555,7 @@ fn accept_errors_back_off_instead_of_spinning() {
         .collect();
     server.wait_log(&["accept failed"], Duration::from_secs(10));
     let before = server.cpu_time();
+    // Deliberate observation window: the CPU the shard spends in 2 s of failing accepts.
     std::thread::sleep(Duration::from_secs(2));
     let spent = server.cpu_time() - before;
     assert!(
@@ -709,7 +714,11 @@ fn sigterm_drains_a_message_in_flight_and_exits_zero() {
     let bytes = frame(&adt("INFLIGHT-1"));
     let (head, tail) = bytes.split_at(bytes.len() / 2);
     busy.send(head);
-    std::thread::sleep(Duration::from_millis(200));
+    // The frame is in flight once the server has read the head (counted on /metrics).
+    let read = (frame(&adt("WARMUP-1")).len() + head.len()) as u64;
+    common::metrics_until(common::admin_addr(&server), "the head read", |text| {
+        common::count(text, "mllpd_received_bytes_total", &[]) == read
+    });
     server.signal("TERM");
     server.wait_log(&["draining"], Duration::from_secs(5));
     assert!(
@@ -733,10 +742,10 @@ fn sigterm_drains_a_message_in_flight_and_exits_zero() {
 
 #[test]
 fn pre_shutdown_delay_keeps_serving_then_refuses() {
-    // 2 s: room for a busy machine between the signal and our connection 200 ms later.
+    // 2 s: room for a busy machine between the signal taking effect and our connection.
     let mut server = Server::start(&[("PRE_SHUTDOWN_DELAY", "2s")]);
     server.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_log(&["shutdown requested"], Duration::from_secs(5));
     let mut client = server.connect();
     client.send_message(&adt("DELAY-1"));
     // Still serving during PRE_SHUTDOWN_DELAY.

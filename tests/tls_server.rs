@@ -129,6 +129,31 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// A server started with `extra`, and a good client whose first message (M1) was acknowledged.
+/// The PKI and the data directory live as long as the caller keeps them.
+fn served_client(extra: &[(&str, &str)]) -> (Pki, tempfile::TempDir, Server, ClientStream) {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("data");
+    let server = start(&pki, data.path(), extra);
+    let mut client = connect(&server, &pki, Some("good")).expect("handshake");
+    assert_eq!(exchange(&mut client, "M1").as_deref(), Some("AA"));
+    (pki, data, server, client)
+}
+
+/// The server ends the stream within 10 s, with a close_notify: rustls reports a clean end
+/// (Ok(0)) only after one; a bare FIN is an UnexpectedEof error.
+fn assert_close_notify(client: &mut ClientStream) {
+    client
+        .tcp()
+        .set_read_timeout(Some(secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("expected a close_notify, got {other:?}"),
+    }
+}
+
 /// A TLS 1.1 ClientHello (legacy version 3.2, no supported_versions extension): what an old
 /// TLS stack sends. rustls' client cannot speak 1.1, so the record is made by hand.
 fn tls_1_1_client_hello() -> Vec<u8> {
@@ -217,11 +242,7 @@ fn a_client_hello_to_a_plaintext_listener_is_closed_with_one_line() {
 
 #[test]
 fn garbage_after_the_handshake_closes_the_connection() {
-    let pki = Pki::new();
-    let data = tempfile::tempdir().expect("data");
-    let server = start(&pki, data.path(), &[]);
-    let mut client = connect(&server, &pki, Some("good")).expect("handshake");
-    assert_eq!(exchange(&mut client, "M1").as_deref(), Some("AA"));
+    let (_pki, _data, server, mut client) = served_client(&[]);
     let ClientStream::Tls(tls) = &mut client else {
         panic!("not TLS")
     };
@@ -236,22 +257,8 @@ fn garbage_after_the_handshake_closes_the_connection() {
 
 #[test]
 fn an_idle_close_sends_close_notify() {
-    let pki = Pki::new();
-    let data = tempfile::tempdir().expect("data");
-    let server = start(&pki, data.path(), &[("IDLE_TIMEOUT", "1s")]);
-    let mut client = connect(&server, &pki, Some("good")).expect("handshake");
-    assert_eq!(exchange(&mut client, "M1").as_deref(), Some("AA"));
-    client
-        .tcp()
-        .set_read_timeout(Some(secs(10)))
-        .expect("timeout");
-    let mut buf = [0u8; 64];
-    // rustls reports a clean end (Ok(0)) only after a close_notify; a bare FIN is an
-    // UnexpectedEof error.
-    match client.read(&mut buf) {
-        Ok(0) => {}
-        other => panic!("expected a close_notify, got {other:?}"),
-    }
+    let (_pki, _data, _server, mut client) = served_client(&[("IDLE_TIMEOUT", "1s")]);
+    assert_close_notify(&mut client);
 }
 
 #[test]
@@ -476,7 +483,7 @@ fn a_tls_client_that_never_reads_is_cut_at_write_timeout() {
     assert_eq!(cut, 1, "one log line");
     let admin = common::admin_addr(&server);
     common::metrics_until(admin, "the write timeout counted", |text| {
-        common::sample(text, "mllpd_write_timeouts_total", &[]) == 1
+        common::count(text, "mllpd_write_timeouts_total", &[]) == 1
     });
     drop(client);
 }
@@ -485,21 +492,9 @@ fn a_tls_client_that_never_reads_is_cut_at_write_timeout() {
 /// idle close above.
 #[test]
 fn a_drain_sends_close_notify() {
-    let pki = Pki::new();
-    let data = tempfile::tempdir().expect("data");
-    let server = start(&pki, data.path(), &[("PRE_SHUTDOWN_DELAY", "0s")]);
-    let mut client = connect(&server, &pki, Some("good")).expect("handshake");
-    assert_eq!(exchange(&mut client, "M1").as_deref(), Some("AA"));
+    let (_pki, _data, server, mut client) = served_client(&[("PRE_SHUTDOWN_DELAY", "0s")]);
     server.signal("TERM");
-    client
-        .tcp()
-        .set_read_timeout(Some(secs(10)))
-        .expect("timeout");
-    let mut buf = [0u8; 64];
-    match client.read(&mut buf) {
-        Ok(0) => {}
-        other => panic!("expected a close_notify, got {other:?}"),
-    }
+    assert_close_notify(&mut client);
     let line = server.wait_log(&["connection closed", "reason=Drained"], secs(10));
     assert!(line.contains("frames=1"), "{line}");
 }
@@ -525,11 +520,11 @@ fn handshakes_and_handshake_failures_are_counted_apart() {
     server.wait_log(&["TLS handshake failed"], secs(10));
     let admin = common::admin_addr(&server);
     let text = common::metrics_until(admin, "two handshakes and one failure", |text| {
-        common::sample(text, "mllpd_tls_failures_total", &["reason=\"handshake\""]) == 1
-            && common::sample(text, "mllpd_tls_handshakes_total", &[]) >= 2
+        common::count(text, "mllpd_tls_failures_total", &["reason=\"handshake\""]) == 1
+            && common::count(text, "mllpd_tls_handshakes_total", &[]) >= 2
     });
     assert_eq!(
-        common::sample(&text, "mllpd_tls_handshakes_total", &[]),
+        common::count(&text, "mllpd_tls_handshakes_total", &[]),
         2,
         "{text}"
     );

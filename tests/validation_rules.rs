@@ -378,6 +378,7 @@ fn evaluation_errors_are_logged_at_most_once_a_second_and_none_goes_uncounted() 
             ("AE".to_owned(), format!("E-{i}"))
         );
     }
+    // Deliberate: the rate limit's second passes, so the next error is logged again.
     std::thread::sleep(Duration::from_millis(1100));
     client.send_message(&adt("E-LAST", "A01", "DOE", "M"));
     assert_eq!(client.read_ack().code(), "AE");

@@ -6,9 +6,14 @@ pub mod admin;
 pub mod peer;
 pub mod tls;
 
+// Each test file uses some of these (one copy, in admin.rs).
+#[allow(unused_imports)]
+pub use admin::{admin_addr, count, get, http_get, metrics, metrics_until, sample};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +27,8 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Output streams (stderr, stdout) whose reader has not yet seen their end.
+    streams_open: Arc<AtomicUsize>,
 }
 
 fn strip_ansi(line: &str) -> String {
@@ -80,12 +87,13 @@ impl Server {
             .find(|(key, _)| *key == "SOCKET_IO")
             .map_or_else(requested_socket_io, |(_, value)| (*value).to_owned());
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let streams_open = Arc::new(AtomicUsize::new(2));
         let (start_tx, start_rx) = std::sync::mpsc::channel();
         for stream in [
             Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
             Box::new(child.stdout.take().expect("stdout")),
         ] {
-            let logs = logs.clone();
+            let (logs, streams_open) = (logs.clone(), streams_open.clone());
             let start_tx = start_tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
@@ -99,6 +107,7 @@ impl Server {
                     }
                     logs.lock().expect("logs").push(line);
                 }
+                streams_open.fetch_sub(1, Ordering::Release);
             });
         }
         let start_line = match start_rx.recv_timeout(Duration::from_secs(20)) {
@@ -114,7 +123,12 @@ impl Server {
         let addr = log_value(&start_line, "listen")
             .and_then(|addr| addr.parse::<SocketAddr>().ok())
             .unwrap_or_else(|| panic!("no listen address in the start line: {start_line}"));
-        let server = Server { child, addr, logs };
+        let server = Server {
+            child,
+            addr,
+            logs,
+            streams_open,
+        };
         // Every server of the suite runs on the socket path the run asked for: a silent fallback
         // would test the other path twice and this one never.
         assert_eq!(
@@ -168,18 +182,30 @@ impl Server {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit; returns its status code.
+    /// Waits for the process to exit, then for its last log lines to be read (so `logs()`
+    /// holds everything it wrote); returns its status code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
+                break status;
             }
             if Instant::now() > deadline {
                 panic!("mllpd did not exit within {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        // The pipes end when the process is gone (nothing it started outlives it); the readers
+        // may still be behind on a busy machine.
+        let drained_by = Instant::now() + Duration::from_secs(10);
+        while self.streams_open.load(Ordering::Acquire) > 0 {
+            assert!(
+                Instant::now() < drained_by,
+                "mllpd exited but its output did not end within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
+        status.code()
     }
 
     /// User + system CPU time of the server process so far.
@@ -488,63 +514,12 @@ impl Ack {
     }
 }
 
-/// The admin address from the start-up log.
-pub fn admin_addr(server: &Server) -> SocketAddr {
-    let line = server.wait_log(&["admin endpoint listening"], Duration::from_secs(10));
-    log_value(&line, "admin")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no admin address in: {line}"))
-}
-
-/// GET `path`: (status, body); panics when nothing answers.
-pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_get(addr, path).unwrap_or_else(|| panic!("no HTTP answer from {addr}{path}"))
-}
-
-/// GET `path` from an HTTP server (the admin endpoint): (status, body); `None` when nothing
-/// answers (refused, reset, or no status line).
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// The sum over shards of the samples of `name` whose labels include every one of `labels`.
-pub fn sample(text: &str, name: &str, labels: &[&str]) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// Polls `/metrics` until `done` holds (figures the heartbeat publishes lag by up to 0.5 s).
-pub fn metrics_until(addr: SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, text) = get(addr, "/metrics");
-        assert_eq!(status, 200);
-        if done(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{what}; metrics:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
+/// Polls `done` every 20 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -557,12 +532,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Control ids (MSH-10) of every message `mllpd journal export` writes for `data_dir`, in
-/// journal order (safe while the server runs: only complete records are read).
-pub fn journal_control_ids(data_dir: &std::path::Path) -> Vec<String> {
+/// What `mllpd journal export --output - --data-dir DATA_DIR` (plus `extra` arguments) writes
+/// to stdout (asserts it succeeds). Safe while the server runs: only complete records are read.
+pub fn journal_export(data_dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Vec<u8> {
     let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
         .args(["journal", "export", "--output", "-", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .output()
         .expect("run journal export");
     assert!(
@@ -570,8 +546,13 @@ pub fn journal_control_ids(data_dir: &std::path::Path) -> Vec<String> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    output
-        .stdout
+    output.stdout
+}
+
+/// Control ids (MSH-10) of every message `mllpd journal export` writes for `data_dir`, in
+/// journal order.
+pub fn journal_control_ids(data_dir: &std::path::Path) -> Vec<String> {
+    journal_export(data_dir, &[])
         .split(|&b| b == SB)
         .filter(|frame| frame.starts_with(b"MSH"))
         .map(|frame| {
@@ -580,4 +561,27 @@ pub fn journal_control_ids(data_dir: &std::path::Path) -> Vec<String> {
             String::from_utf8_lossy(fields.get(9).copied().unwrap_or_default()).into_owned()
         })
         .collect()
+}
+
+/// The acknowledged ids missing from `journaled` (sorted), and the ids journaled more than once.
+pub fn journal_losses(
+    acked: &std::collections::HashSet<String>,
+    journaled: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for id in journaled {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    let mut missing: Vec<String> = acked
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .cloned()
+        .collect();
+    missing.sort();
+    let twice = counts
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(id, _)| (*id).to_owned())
+        .collect();
+    (missing, twice)
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub enum Answer {
     /// An ACK with this MSA-1 code, echoing the control id, with this MSA-3 text (may be empty).
     Code(&'static str, &'static str),
+    /// An ACK with this MSA-1 code whose MSA-2 names another message (this control id).
+    Misdirected(&'static str, &'static str),
     /// Nothing: the message is read and never answered.
     Silence,
 }
@@ -71,12 +73,15 @@ fn serve(mut stream: TcpStream, log: &Mutex<Vec<String>>, script: Script, delay:
                 log.push(id.clone());
                 seen
             };
+            // Deliberate: a downstream this slow to answer (the script's choice, often zero).
             std::thread::sleep(delay);
-            let Answer::Code(code, text) = script(&id, seen) else {
-                continue;
+            let (code, msa2, text) = match script(&id, seen) {
+                Answer::Code(code, text) => (code, id.as_str(), text),
+                Answer::Misdirected(code, other) => (code, other, ""),
+                Answer::Silence => continue,
             };
             let ack = format!(
-                "MSH|^~\\&|PEER|PEER|X|X|20260101||ACK^A01^ACK|A{seen}|P|2.5.1\rMSA|{code}|{id}|{text}\r"
+                "MSH|^~\\&|PEER|PEER|X|X|20260101||ACK^A01^ACK|A{seen}|P|2.5.1\rMSA|{code}|{msa2}|{text}\r"
             );
             if stream.write_all(&super::frame(ack.as_bytes())).is_err() {
                 return;

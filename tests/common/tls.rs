@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{adt, frame, Ack, Server};
@@ -198,26 +197,7 @@ pub fn exchange(stream: &mut ClientStream, id: &str) -> Option<String> {
 pub fn journaled_ids(server: &mut Server, data: &Path) -> Vec<String> {
     let _ = server.child.kill();
     let _ = server.child.wait();
-    let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
-        .args(["journal", "export", "--output", "-", "--data-dir"])
-        .arg(data)
-        .output()
-        .expect("run journal export");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-        .stdout
-        .split(|&b| b == super::SB)
-        .filter(|frame| frame.starts_with(b"MSH"))
-        .map(|frame| {
-            let msh = frame.split(|&b| b == b'\r').next().unwrap_or_default();
-            let fields: Vec<&[u8]> = msh.split(|&b| b == b'|').collect();
-            String::from_utf8_lossy(fields.get(9).copied().unwrap_or_default()).into_owned()
-        })
-        .collect()
+    super::journal_control_ids(data)
 }
 
 /// The metadata lines (`journal export --metadata`) of every record in `data`, in journal order
@@ -227,18 +207,7 @@ pub fn journaled_metadata(server: &mut Server, data: &Path) -> Vec<serde_json::V
     let _ = server.child.wait();
     let dir = tempfile::tempdir().expect("tempdir");
     let metadata = dir.path().join("metadata.jsonl");
-    let output = Command::new(env!("CARGO_BIN_EXE_mllpd"))
-        .args(["journal", "export", "--output", "-", "--data-dir"])
-        .arg(data)
-        .arg("--metadata")
-        .arg(&metadata)
-        .output()
-        .expect("run journal export");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    super::journal_export(data, &["--metadata".as_ref(), metadata.as_os_str()]);
     std::fs::read_to_string(&metadata)
         .expect("metadata file")
         .lines()
