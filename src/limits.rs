@@ -222,6 +222,21 @@ pub const TAIL_READ_BYTES: usize = 256 * 1024;
 /// stop flag again: bounds how long shutdown waits for an idle connector.
 pub const DELIVERY_IDLE_WAIT: Duration = Duration::from_millis(200);
 
+/// Most messages a delivery worker gathers into one batch for a destination that takes batches
+/// (`file`: one directory fsync for the batch instead of one per message). It takes only what
+/// is durable already, never waits to fill one; a batch is confirmed as a whole, so this also
+/// bounds the work redone after a failed batch (its unconfirmed messages go again one by one).
+pub const DELIVERY_BATCH_RECORDS_MAX: usize = 256;
+
+/// ... and most payload bytes: the batch's copies of the messages live in the worker's memory
+/// (one per connector and shard), so a few MiB at most, while still many typical messages.
+pub const DELIVERY_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Entries of the io_uring a `file` connector's worker syncs a batch's files through: that many
+/// fdatasyncs in flight at once (the kernel runs them on at most a few workers per CPU anyway);
+/// a larger batch goes in chunks of this.
+pub const FILE_SYNC_RING_ENTRIES: u32 = 64;
+
 /// Longest shutdown waits for the delivery threads once intake has stopped: an idle thread
 /// stops within `DELIVERY_IDLE_WAIT`, one in a backoff at once; one inside an attempt (a
 /// downstream that took the message and has not answered) is left behind, since its message is
@@ -308,6 +323,7 @@ pub const SYNC_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 pub const SYNC_REJECTIONS_MAX: usize = 4096;
 
 const _: () = assert!(CURSOR_WRITE_RECORDS > 0);
+const _: () = assert!(DELIVERY_BATCH_RECORDS_MAX > 0 && DELIVERY_BATCH_BYTES_MAX > 0);
 const _: () =
     assert!(RETRY_INITIAL_BACKOFF_DEFAULT.as_millis() <= RETRY_MAX_BACKOFF_DEFAULT.as_millis());
 /// Default admin endpoint (ADMIN_ADDR): loopback only, so metrics and health are not exposed

@@ -369,6 +369,16 @@ fn a_journal_whose_shard_no_longer_runs_is_still_delivered_to_its_end() {
         parse_options: mllpd::hl7::ParseOptions::default(),
     };
     let mut engine = Engine::prepare(options).unwrap();
+    // `journal stats` names it, and says it is held until delivered (nothing delivered yet).
+    let before = journal_stats(data.path());
+    assert!(
+        before.contains(
+            "orphan journal: shard-1 (its shard no longer runs: SHARDS=1 at the last start): \
+             still being delivered, kept until then; held by archive (25 behind)"
+        ),
+        "{before}"
+    );
+    assert!(!before.contains("orphan journal: shard-0"), "{before}");
     engine.start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let files = || -> Vec<String> {
@@ -428,6 +438,26 @@ fn a_journal_whose_shard_no_longer_runs_is_still_delivered_to_its_end() {
     );
     let cursor = std::fs::read(data.path().join("connectors/archive/shard-1.cursor")).unwrap();
     assert_eq!(u64::from_le_bytes(cursor[8..16].try_into().unwrap()), 25);
+    let after = journal_stats(data.path());
+    assert!(
+        after.contains(
+            "orphan journal: shard-1 (its shard no longer runs: SHARDS=1 at the last start): \
+             delivered to its end by every connector: it can be removed"
+        ),
+        "{after}"
+    );
+}
+
+/// The output of `mllpd journal stats --data-dir DATA`.
+fn journal_stats(data: &Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mllpd"))
+        .env_clear()
+        .args(["journal", "stats", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// A closed journal of `count` records for shard `shard` under `data`.

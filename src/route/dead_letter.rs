@@ -14,6 +14,16 @@
 //! attempts: 3
 //! time: 2026-12-02T05:30:00.123456Z
 //! reason: downstream answered AR
+//! received: 2026-12-02T05:29:58.000042Z
+//! peer: 10.1.2.3
+//! client_cn: lab-system
+//! client_sans: lab.example.org, 10.1.2.3
+//! client_identity: 01…
+//!
+//! The lines after `reason` are the message's origin from its journal record ([`Origin`]), each
+//! only when recorded: receive time, sender address, and the verified TLS client identity (CN
+//! and SANs to read; `client_identity` is the record's section in hex, so a replay hands the
+//! connector exactly what the journal held).
 //!
 //! MSH|^~\&|…
 //! ```
@@ -21,9 +31,12 @@
 //! The reason never quotes the message; it is still patient-adjacent (the directory holds the
 //! payloads), so it is logged at debug level only.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::durable;
+use crate::journal::ClientIdentity;
 
 /// The sub-directory of a connector's directory holding its dead letters.
 pub const DIR_NAME: &str = "dead-letters";
@@ -47,6 +60,92 @@ pub struct DeadLetter {
     pub time_unix_micros: u64,
     /// Why (one line, no message content).
     pub reason: String,
+    /// Where and when the message came from.
+    pub origin: Origin,
+}
+
+/// A message's origin as its journal record holds it, kept with its dead letter so that a
+/// replay delivers it as the first attempt did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// When it was received, µs since the Unix epoch.
+    pub received_unix_micros: Option<u64>,
+    /// The sender's address, if recorded.
+    pub peer: Option<IpAddr>,
+    /// The verified TLS client identity section (journal encoding); empty: none.
+    pub client: Vec<u8>,
+}
+
+impl Origin {
+    /// The origin stored in a dead letter's `fields` (what is missing or unreadable is `None`
+    /// or empty: a dead letter written before these lines existed has none).
+    pub fn from_fields(fields: &Fields) -> Origin {
+        let value = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let received_unix_micros = value("received")
+            .and_then(|v| humantime::parse_rfc3339(v).ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_micros()).ok());
+        let client = value("client_identity")
+            .and_then(from_hex)
+            .filter(|section| ClientIdentity::parse(section).is_ok())
+            .unwrap_or_default();
+        Origin {
+            received_unix_micros,
+            peer: value("peer").and_then(|v| v.parse().ok()),
+            client,
+        }
+    }
+
+    /// Its header lines (`key: value\n`), each only when known.
+    fn lines(&self) -> String {
+        let mut out = String::new();
+        if let Some(us) = self.received_unix_micros {
+            let time = humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us));
+            out.push_str(&format!("received: {time}\n"));
+        }
+        if let Some(peer) = self.peer {
+            out.push_str(&format!("peer: {peer}\n"));
+        }
+        if let Ok(client) = ClientIdentity::parse(&self.client) {
+            if let Some(cn) = client.cn() {
+                out.push_str(&format!("client_cn: {}\n", one_line(cn)));
+            }
+            let sans: Vec<String> = client.sans().map(one_line).collect();
+            if !sans.is_empty() {
+                out.push_str(&format!("client_sans: {}\n", sans.join(", ")));
+            }
+            out.push_str(&format!("client_identity: {}\n", to_hex(&self.client)));
+        }
+        out
+    }
+}
+
+/// `text` on one line: control characters become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Lower-case hex of `bytes` (a few hundred bytes at most: not worth a crate).
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of hex `text`; `None` if it is not hex.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The file name of the dead letter of (`shard`, `seq`).
@@ -61,14 +160,13 @@ pub fn store(connector_dir: &Path, letter: &DeadLetter, payload: &[u8]) -> std::
     let time = humantime::format_rfc3339_micros(
         std::time::UNIX_EPOCH + std::time::Duration::from_micros(letter.time_unix_micros),
     );
-    let reason: String = letter
-        .reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let reason = one_line(&letter.reason);
     let mut bytes = format!(
-        "{HEADER}\nshard: {}\nsequence: {}\nattempts: {}\ntime: {time}\nreason: {reason}\n\n",
-        letter.shard, letter.seq, letter.attempts
+        "{HEADER}\nshard: {}\nsequence: {}\nattempts: {}\ntime: {time}\nreason: {reason}\n{}\n",
+        letter.shard,
+        letter.seq,
+        letter.attempts,
+        letter.origin.lines()
     )
     .into_bytes();
     bytes.extend_from_slice(payload);
@@ -139,6 +237,7 @@ mod tests {
                 attempts: 3,
                 time_unix_micros: 1_700_000_000_000_000,
                 reason: "downstream answered AR\r\nx".to_owned(),
+                origin: Origin::default(),
             };
             store(dir.path(), &letter, b"MSH|^~\\&|\r\n\nPID|").unwrap();
         }
@@ -150,5 +249,40 @@ mod tests {
         assert!(fields.contains(&("sequence".to_owned(), "10".to_owned())));
         assert!(fields.contains(&("attempts".to_owned(), "3".to_owned())));
         assert!(fields.contains(&("reason".to_owned(), "downstream answered AR  x".to_owned())));
+    }
+
+    #[test]
+    fn the_origin_is_stored_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        // CN "lab\n1", SANs "lab.example.org" and "10.1.2.3" (the journal's section encoding).
+        let mut client = vec![1, 5, 0];
+        client.extend_from_slice(b"lab\n1");
+        client.extend_from_slice(&[2, 0, 15, 0]);
+        client.extend_from_slice(b"lab.example.org");
+        client.extend_from_slice(&[8, 0]);
+        client.extend_from_slice(b"10.1.2.3");
+        let origin = Origin {
+            received_unix_micros: Some(1_700_000_000_123_456),
+            peer: Some("10.1.2.3".parse().unwrap()),
+            client,
+        };
+        let letter = DeadLetter {
+            shard: 0,
+            seq: 3,
+            attempts: 1,
+            time_unix_micros: 1_700_000_001_000_000,
+            reason: "AR".to_owned(),
+            origin: origin.clone(),
+        };
+        store(dir.path(), &letter, b"MSH|").unwrap();
+        let (fields, payload) = read(&list(dir.path()).unwrap()[0]).unwrap();
+        assert_eq!(payload, b"MSH|");
+        assert_eq!(Origin::from_fields(&fields), origin);
+        let field = |key: &str| fields.iter().find(|(k, _)| k == key).unwrap().1.clone();
+        assert_eq!(field("received"), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(field("client_cn"), "lab 1");
+        assert_eq!(field("client_sans"), "lab.example.org, 10.1.2.3");
+        // Written before origins were kept: nothing, not garbage.
+        assert_eq!(Origin::from_fields(&Vec::new()), Origin::default());
     }
 }

@@ -50,7 +50,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::hl7::{Message, ParseOptions};
 use crate::journal::{shard_dir, TailReader, Watermark};
-use crate::limits::{DELIVERY_IDLE_WAIT, DELIVERY_STOP_TIMEOUT, REPLAY_CHECK_INTERVAL};
+use crate::limits::{
+    DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_RECORDS_MAX, DELIVERY_IDLE_WAIT,
+    DELIVERY_STOP_TIMEOUT, REPLAY_CHECK_INTERVAL,
+};
 use crate::metrics::{failure_reason, ConnectorCounters, FailureReason};
 use crate::rules::{Filter, MessageContext, RulesOptions};
 
@@ -60,6 +63,10 @@ pub use config::{ConnectorOptions, OnFailure, RetryOptions, RoutingOptions, Targ
 
 /// The directory holding every connector's state under DATA_DIR.
 pub const CONNECTORS_DIR: &str = "connectors";
+
+/// The file in [`CONNECTORS_DIR`] recording SHARDS at the last start, so that `journal stats`
+/// (run offline, without the configuration) can tell a journal whose shard no longer runs.
+pub const SERVED_SHARDS_FILE: &str = "served-shards";
 
 /// One message handed to a destination.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +81,8 @@ pub struct Delivery<'a> {
     pub control_id: &'a [u8],
     /// The verified TLS client identity (CN, SANs) of the connection it came on, if journaled.
     pub client: Option<crate::journal::ClientIdentity<'a>>,
-    /// When it was received, µs since the Unix epoch (`None` for a replayed dead letter).
+    /// When it was received, µs since the Unix epoch (a replayed dead letter keeps it; `None`
+    /// only for one stored before dead letters kept it).
     pub received_unix_micros: Option<u64>,
     /// The sender's address, if recorded.
     pub peer: Option<IpAddr>,
@@ -95,6 +103,19 @@ pub enum Outcome {
 pub trait Destination: Send {
     /// Tries once to deliver `delivery`.
     fn deliver(&mut self, delivery: &Delivery<'_>) -> Outcome;
+
+    /// Whether [`Destination::deliver_batch`] is worth gathering a batch for.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Tries once to deliver `batch` (in journal order, all selected) as one unit, where that
+    /// is cheaper than one at a time (`file`: one directory fsync for all). Returns how many of
+    /// the leading ones are confirmed, each as surely as by [`Destination::deliver`]; the worker
+    /// sends the rest one by one through `deliver`, which retries and says why.
+    fn deliver_batch(&mut self, _batch: &[Delivery<'_>]) -> usize {
+        0
+    }
 }
 
 /// What the engine is started with (built by the server from its configuration).
@@ -177,6 +198,16 @@ impl Engine {
     /// and nothing deletes it (retention runs in the writer).
     pub fn prepare(options: EngineOptions) -> Result<Engine, String> {
         cursor::arm_faults_from_env();
+        let root = options.data_dir.join(CONNECTORS_DIR);
+        durable::create_dir(&root)
+            .and_then(|()| {
+                durable::write_atomic(
+                    &root,
+                    SERVED_SHARDS_FILE,
+                    format!("{}\n", options.shards).as_bytes(),
+                )
+            })
+            .map_err(|e| format!("{}: {e}", root.join(SERVED_SHARDS_FILE).display()))?;
         let stale = stale_journals(&options.data_dir, options.shards);
         let count = stale.last().map_or(options.shards, |&last| last + 1);
         let mut filters = Vec::new();
@@ -335,6 +366,7 @@ impl Engine {
                     on_failure: routing.on_failure,
                     stop: Arc::clone(&self.stop),
                     parse_options: self.options.parse_options,
+                    batch: Batch::default(),
                     payload: Vec::new(),
                     client: Vec::new(),
                     received: None,
@@ -406,10 +438,12 @@ pub fn delivery_report(data_dir: &Path, journals: &[(usize, Option<u64>)]) -> St
         "{:<20} {:<6} {:>20} {:>12} {:>12}\n",
         "connector", "shard", "cursor", "behind", "dead_letters"
     );
-    for name in names {
-        let dir = root.join(&name);
+    // Per shard: the connectors still behind on it (name, how far).
+    let mut holding: Vec<Vec<(String, String)>> = vec![Vec::new(); journals.len()];
+    for name in &names {
+        let dir = root.join(name);
         let letters = dead_letter::list(&dir).unwrap_or_default();
-        for &(shard, last) in journals {
+        for (i, &(shard, last)) in journals.iter().enumerate() {
             let cursor = match cursor::load(&dir, shard) {
                 Ok(seq) => seq.to_string(),
                 Err(_) => "damaged".to_owned(),
@@ -417,6 +451,9 @@ pub fn delivery_report(data_dir: &Path, journals: &[(usize, Option<u64>)]) -> St
             let behind = last
                 .zip(cursor.parse::<u64>().ok())
                 .map_or_else(|| "-".to_owned(), |(l, c)| l.saturating_sub(c).to_string());
+            if behind != "0" && behind != "-" || cursor == "damaged" {
+                holding[i].push((name.clone(), behind.clone()));
+            }
             let prefix = format!("{shard:03}-");
             let waiting = letters
                 .iter()
@@ -430,7 +467,59 @@ pub fn delivery_report(data_dir: &Path, journals: &[(usize, Option<u64>)]) -> St
             ));
         }
     }
+    let orphans = orphans(&root, &names, journals, &holding);
+    if names.is_empty() {
+        return orphans.trim_start().to_owned(); // No connector table to show.
+    }
+    out.push_str(&orphans);
     out
+}
+
+/// The lines naming each journal whose shard no longer ran at the last start (shard number at
+/// or above the recorded SHARDS), and whether connectors still hold it.
+fn orphans(
+    root: &Path,
+    names: &[String],
+    journals: &[(usize, Option<u64>)],
+    holding: &[Vec<(String, String)>],
+) -> String {
+    let Some(served) = std::fs::read_to_string(root.join(SERVED_SHARDS_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (i, &(shard, last)) in journals.iter().enumerate() {
+        if shard < served {
+            continue;
+        }
+        let state = if last.is_none() {
+            "empty: it can be removed".to_owned()
+        } else if names.is_empty() {
+            "no connector delivers it: it is kept (nothing deletes it); export it or remove it"
+                .to_owned()
+        } else if holding[i].is_empty() {
+            "delivered to its end by every connector: it can be removed".to_owned()
+        } else {
+            let held: Vec<String> = holding[i]
+                .iter()
+                .map(|(name, behind)| format!("{name} ({behind} behind)"))
+                .collect();
+            format!(
+                "still being delivered, kept until then; held by {}",
+                held.join(", ")
+            )
+        };
+        out.push_str(&format!(
+            "orphan journal: shard-{shard} (its shard no longer runs: SHARDS={served} at the last \
+             start): {state}\n"
+        ));
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!("\n{out}")
 }
 
 /// The shard numbers at or above `shards` with a journal in `data_dir`, ascending.
@@ -539,6 +628,67 @@ fn now_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// The MSH-10 of `payload` (empty if the header cannot be read).
+fn control_id(payload: &[u8]) -> &[u8] {
+    Message::parse_header(payload).map_or(&b""[..], |m| m.control_id())
+}
+
+/// A message read from the journal, waiting in a [`Batch`].
+#[derive(Debug, Default)]
+struct Pending {
+    /// Its sequence number.
+    seq: u64,
+    /// The sender's address, if recorded.
+    peer: Option<IpAddr>,
+    /// When it was received, µs since the Unix epoch.
+    received: u64,
+    /// The message as received.
+    payload: Vec<u8>,
+    /// Its client-identity section; empty: none.
+    client: Vec<u8>,
+}
+
+/// The messages a worker read at once (what was durable, up to the batch bounds); the buffers
+/// are kept from batch to batch.
+#[derive(Debug, Default)]
+struct Batch {
+    /// The messages; only the first `len` are current.
+    pending: Vec<Pending>,
+    /// How many are current.
+    len: usize,
+    /// Their payload bytes.
+    bytes: usize,
+}
+
+impl Batch {
+    /// Whether it reached [`DELIVERY_BATCH_RECORDS_MAX`] or [`DELIVERY_BATCH_BYTES_MAX`].
+    fn full(&self) -> bool {
+        self.len >= DELIVERY_BATCH_RECORDS_MAX || self.bytes >= DELIVERY_BATCH_BYTES_MAX
+    }
+
+    /// Adds a copy of `view` (copied out of the reader's buffer).
+    fn fill(&mut self, view: crate::journal::RecordView<'_>) {
+        if self.len == 0 {
+            self.bytes = 0;
+        }
+        if self.pending.len() == self.len {
+            self.pending.push(Pending::default());
+        }
+        let pending = &mut self.pending[self.len];
+        pending.seq = view.seq;
+        pending.peer = view.peer.map(|p| p.ip());
+        pending.received = view.receive_time_unix_micros;
+        pending.payload.clear();
+        pending.payload.extend_from_slice(view.payload);
+        pending.client.clear();
+        if let Some(client) = view.client {
+            pending.client.extend_from_slice(client.as_bytes());
+        }
+        self.len += 1;
+        self.bytes += view.payload.len();
+    }
+}
+
 /// How a worker's handling of one message ended.
 enum Handled {
     /// Delivered, dead-lettered or filtered out: the cursor may pass it.
@@ -583,7 +733,10 @@ struct Worker {
     stop: Arc<AtomicBool>,
     /// Parsing for the filter and control id.
     parse_options: ParseOptions,
-    /// The current message (copied out of the reader's buffer).
+    /// The messages read at once.
+    batch: Batch,
+    /// The message being handled alone (copied out of the reader's buffer, or a replayed dead
+    /// letter).
     payload: Vec<u8>,
     /// The current message's client-identity section (copied likewise); empty: none.
     client: Vec<u8>,
@@ -607,20 +760,10 @@ impl Worker {
             if self.replay_due(caught_up) && !self.replays() {
                 break;
             }
-            let (seq, peer) = match self.reader.next(DELIVERY_IDLE_WAIT) {
+            match self.reader.next(DELIVERY_IDLE_WAIT) {
                 Ok(Some(view)) => {
                     caught_up = false;
-                    self.payload.clear();
-                    self.payload.extend_from_slice(view.payload);
-                    self.client.clear();
-                    if let Some(client) = view.client {
-                        self.client.extend_from_slice(client.as_bytes());
-                    }
-                    self.received = Some(view.receive_time_unix_micros);
-                    self.counters
-                        .pending_since_micros
-                        .set(view.receive_time_unix_micros.max(1));
-                    (view.seq, view.peer.map(|p| p.ip()))
+                    self.batch.fill(view);
                 }
                 Ok(None) => {
                     caught_up = true;
@@ -643,25 +786,117 @@ impl Worker {
                     self.pause(Duration::from_secs(1));
                     continue;
                 }
-            };
-            match self.handle(seq, peer) {
-                Handled::Confirmed => {
-                    if let Some((confirmations, index)) = &self.sync {
-                        confirmations.confirm(*index, seq, self.rejection.as_deref());
+            }
+            if self.destination.batches() {
+                // What else is durable now, without waiting; a read error ends the batch here
+                // (the next turn reads the same record again and reports it).
+                while !self.batch.full() {
+                    match self.reader.next(Duration::ZERO) {
+                        Ok(Some(view)) => self.batch.fill(view),
+                        _ => break,
                     }
-                    self.rejection = None;
-                    if self.cursor.confirm(seq) {
-                        self.holds.refresh();
-                    }
-                    if seq >= self.holds.watermark.durable() {
-                        self.counters.pending_since_micros.set(0); // Caught up: no lag.
-                    }
-                    self.count_cursor();
                 }
-                Handled::Stopped => break,
+            }
+            if !self.deliver_batch() {
+                break;
             }
         }
         self.flush_cursor();
+    }
+
+    /// Delivers the gathered batch, confirming its messages in order: those the destination
+    /// took as one unit (or the filter passed over), then the rest one by one through
+    /// [`Worker::handle`]. Returns false if the engine stopped meanwhile.
+    fn deliver_batch(&mut self) -> bool {
+        let mut batch = std::mem::take(&mut self.batch);
+        let count = batch.len;
+        let mut selected = Vec::with_capacity(count);
+        for pending in &batch.pending[..count] {
+            let verdict = self.selected(&pending.payload, pending.peer);
+            let stop = verdict.is_err();
+            selected.push(verdict);
+            if stop {
+                break; // Handled alone, as is everything after it.
+            }
+        }
+        selected.resize_with(count, || Err(String::new()));
+        let mut taken = 0;
+        if self.destination.batches() {
+            let chosen: Vec<&Pending> = batch.pending[..count]
+                .iter()
+                .zip(&selected)
+                .take_while(|(_, verdict)| verdict.is_ok())
+                .filter(|(_, verdict)| matches!(verdict, Ok(true)))
+                .map(|(pending, _)| pending)
+                .collect();
+            let deliveries: Vec<Delivery<'_>> = chosen
+                .iter()
+                .map(|pending| Delivery {
+                    shard: self.shard,
+                    seq: pending.seq,
+                    payload: &pending.payload,
+                    control_id: control_id(&pending.payload),
+                    client: crate::journal::ClientIdentity::parse(&pending.client).ok(),
+                    received_unix_micros: Some(pending.received),
+                    peer: pending.peer,
+                })
+                .collect();
+            if !deliveries.is_empty() {
+                taken = self.destination.deliver_batch(&deliveries);
+            }
+        }
+        let mut stopped = false;
+        for (pending, verdict) in batch.pending[..count].iter_mut().zip(selected) {
+            self.counters
+                .pending_since_micros
+                .set(pending.received.max(1));
+            let handled = match verdict {
+                Ok(false) => {
+                    self.counters.filtered.inc();
+                    Handled::Confirmed
+                }
+                Ok(true) if taken > 0 => {
+                    taken -= 1;
+                    self.counters.delivered.inc();
+                    Handled::Confirmed
+                }
+                _ => {
+                    std::mem::swap(&mut self.payload, &mut pending.payload);
+                    std::mem::swap(&mut self.client, &mut pending.client);
+                    self.received = Some(pending.received);
+                    let handled = self.handle(pending.seq, pending.peer);
+                    std::mem::swap(&mut self.payload, &mut pending.payload);
+                    std::mem::swap(&mut self.client, &mut pending.client);
+                    handled
+                }
+            };
+            match handled {
+                Handled::Confirmed => self.confirmed(pending.seq),
+                Handled::Stopped => {
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        batch.len = 0;
+        self.batch = batch;
+        !stopped
+    }
+
+    /// The message `seq` was confirmed (delivered, dead-lettered or filtered out): tells a
+    /// waiting ACK (ACK_AFTER=delivery), advances the cursor, publishes the lag.
+    fn confirmed(&mut self, seq: u64) {
+        if let Some((confirmations, index)) = &self.sync {
+            confirmations.confirm(*index, seq, self.rejection.as_deref());
+        }
+        self.rejection = None;
+        if self.cursor.confirm(seq) {
+            self.holds.refresh();
+        }
+        if seq >= self.holds.watermark.durable() {
+            self.counters.pending_since_micros.set(0); // Caught up: no lag.
+        }
+        self.count_cursor();
     }
 
     /// Looks for dead letters handed back by `mllpd dlq replay`; when there are some and none
@@ -735,10 +970,12 @@ impl Worker {
                 .find(|(key, _)| key == "sequence")
                 .and_then(|(_, value)| value.parse().ok())
                 .unwrap_or(0);
+            // Delivered as the first attempt was: its receive time, sender and client identity.
+            let origin = dead_letter::Origin::from_fields(&fields);
             self.payload = payload;
-            self.client.clear();
-            self.received = None;
-            let handled = self.handle(seq, None);
+            self.client = origin.client;
+            self.received = origin.received_unix_micros;
+            let handled = self.handle(seq, origin.peer);
             self.rejection = None; // Not the journal's message: no sync confirmation.
             if let Handled::Stopped = handled {
                 return false;
@@ -763,11 +1000,11 @@ impl Worker {
     }
 
     /// Whether the connector takes this message; `Err` when its filter cannot decide.
-    fn selected(&self, peer: Option<IpAddr>) -> Result<bool, String> {
+    fn selected(&self, payload: &[u8], peer: Option<IpAddr>) -> Result<bool, String> {
         let Some(filter) = &self.filter else {
             return Ok(true);
         };
-        let message = Message::parse(&self.payload, &self.parse_options)
+        let message = Message::parse(payload, &self.parse_options)
             .map_err(|e| format!("the message cannot be parsed for the filter: {e:?}"))?;
         let context = MessageContext {
             peer_ip: peer,
@@ -780,7 +1017,7 @@ impl Worker {
 
     /// Filters, delivers with retries, dead-letters or blocks; see the module invariants.
     fn handle(&mut self, seq: u64, peer: Option<IpAddr>) -> Handled {
-        match self.selected(peer) {
+        match self.selected(&self.payload, peer) {
             Ok(true) => {}
             Ok(false) => {
                 self.counters.filtered.inc();
@@ -788,14 +1025,10 @@ impl Worker {
             }
             Err(reason) => {
                 self.counters.fail(FailureReason::Filter);
-                return self.give_up(seq, 0, reason);
+                return self.give_up(seq, peer, 0, reason);
             }
         }
-        let header = Message::parse_header(&self.payload).ok();
-        let control_id = header
-            .as_ref()
-            .map_or(&b""[..], |m| m.control_id())
-            .to_vec();
+        let control_id = control_id(&self.payload).to_vec();
         let mut attempts = 0u32;
         loop {
             attempts = attempts.saturating_add(1);
@@ -820,7 +1053,7 @@ impl Worker {
                 Outcome::Rejected(reason) => {
                     self.counters.fail(FailureReason::Rejected);
                     if self.on_failure == OnFailure::DeadLetter {
-                        return self.give_up(seq, attempts, reason);
+                        return self.give_up(seq, peer, attempts, reason);
                     }
                     reason
                 }
@@ -829,7 +1062,7 @@ impl Worker {
                     if attempts >= self.retry.max_attempts
                         && self.on_failure == OnFailure::DeadLetter
                     {
-                        return self.give_up(seq, attempts, reason);
+                        return self.give_up(seq, peer, attempts, reason);
                     }
                     reason
                 }
@@ -847,13 +1080,24 @@ impl Worker {
 
     /// Stores the message as a dead letter (retrying the store itself until it succeeds or the
     /// engine stops: a message is never confirmed without it).
-    fn give_up(&mut self, seq: u64, attempts: u32, reason: String) -> Handled {
+    fn give_up(
+        &mut self,
+        seq: u64,
+        peer: Option<IpAddr>,
+        attempts: u32,
+        reason: String,
+    ) -> Handled {
         let letter = dead_letter::DeadLetter {
             shard: self.shard,
             seq,
             attempts,
             time_unix_micros: now_micros(),
             reason,
+            origin: dead_letter::Origin {
+                received_unix_micros: self.received,
+                peer,
+                client: self.client.clone(),
+            },
         };
         let mut tries = 0u32;
         loop {
@@ -975,35 +1219,14 @@ mod tests {
             max_backoff: Duration::from_millis(1000),
             max_attempts: 5,
         };
-        let holds = Arc::clone(&engine.holds[0]);
-        let mut worker = Worker {
-            name: "a".to_owned(),
-            shard: 0,
-            sync: None,
-            rejection: None,
-            counters: Arc::clone(&engine.counters[0][0]),
-            replay_after: None,
-            dir: data.path().to_owned(),
-            destination: destination(
-                &Target::File {
-                    dir: data.path().to_owned(),
-                },
-                "",
-            )
-            .unwrap(),
-            filter: None,
-            reader: TailReader::new(data.path(), Arc::clone(&holds.watermark), 0),
-            cursor: cursor::Cursor::new(data.path().to_owned(), 0, Arc::new(AtomicU64::new(0))),
-            holds,
-            retry: engine.options.routing.retry,
-            on_failure: OnFailure::DeadLetter,
-            stop: Arc::new(AtomicBool::new(false)),
-            parse_options: ParseOptions::default(),
-            payload: Vec::new(),
-            client: Vec::new(),
-            received: None,
-            jitter: seed(0, 0),
-        };
+        let destination = destination(
+            &Target::File {
+                dir: data.path().to_owned(),
+            },
+            "",
+        )
+        .unwrap();
+        let mut worker = worker(&engine, data.path(), destination);
         for (attempts, full_ms) in [
             (1, 100),
             (2, 200),
@@ -1018,5 +1241,107 @@ mod tests {
                 assert!(wait >= full / 2 && wait <= full, "{attempts}: {wait:?}");
             }
         }
+    }
+
+    /// A worker of `engine`'s first connector on shard 0, state in `dir`, delivering to
+    /// `destination`.
+    fn worker(engine: &Engine, dir: &Path, destination: Box<dyn Destination>) -> Worker {
+        let holds = Arc::clone(&engine.holds[0]);
+        Worker {
+            name: "a".to_owned(),
+            shard: 0,
+            sync: None,
+            rejection: None,
+            counters: Arc::clone(&engine.counters[0][0]),
+            replay_after: None,
+            dir: dir.to_owned(),
+            destination,
+            filter: None,
+            reader: TailReader::new(dir, Arc::clone(&holds.watermark), 0),
+            cursor: cursor::Cursor::new(dir.to_owned(), 0, Arc::new(AtomicU64::new(0))),
+            holds,
+            retry: engine.options.routing.retry,
+            on_failure: OnFailure::DeadLetter,
+            stop: Arc::new(AtomicBool::new(false)),
+            parse_options: ParseOptions::default(),
+            batch: Batch::default(),
+            payload: Vec::new(),
+            client: Vec::new(),
+            received: None,
+            jitter: seed(0, 0),
+        }
+    }
+
+    /// What a destination was handed: (seq, receive time, client section, peer).
+    type Seen = Arc<std::sync::Mutex<Vec<(u64, Option<u64>, Vec<u8>, Option<IpAddr>)>>>;
+
+    /// Rejects the first attempt, accepts the rest, and records what it was handed.
+    struct Recording {
+        seen: Seen,
+    }
+
+    impl Destination for Recording {
+        fn deliver(&mut self, delivery: &Delivery<'_>) -> Outcome {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push((
+                delivery.seq,
+                delivery.received_unix_micros,
+                delivery
+                    .client
+                    .map(|c| c.as_bytes().to_vec())
+                    .unwrap_or_default(),
+                delivery.peer,
+            ));
+            match seen.len() {
+                1 => Outcome::Rejected("downstream answered AR".to_owned()),
+                _ => Outcome::Delivered,
+            }
+        }
+    }
+
+    #[test]
+    fn a_replayed_dead_letter_reaches_the_connector_with_its_receive_time_and_client() {
+        let data = tempfile::tempdir().unwrap();
+        let engine = Engine::prepare(options(data.path(), &["a"])).unwrap();
+        let seen = Seen::default();
+        let dir = connector_dir(data.path(), "a");
+        let recording = Box::new(Recording { seen: seen.clone() });
+        let mut worker = worker(&engine, &dir, recording);
+        // CN "lab" and one SAN "lab.example.org", as the journal encodes them.
+        let mut client = vec![1, 3, 0, b'l', b'a', b'b', 1, 0, 15, 0];
+        client.extend_from_slice(b"lab.example.org");
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        worker.payload = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|ID1|P|2.5\r".to_vec();
+        worker.client = client.clone();
+        worker.received = Some(1_700_000_000_123_456);
+        assert!(matches!(worker.handle(9, Some(peer)), Handled::Confirmed));
+        let mut shown = Vec::new();
+        dlq::show(
+            data.path(),
+            "a",
+            &dead_letter::file_name(0, 9).replace(".dl", ""),
+            &mut shown,
+        )
+        .unwrap();
+        let shown = String::from_utf8(shown).unwrap();
+        for line in [
+            "received: 2023-11-14T22:13:20.123456Z",
+            "peer: 10.1.2.3",
+            "client_cn: lab",
+            "client_sans: lab.example.org",
+        ] {
+            assert!(shown.contains(line), "{line:?} missing from:\n{shown}");
+        }
+        assert_eq!(dlq::replay(data.path(), "a", &[], true), Ok(1));
+        // Another message was handled meanwhile: the replay must not take its origin.
+        worker.client.clear();
+        worker.received = Some(1);
+        assert!(worker.replays());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[1],
+            (9, Some(1_700_000_000_123_456), client, Some(peer))
+        );
     }
 }
