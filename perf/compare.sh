@@ -86,7 +86,9 @@ start_server() {
   [ -n "$cpus" ] && pin=(taskset -c "$cpus")
   local log=$RAW/$name.log addr=127.0.0.1:$PORT
   # MLLPD_HUB_ENV: the hub runs' extra settings (connection limit, idle timeout).
-  local mllpd_env=(env LISTEN_ADDR="$addr" SHARDS="${SHARDS:-1}" LOG_LEVEL=info NO_COLOR=1
+  # ADMIN_ADDR beside PORT: the default 9575 may be held by another mllpd on the machine
+  # (mllpd then refuses to start).
+  local mllpd_env=(env LISTEN_ADDR="$addr" ADMIN_ADDR="127.0.0.1:$((PORT + 1))" SHARDS="${SHARDS:-1}" LOG_LEVEL=info NO_COLOR=1
     DATA_DIR="$RAW/mllpd-data-$name${DATA_SUFFIX:-}" "${MLLPD_HUB_ENV[@]}")
   case $name in
     mllpd-receipt)
