@@ -7,12 +7,21 @@
 # a closed-loop run (one message in flight per connection) records msgs/s, latency and the
 # server's CPU time per message (from /proc/PID/task/*/schedstat over the measured window);
 # mllpd and the floors also run open loop at one fixed rate (equal offered load).
-# Last, mllpd with 1 and 2 shards at 64 connections, nothing pinned (the scaling note).
+# Then the hub scenario (issue 13): open loop, many connections at a few messages per second
+# each, idle connections held beside them (see perf/BENCH.md "Hub scenario"), on the bare ring
+# (floor-uring2), the hosted floor (floor-uring2 --wake glommio) and mllpd receipt/journal; the
+# disk's own fdatasync latency (disk-sync) is measured on DATA_DIR's file system right before
+# each journal hub run. Last, mllpd with 1 and 2 shards at 64 connections, nothing pinned (the
+# scaling note).
 #
 # Writes perf/results/<UTC date-time>.{json,md,svg}; raw runs stay in perf/results/tmp/.
 # Environment: DURATION (5s), WARMUP (1s), CONNS ("1 16 64 256"), SERVERS (all; e.g.
 # "floor-uring mllpd"), OPEN_RATE (20000) and OPEN_CONNS ("16 64") for the equal-load runs of
 # mllpd and the floors, MLLPD_BIN (default: this checkout's release build), SKIP_SCALING=1.
+# Hub: SKIP_HUB=1 skips it; HUB_CASES ("1000:5000:0 200:1000:10000": sending connections:
+# msgs/s in all:idle connections), HUB_SERVERS ("floor-uring2 floor-uring2-glommio
+# mllpd-receipt mllpd-journal"), HUB_DURATION (20s), HUB_WARMUP (2s), DISK_SYNC_DURATION (5s);
+# HUB_SHORT=1 is the smoke form (cases 100:500:0 and 20:100:1000, 3s windows, 1s probe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,14 +34,26 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-27575}
 OPEN_RATE=${OPEN_RATE:-20000}
 OPEN_CONNS=${OPEN_CONNS:-"16 64"}
-ALL_SERVERS="mllpd-receipt mllpd-journal floor-glommio floor-uring floor-uring2 floor-tokio python-hl7 medplum"
+ALL_SERVERS="mllpd-receipt mllpd-journal floor-glommio floor-uring floor-uring2 floor-uring2-glommio floor-tokio python-hl7 medplum"
 SERVERS=${SERVERS:-$ALL_SERVERS}
+if [ "${HUB_SHORT:-0}" = 1 ]; then
+  HUB_CASES=${HUB_CASES:-"100:500:0 20:100:1000"}
+  HUB_DURATION=${HUB_DURATION:-3s}
+  HUB_WARMUP=${HUB_WARMUP:-1s}
+  DISK_SYNC_DURATION=${DISK_SYNC_DURATION:-1s}
+fi
+HUB_CASES=${HUB_CASES:-"1000:5000:0 200:1000:10000"}
+HUB_SERVERS=${HUB_SERVERS:-"floor-uring2 floor-uring2-glommio mllpd-receipt mllpd-journal"}
+HUB_DURATION=${HUB_DURATION:-20s}
+HUB_WARMUP=${HUB_WARMUP:-2s}
+DISK_SYNC_DURATION=${DISK_SYNC_DURATION:-5s}
 
 echo "== build (release)"
 cargo build --release -p mllpd -p mllpd-perf --quiet
 BIN=$CARGO_TARGET_DIR/release
 MLLPD_BIN=${MLLPD_BIN:-$BIN/mllpd}
 BENCH=$BIN/mllp-bench
+MLLPD_HUB_ENV=()
 
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 RESULTS=$ROOT/perf/results
@@ -64,8 +85,11 @@ start_server() {
   local name=$1 cpus=$2 pin=()
   [ -n "$cpus" ] && pin=(taskset -c "$cpus")
   local log=$RAW/$name.log addr=127.0.0.1:$PORT
-  local mllpd_env=(env LISTEN_ADDR="$addr" SHARDS="${SHARDS:-1}" LOG_LEVEL=info NO_COLOR=1
-    DATA_DIR="$RAW/mllpd-data-$name")
+  # MLLPD_HUB_ENV: the hub runs' extra settings (connection limit, idle timeout).
+  # ADMIN_ADDR beside PORT: the default 9575 may be held by another mllpd on the machine
+  # (mllpd then refuses to start).
+  local mllpd_env=(env LISTEN_ADDR="$addr" ADMIN_ADDR="127.0.0.1:$((PORT + 1))" SHARDS="${SHARDS:-1}" LOG_LEVEL=info NO_COLOR=1
+    DATA_DIR="$RAW/mllpd-data-$name${DATA_SUFFIX:-}" "${MLLPD_HUB_ENV[@]}")
   case $name in
     mllpd-receipt)
       if [ $HAS_JOURNAL = 1 ]; then LABEL="mllpd receipt"; mllpd_env+=(ACK_AFTER=receipt)
@@ -79,6 +103,13 @@ start_server() {
       LABEL="mllpd ${name#mllpd-shards-} shard(s), unpinned"
       [ $HAS_JOURNAL = 1 ] && mllpd_env+=(ACK_AFTER=receipt)
       "${mllpd_env[@]}" SHARDS="${name#mllpd-shards-}" "$MLLPD_BIN" >"$log" 2>&1 & ;;
+    floor-uring2-glommio)
+      # The hosted floor: floor-uring2's ring as one task of a glommio executor pinned like
+      # an mllpd shard.
+      LABEL="floor-uring2 --wake glommio (hosted floor)"
+      local cpu_arg=()
+      [[ "$cpus" =~ ^[0-9]+$ ]] && cpu_arg=(--cpu "$cpus")
+      "${pin[@]}" "$BIN/floor-uring2" --listen "$addr" --wake glommio "${cpu_arg[@]}" >"$log" 2>&1 & ;;
     floor-*)
       LABEL="$name (floor)"
       "${pin[@]}" "$BIN/$name" --listen "$addr" >"$log" 2>&1 & ;;
@@ -120,6 +151,7 @@ bench() {
 }
 
 for name in $SERVERS; do
+  [ "$name" = none ] && continue # SERVERS=none: no closed-loop runs (e.g. the hub alone)
   echo "== $name"
   if ! start_server "$name" "$SERVER_CPU"; then
     echo "  skipped (not available here)"
@@ -147,6 +179,80 @@ for name in $SERVERS; do
   stop_server
 done
 
+# The hub scenario (issue 13 item 1). Per case, each server starts fresh (mllpd with a fresh
+# DATA_DIR), its ACKs are checked, then one open-loop run: every connection (sending and
+# idle) is opened, and mllp-bench waits until the server holds them all, before warmup and
+# window; latency runs from each message's intended send time; server CPU over the window.
+if [ "${SKIP_HUB:-0}" != 1 ]; then
+  HUB=$RAW/hub
+  mkdir -p "$HUB"
+  # Each side holds every connection: raise the open-file limit (children inherit it).
+  need=0
+  for case in $HUB_CASES; do
+    IFS=: read -r active rate idle <<<"$case"
+    (( active + idle > need )) && need=$((active + idle))
+  done
+  hard=$(ulimit -Hn)
+  if [ "$hard" != unlimited ] && (( hard < need + 256 )); then
+    echo "== hub: SKIPPED: RLIMIT_NOFILE hard limit $hard < $((need + 256)) (raise it: ulimit -Hn, /etc/security/limits.conf)" |
+      tee "$HUB/skipped.txt"
+  else
+    want=$(( need + 256 > 65536 ? need + 256 : 65536 ))
+    [ "$hard" != unlimited ] && (( want > hard )) && want=$hard
+    ulimit -n "$want"
+    for case in $HUB_CASES; do
+      IFS=: read -r active rate idle <<<"$case"
+      key="c${active}-r${rate}-i${idle}"
+      echo "== hub $key: $active sending connections, $rate msgs/s in all, $idle idle"
+      # mllpd refuses connections over MAX_CONNECTIONS (default 10 000) and closes idle ones
+      # after IDLE_TIMEOUT (default 30 s): both set so the hub's connections all stay.
+      MLLPD_HUB_ENV=(MAX_CONNECTIONS=$((active + idle + 64)) IDLE_TIMEOUT=10m)
+      for name in $HUB_SERVERS; do
+        if [ "$name" = mllpd-journal ]; then
+          # The disk's own flush, right before the journal run, on DATA_DIR's file system.
+          echo "  disk-sync on $(stat -f -c %T "$RAW") ($RAW), $DISK_SYNC_DURATION"
+          when=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+          if taskset -c "$SERVER_CPU" "$BIN/disk-sync" --dir "$RAW" --duration "$DISK_SYNC_DURATION" \
+              --cpu "$SERVER_CPU" --json >"$HUB/disk-sync__$key.raw" 2>"$HUB/disk-sync__$key.err"; then
+            jq --arg when "$when" --arg fs "$(stat -f -c %T "$RAW")" --arg case "$key" \
+              '. + {ran_at: $when, filesystem: $fs, before: "mllpd-journal, hub \($case)"}' \
+              "$HUB/disk-sync__$key.raw" >"$HUB/disk-sync__$key.json"
+            jq -r '"  fdatasync p50 \(.fdatasync.p50_us) us, p99 \(.fdatasync.p99_us) us, p99.9 \(.fdatasync.p999_us) us, max \(.fdatasync.max_us) us (\(.rounds) rounds, direct \(.direct))"' \
+              "$HUB/disk-sync__$key.json"
+          else
+            echo "  disk-sync FAILED: $(cat "$HUB/disk-sync__$key.err")"
+          fi
+          rm -f "$HUB/disk-sync__$key.raw"
+        fi
+        DATA_SUFFIX=-hub-$key
+        if ! start_server "$name" "$SERVER_CPU"; then
+          echo "  $name: skipped (not available here)"
+          DATA_SUFFIX=
+          continue
+        fi
+        DATA_SUFFIX=
+        if ! taskset -c "$CLIENT_CPU" "$BENCH" -a 127.0.0.1:$PORT --check --json --label "$LABEL" \
+            --connect-timeout 30s >"$HUB/${name}__$key.check.json"; then
+          echo "  $LABEL: WRONG ACKs, not timed"
+          stop_server
+          continue
+        fi
+        out=$HUB/${name}__$key.json
+        if "$BENCH" -a 127.0.0.1:$PORT -c "$active" --idle "$idle" --mode open --rate "$rate" \
+            -d "$HUB_DURATION" --warmup "$HUB_WARMUP" --connect-timeout 60s --cpu "$CLIENT_CPU" \
+            --server-pid "$SERVER_PID" --label "$LABEL" --json --no-progress \
+            >"$out" 2>"$HUB/${name}__$key.err"; then
+          jq -r '"  \(.label): \(.msgs_per_s|floor) msgs/s, p50 \(.latency.p50_us) p99 \(.latency.p99_us) p99.9 \(.latency.p999_us) max \(.latency.max_us) us, server \(.server_cpu_us_per_msg*100|round/100) us/msg"' "$out"
+        else
+          echo "  $LABEL: FAILED: $(jq -c '{messages, errors, lost, idle_closed, mismatches, error_samples}' "$out" 2>/dev/null || cat "$HUB/${name}__$key.err")"
+        fi
+        stop_server
+      done
+      MLLPD_HUB_ENV=()
+    done
+  fi
+fi
+
 if [ "${SKIP_SCALING:-0}" != 1 ]; then
   for shards in 1 2; do
     name=mllpd-shards-$shards
@@ -167,4 +273,4 @@ fi
 
 echo "== report"
 "$PYTHON" perf/report.py "$RAW" "$RESULTS/$STAMP"
-echo "wrote $RESULTS/$STAMP.json, $RESULTS/$STAMP.md, $RESULTS/$STAMP.svg"
+echo "wrote $RESULTS/$STAMP.json, $RESULTS/$STAMP.md, $RESULTS/$STAMP.svg$([ -f "$RESULTS/$STAMP-hub.svg" ] && echo ", $RESULTS/$STAMP-hub.svg")"

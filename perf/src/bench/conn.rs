@@ -43,6 +43,8 @@ pub struct Stats {
     pub lost: u64,
     /// The first few error texts.
     pub error_samples: Vec<String>,
+    /// Idle connections the server had closed by the end of the run.
+    pub idle_closed: u64,
 }
 
 impl Stats {
@@ -57,6 +59,7 @@ impl Stats {
             errors: 0,
             lost: 0,
             error_samples: Vec::new(),
+            idle_closed: 0,
         }
     }
 
@@ -71,6 +74,7 @@ impl Stats {
         }
         self.errors += other.errors;
         self.lost += other.lost;
+        self.idle_closed += other.idle_closed;
         for e in other.error_samples {
             if self.error_samples.len() < 5 {
                 self.error_samples.push(e);
@@ -92,16 +96,45 @@ impl Default for Stats {
     }
 }
 
-/// Runs the plan on `plan.threads` pinned threads and returns the merged stats.
-pub fn run(plan: &Plan, shared: &Arc<Shared>) -> Stats {
+/// What the threads share while opening connections: the clock starts only once every
+/// thread has opened its connections.
+struct Gate {
+    /// Threads and the driver meet here twice: all connections open; run state published.
+    barrier: std::sync::Barrier,
+    /// The run's clock and counters, made by the driver between the two meetings.
+    shared: std::sync::OnceLock<Arc<Shared>>,
+    /// Connections (sending and idle) that opened, all threads.
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+/// Runs the plan on `plan.threads` pinned threads and returns the run state and the merged
+/// stats. Every thread first opens its connections (sending ones, then idle ones); then
+/// `opened(n)` runs on this thread with the number that opened (e.g. to wait until the server
+/// has accepted them all), the clock starts (`Shared::new`), `started` gets the run state (to
+/// start samplers), and the threads send.
+pub fn run(
+    plan: &Plan,
+    opened: impl FnOnce(usize),
+    started: impl FnOnce(&Arc<Shared>),
+) -> (Arc<Shared>, Stats) {
+    let gate = Arc::new(Gate {
+        barrier: std::sync::Barrier::new(plan.threads + 1),
+        shared: std::sync::OnceLock::new(),
+        opened: std::sync::atomic::AtomicUsize::new(0),
+    });
     let mut handles = Vec::new();
     for thread in 0..plan.threads {
         let plan = plan.clone();
-        let shared = shared.clone();
-        handles.push(std::thread::spawn(move || {
-            run_thread(&plan, &shared, thread)
-        }));
+        let gate = gate.clone();
+        handles.push(std::thread::spawn(move || run_thread(&plan, &gate, thread)));
     }
+    gate.barrier.wait();
+    opened(gate.opened.load(Ordering::Relaxed));
+    let shared = Arc::new(Shared::new(plan));
+    started(&shared);
+    // Set before the second meeting, so every thread finds it there.
+    let _ = gate.shared.set(shared.clone());
+    gate.barrier.wait();
     let mut total = Stats::new();
     for handle in handles {
         match handle.join() {
@@ -109,21 +142,25 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>) -> Stats {
             Err(_) => total.error("generator thread panicked".to_owned()),
         }
     }
-    total
+    (shared, total)
 }
 
-fn run_thread(plan: &Plan, shared: &Arc<Shared>, thread: usize) -> Stats {
+/// One generator thread. It passes both meetings of `gate` whatever fails (a thread that
+/// returned early would leave the others waiting forever).
+fn run_thread(plan: &Plan, gate: &Gate, thread: usize) -> Stats {
     if let Some(&cpu) = plan.cpus.get(thread % plan.cpus.len().max(1)) {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
     let mut stats = Stats::new();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             stats.error(format!("tokio runtime: {e}"));
+            gate.barrier.wait();
+            gate.barrier.wait();
             return stats;
         }
     };
@@ -131,9 +168,27 @@ fn run_thread(plan: &Plan, shared: &Arc<Shared>, thread: usize) -> Stats {
     // A LocalSet: connection tasks share Cells between their read and write halves.
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
-        let tasks: Vec<_> = conns
+        let mut streams = Vec::with_capacity(conns.len());
+        for conn in conns {
+            match open(plan).await {
+                Ok(stream) => streams.push((conn, stream)),
+                Err(e) => stats.error(e),
+            }
+        }
+        let idle = open_idle(plan, thread, &mut stats);
+        gate.opened
+            .fetch_add(streams.len() + idle.len(), Ordering::Relaxed);
+        // Blocking this thread's runtime is harmless here: nothing of it runs yet.
+        gate.barrier.wait();
+        gate.barrier.wait();
+        let Some(shared) = gate.shared.get() else {
+            return stats.error("run state not published".to_owned());
+        };
+        let tasks: Vec<_> = streams
             .into_iter()
-            .map(|conn| tokio::task::spawn_local(connection(plan.clone(), shared.clone(), conn)))
+            .map(|(conn, stream)| {
+                tokio::task::spawn_local(connection(plan.clone(), shared.clone(), conn, stream))
+            })
             .collect();
         for task in tasks {
             match task.await {
@@ -141,13 +196,50 @@ fn run_thread(plan: &Plan, shared: &Arc<Shared>, thread: usize) -> Stats {
                 Err(e) => stats.error(format!("connection task: {e}")),
             }
         }
+        stats.idle_closed += idle_closed(&idle);
     });
     // Stay alive (and so in /proc/PID/task) until the CPU sampler has its end sample.
     let give_up = Instant::now() + Duration::from_secs(2);
-    while !shared.end_sampled.load(Ordering::Relaxed) && Instant::now() < give_up {
+    while let Some(shared) = gate.shared.get() {
+        if shared.end_sampled.load(Ordering::Relaxed) || Instant::now() >= give_up {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     stats
+}
+
+/// This thread's share of the idle connections (dealt round-robin), opened with blocking
+/// connects. A connect that fails is an error of the run.
+fn open_idle(plan: &Plan, thread: usize, stats: &mut Stats) -> Vec<std::net::TcpStream> {
+    let count = (thread..plan.idle).step_by(plan.threads).count();
+    let mut idle = Vec::with_capacity(count);
+    for _ in 0..count {
+        match std::net::TcpStream::connect_timeout(&plan.addr, plan.connect_timeout) {
+            Ok(stream) => idle.push(stream),
+            Err(e) => stats.error(format!("idle connect {}: {e}", plan.addr)),
+        }
+    }
+    idle
+}
+
+/// How many idle connections the server has closed (end of stream, or reset): a peek that
+/// does not wait tells an open, silent connection (`WouldBlock`) from a closed one.
+fn idle_closed(idle: &[std::net::TcpStream]) -> u64 {
+    let mut closed = 0;
+    for stream in idle {
+        let mut byte = [0u8; 1];
+        let gone = match stream
+            .set_nonblocking(true)
+            .and_then(|()| stream.peek(&mut byte))
+        {
+            Ok(0) => true,
+            Ok(_) => false, // bytes from the server on a silent connection: open, if odd
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        closed += u64::from(gone);
+    }
+    closed
 }
 
 async fn connect(plan: &Plan) -> std::io::Result<TcpStream> {
@@ -164,55 +256,72 @@ async fn connect(plan: &Plan) -> std::io::Result<TcpStream> {
     }
 }
 
-/// One connection from connect to drain.
-async fn connection(plan: Plan, shared: Arc<Shared>, conn: usize) -> Stats {
-    let mut stats = Stats::new();
+/// A sending connection as opened before the clock starts.
+enum Opened {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS, handshake done.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Reconnect mode: each message opens its own.
+    Later,
+}
+
+/// Opens one sending connection: TCP connect (retried for `connect_timeout` while the server
+/// starts) and, with TLS in the window modes, the full handshake.
+async fn open(plan: &Plan) -> Result<Opened, String> {
     if let Mode::Reconnect = plan.mode {
-        reconnect_loop(&plan, &shared, Sender::new(&plan, conn), &mut stats).await;
-        return stats;
+        return Ok(Opened::Later);
     }
-    let stream = match connect(&plan).await {
-        Ok(s) => s,
-        Err(e) => {
-            stats.error(format!("connect {}: {e}", plan.addr));
-            return stats;
-        }
-    };
-    let sender = Sender::new(&plan, conn);
+    let stream = connect(plan)
+        .await
+        .map_err(|e| format!("connect {}: {e}", plan.addr))?;
     match (&plan.tls, plan.mode) {
-        (Some(config), Mode::Window { depth }) => {
-            let name = rustls::pki_types::ServerName::try_from(plan.tls_server_name.clone());
-            let name = match name {
-                Ok(name) => name,
-                Err(e) => {
-                    stats.error(format!("TLS server name: {e}"));
-                    return stats;
-                }
-            };
-            let connector = tokio_rustls::TlsConnector::from(config.clone());
-            match connector.connect(name, stream).await {
-                Ok(tls) => window_loop(tls, &shared, sender, depth, &mut stats).await,
-                Err(e) => stats.error(format!("TLS handshake: {e}")),
-            }
-        }
-        (Some(_), Mode::Open { .. }) => stats.error(
+        (None, _) => Ok(Opened::Plain(stream)),
+        (Some(_), Mode::Open { .. }) => Err(
             "--tls-ca: only the closed loop, pipelined and reconnect modes speak TLS".to_owned(),
         ),
-        (_, Mode::Reconnect) => {}
-        (None, Mode::Window { depth }) => {
+        (Some(config), _) => {
+            let name = rustls::pki_types::ServerName::try_from(plan.tls_server_name.clone())
+                .map_err(|e| format!("TLS server name: {e}"))?;
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            match connector.connect(name, stream).await {
+                Ok(tls) => Ok(Opened::Tls(Box::new(tls))),
+                Err(e) => Err(format!("TLS handshake: {e}")),
+            }
+        }
+    }
+}
+
+/// One connection from its first message to drain.
+async fn connection(plan: Plan, shared: Arc<Shared>, conn: usize, stream: Opened) -> Stats {
+    let mut stats = Stats::new();
+    let sender = Sender::new(&plan, conn);
+    match (stream, plan.mode) {
+        (_, Mode::Reconnect) => reconnect_loop(&plan, &shared, sender, &mut stats).await,
+        (Opened::Tls(tls), Mode::Window { depth }) => {
+            window_loop(tls, &shared, sender, depth, &mut stats).await
+        }
+        (Opened::Plain(stream), Mode::Window { depth }) => {
             window_loop(stream, &shared, sender, depth, &mut stats).await
         }
-        (None, Mode::Open { rate }) => {
+        (Opened::Plain(stream), Mode::Open { rate }) => {
             let per_conn = rate / plan.connections as f64;
+            // Connection k's schedule starts k/N of an interval in: together an even stream.
+            let phase = Duration::from_secs_f64(conn as f64 / rate);
             open_loop(
                 stream,
                 &shared,
                 sender,
                 per_conn,
+                phase,
                 plan.drain_timeout,
                 &mut stats,
             )
             .await
+        }
+        (Opened::Tls(_) | Opened::Later, Mode::Open { .. })
+        | (Opened::Later, Mode::Window { .. }) => {
+            stats.error("connection opened for another mode".to_owned())
         }
     }
     stats
@@ -473,7 +582,7 @@ fn lose(stats: &mut Stats, inflight: &VecDeque<(u64, Instant)>, why: &str) {
     stats.error(why.to_owned());
 }
 
-/// Open loop: message k of this connection is due at `start + k / rate`; whatever is due is
+/// Open loop: message k of this connection is due at `start + phase + k / rate`; whatever is due is
 /// written at once (one write), whether or not earlier messages were answered. Latency runs
 /// from the due time, so a slow server cannot hide behind a sender that waited for it.
 async fn open_loop(
@@ -481,6 +590,7 @@ async fn open_loop(
     shared: &Shared,
     sender: Sender,
     rate: f64,
+    phase: Duration,
     drain_timeout: Duration,
     stats: &mut Stats,
 ) {
@@ -494,7 +604,7 @@ async fn open_loop(
     let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let (reader, writer) = stream.split();
     let (write_result, (local, read_result)) = tokio::join!(
-        open_writer(&side, writer, interval),
+        open_writer(&side, writer, interval, shared.t0 + phase),
         open_reader(&side, reader, drain_timeout)
     );
     stats.merge(local);
@@ -522,9 +632,10 @@ async fn open_writer(
     side: &OpenSide<'_>,
     mut writer: tokio::net::tcp::WriteHalf<'_>,
     interval: Duration,
+    first_due: Instant,
 ) -> Result<(), String> {
     let mut out = Vec::with_capacity(4096);
-    let mut next_due = Instant::now();
+    let mut next_due = first_due;
     let mut result = Ok(());
     while !side.shared.stopping(Instant::now()) {
         let now = Instant::now();

@@ -11,6 +11,11 @@
 //! schedule (open loop), so a stalled server shows up as latency instead of silently lowering
 //! the offered load (no coordinated omission).
 //!
+//! Every connection (sending and idle) is opened before the clock starts: warmup and window
+//! time only messages, never connects or handshakes. The open loop offsets each connection's
+//! schedule by its share of the per-connection interval, so N connections at R msgs/s in all
+//! make one even stream of R msgs/s, not N messages in a burst every N/R seconds.
+//!
 //! Invariants: MLLP answers arrive in order on a connection, so each connection keeps a FIFO of
 //! (sequence, time) for its messages in flight; every ACK is checked against the head of that
 //! FIFO (MSA-2 = MSH-10, MSA-1 in the expected set) and counted as a mismatch otherwise.
@@ -51,8 +56,14 @@ pub enum Mode {
 pub struct Plan {
     /// Server address.
     pub addr: SocketAddr,
-    /// Connections, all opened at the start.
+    /// Connections that send, all opened (TCP connect and, with TLS, the handshake) before
+    /// the run's clock starts.
     pub connections: usize,
+    /// Idle connections: opened (plain TCP) before the clock starts, after the sending ones,
+    /// held without a byte for the whole run, and checked at the end (closed by the server or
+    /// not). Plain blocking sockets outside the event loop: 10 000 of them cost the generator
+    /// a descriptor each and nothing per turn.
+    pub idle: usize,
     /// Offered load.
     pub mode: Mode,
     /// Measured window (after warmup); the run may end earlier on `count`.

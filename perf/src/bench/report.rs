@@ -53,6 +53,10 @@ pub struct Report {
     pub mismatches: u64,
     /// Mismatches by kind (only non-zero kinds).
     pub mismatch_kinds: BTreeMap<&'static str, u64>,
+    /// Idle connections held (`--idle`).
+    pub idle: usize,
+    /// Idle connections the server had closed by the end (refused or timed out).
+    pub idle_closed: u64,
     /// Failed connections.
     pub errors: u64,
     /// Messages never answered.
@@ -130,6 +134,8 @@ impl Report {
             },
             mismatches: stats.mismatches.iter().sum(),
             mismatch_kinds,
+            idle: plan.idle,
+            idle_closed: stats.idle_closed,
             errors: stats.errors,
             lost: stats.lost,
             error_samples: stats.error_samples.clone(),
@@ -140,9 +146,10 @@ impl Report {
         }
     }
 
-    /// True when the run proves nothing is wrong: messages answered, none mismatched.
+    /// True when the run proves nothing is wrong: messages answered, none mismatched, no
+    /// connection failed or closed by the server.
     pub fn passed(&self) -> bool {
-        self.messages > 0 && self.mismatches == 0 && self.errors == 0
+        self.messages > 0 && self.mismatches == 0 && self.errors == 0 && self.idle_closed == 0
     }
 
     /// Human-readable summary.
@@ -179,6 +186,12 @@ impl Report {
                 format!(" {:?}", self.mismatch_kinds)
             },
         );
+        if self.idle > 0 {
+            s += &format!(
+                "idle connections: {} held, {} closed by the server\n",
+                self.idle, self.idle_closed
+            );
+        }
         if let (Some(us), Some(util)) = (self.server_cpu_us_per_msg, self.server_cpu_util) {
             s += &format!(
                 "server CPU: {us:.2} us/msg ({:.0}% of a core)\n",

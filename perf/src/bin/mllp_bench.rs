@@ -38,6 +38,10 @@ struct Args {
     /// Connections.
     #[arg(long, short = 'c', default_value_t = 16)]
     connections: usize,
+    /// Idle connections besides the sending ones: opened (plain TCP) before the clock starts,
+    /// held without a byte, checked at the end (the report counts those the server closed).
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
     /// Load mode.
     #[arg(long, value_enum, default_value = "closed")]
     mode: ModeArg,
@@ -195,12 +199,23 @@ fn run(args: Args) -> Result<bool, String> {
         return Ok(run_check(&args, addr, &templates, &accepted));
     }
     let plan = plan(&args, addr, templates, accepted)?;
-    let shared = Arc::new(Shared::new(&plan));
-    let sampler = spawn_sampler(shared.clone(), args.server_pid);
-    let progress = spawn_progress(&shared, &plan, args.no_progress);
-    let stats = conn::run(&plan, &shared);
+    raise_nofile(plan.connections + plan.idle)?;
+    let mut sampler = None;
+    let mut progress = None;
+    let (shared, stats) = conn::run(
+        &plan,
+        |opened| {
+            if let Some(pid) = args.server_pid {
+                wait_accepted(pid, opened, args.connect_timeout);
+            }
+        },
+        |shared| {
+            sampler = Some(spawn_sampler(shared.clone(), args.server_pid));
+            progress = spawn_progress(shared, &plan, args.no_progress);
+        },
+    );
     shared.finished.store(true, Ordering::Relaxed);
-    let cpu = sampler.join().unwrap_or_default();
+    let cpu = sampler.and_then(|s| s.join().ok()).unwrap_or_default();
     if let Some(p) = progress {
         let _ = p.join();
     }
@@ -225,6 +240,9 @@ fn plan(
     if args.connections == 0 || args.threads == 0 {
         return Err("--connections and --threads must be at least 1".to_owned());
     }
+    if args.idle > 0 && args.tls_ca.is_some() {
+        return Err("--idle: idle connections are plain TCP (no --tls-ca)".to_owned());
+    }
     let mode = match args.mode {
         ModeArg::Closed => Mode::Window { depth: 1 },
         ModeArg::Pipelined => Mode::Window {
@@ -244,6 +262,7 @@ fn plan(
     Ok(Plan {
         addr,
         connections: args.connections,
+        idle: args.idle,
         mode,
         duration: args.duration,
         count: args.count,
@@ -275,6 +294,44 @@ fn run_check(args: &Args, addr: SocketAddr, templates: &[Template], accepted: &[
         }
     }
     passed
+}
+
+/// Raises this process's soft RLIMIT_NOFILE (up to the hard limit) so `connections` sockets
+/// fit beside the process's own descriptors; an error when the hard limit is too low.
+fn raise_nofile(connections: usize) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // Descriptors besides the connections: stdio, the runtimes' epoll and eventfds, /proc reads.
+    let needed = connections as u64 + 64;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
+    if needed <= soft {
+        return Ok(());
+    }
+    if needed > hard {
+        return Err(format!(
+            "{connections} connections need {needed} descriptors; RLIMIT_NOFILE hard limit is \
+             {hard} (raise it: ulimit -Hn, or prlimit --nofile)"
+        ));
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, needed, hard).map_err(|e| e.to_string())
+}
+
+/// Waits until server `pid` holds at least `opened` descriptors (it has accepted every
+/// connection, so no accept falls into the window), or its count has not moved for 500 ms
+/// (it closed some: the report shows them), or `limit` has passed.
+fn wait_accepted(pid: u32, opened: usize, limit: Duration) {
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let deadline = Instant::now() + limit;
+    let mut last = (fds(), Instant::now());
+    while last.0 < opened && Instant::now() < deadline {
+        // Polling /proc: the server offers no event to wait on.
+        std::thread::sleep(Duration::from_millis(20));
+        let now = fds();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_millis(500) {
+            return;
+        }
+    }
 }
 
 /// Samples server and generator CPU at the window's start and end.
