@@ -1079,7 +1079,10 @@ fn receipt_mode_groups_writes_by_time_and_size_and_a_waiter_makes_them_due() {
         let seq = journal.append(&record(&big, None, 0)).unwrap().seq();
         let appended = std::time::Instant::now();
         eventually(|| watermark.durable() >= seq).await;
-        assert!(appended.elapsed() < Duration::from_secs(1), "a full group waited");
+        assert!(
+            appended.elapsed() < Duration::from_secs(1),
+            "a full group waited"
+        );
         assert_eq!(journal.stats().flushes, 2);
         // A waiter: a small record is written at once for whoever waits on it.
         let seq = journal.append(&record(b"small", None, 0)).unwrap().seq();
@@ -1088,7 +1091,10 @@ fn receipt_mode_groups_writes_by_time_and_size_and_a_waiter_makes_them_due() {
         assert_eq!(journal.stats().flushes, 2);
         let waited = std::time::Instant::now();
         assert_eq!(journal.wait_durable(seq).await, Ok(()));
-        assert!(waited.elapsed() < Duration::from_secs(1), "the waiter waited for the delay");
+        assert!(
+            waited.elapsed() < Duration::from_secs(1),
+            "the waiter waited for the delay"
+        );
         journal.close().await.unwrap();
     });
     assert_eq!(exported(data.path(), None, 0).len(), 12);

@@ -1018,3 +1018,61 @@ fn embedded_defaults_serve_from_a_fresh_directory() {
         "journal under ./mllpd-data"
     );
 }
+
+/// Operations armed in the server's io_uring instances, by opcode (from /proc/PID/fdinfo, which
+/// lists each ring's pending requests as `op=N`).
+fn ring_ops(pid: i32) -> std::collections::BTreeMap<u32, usize> {
+    let mut ops = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the server's descriptors")
+        .flatten()
+    {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if !target.to_string_lossy().contains("io_uring") {
+            continue;
+        }
+        let fd = entry.file_name();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy()))
+            .unwrap_or_default();
+        for op in info
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("op="))
+        {
+            let op = op.trim_end_matches(',').parse().expect("an opcode");
+            *ops.entry(op).or_insert(0) += 1;
+        }
+    }
+    ops
+}
+
+/// Issue 13: on the shard's ring, an accepted connection leaves nothing armed in glommio's
+/// rings. (glommio arms a read-readiness poll for each socket it wraps and keeps it while the
+/// socket lives; every park of its reactor then searched those polls: with 10 000 idle
+/// connections, half the shard's CPU.) With glommio's sockets each connection has one.
+#[test]
+fn idle_connections_leave_no_poll_armed_in_glommios_ring_on_the_uring_path() {
+    const IORING_OP_POLL_ADD: u32 = 6;
+    const CONNECTIONS: usize = 40;
+    let server = Server::start(&[("SHARDS", "1")]);
+    // Idle: nothing sent (glommio's poll fires, and goes, at a connection's first bytes).
+    let _clients: Vec<Client> = (0..CONNECTIONS).map(|_| server.connect()).collect();
+    common::wait_for("every connection opened", Duration::from_secs(10), || {
+        let logs = server.logs();
+        logs.iter()
+            .filter(|l| l.contains("connection opened"))
+            .count()
+            == CONNECTIONS
+    });
+    let polls = ring_ops(server.pid())
+        .get(&IORING_OP_POLL_ADD)
+        .copied()
+        .unwrap_or(0);
+    if common::requested_socket_io() == "glommio" {
+        assert!(polls >= CONNECTIONS, "glommio's sockets: {polls} polls");
+    } else {
+        assert!(
+            polls < 4,
+            "{polls} polls armed for {CONNECTIONS} idle connections"
+        );
+    }
+}

@@ -136,7 +136,14 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let wire = match &shard.sockets {
-        Some(sockets) => Wire::Uring(sockets.adopt(stream)),
+        Some(sockets) => match sockets.adopt(stream) {
+            Ok(handle) => Wire::Uring(handle),
+            Err(error) => {
+                warn!(shard = shard.index, conn = id, peer = ?peer, %error,
+                    "cannot take over the connection's socket; closing it");
+                return;
+            }
+        },
         None => Wire::Glommio(stream),
     };
     let (mut stream, identity) = match &shard.shared.tls {
