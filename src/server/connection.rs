@@ -132,19 +132,18 @@ struct Connection {
 }
 
 /// Serves `stream` until it closes; logs open and close.
-pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) {
-    let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
-    let wire = match &shard.sockets {
-        Some(sockets) => match sockets.adopt(stream) {
-            Ok(handle) => Wire::Uring(handle),
-            Err(error) => {
-                warn!(shard = shard.index, conn = id, peer = ?peer, %error,
-                    "cannot take over the connection's socket; closing it");
-                return;
-            }
-        },
-        None => Wire::Glommio(stream),
+pub async fn serve(shard: &Shard, accepted: Accepted, id: u64, slot: &WakerSlot) {
+    let peer = accepted.peer_addr();
+    let wire = match (accepted, &shard.sockets) {
+        (Accepted::Ring(socket), Some(sockets)) => {
+            let _ = socket.set_nodelay(true);
+            Wire::Uring(sockets.adopt(socket))
+        }
+        (Accepted::Glommio(stream), _) => {
+            let _ = stream.set_nodelay(true);
+            Wire::Glommio(stream)
+        }
+        (Accepted::Ring(_), None) => return, // Not made: the accept loop detaches only for a ring.
     };
     let (mut stream, identity) = match &shard.shared.tls {
         None => (Socket::plain(wire), None),
@@ -175,6 +174,24 @@ pub async fn serve(shard: &Shard, stream: TcpStream, id: u64, slot: &WakerSlot) 
         .close(close.is_orderly(), shard.config().write_timeout)
         .await;
     log_close(shard, id, peer, &conn, close);
+}
+
+/// An accepted connection, as the shard's socket path takes it.
+pub enum Accepted {
+    /// glommio's socket (SOCKET_IO=glommio).
+    Glommio(TcpStream),
+    /// Detached from glommio for the shard's ring ([`super::uring::detach`]).
+    Ring(std::net::TcpStream),
+}
+
+impl Accepted {
+    /// The peer's address, if the socket still knows it.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Accepted::Glommio(stream) => stream.peer_addr().ok(),
+            Accepted::Ring(socket) => socket.peer_addr().ok(),
+        }
+    }
 }
 
 /// Counts one answered frame in the shard's metrics (atomics only this shard writes).

@@ -552,9 +552,19 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
             None
         })
         .await;
+        // On the ring path the socket is detached from glommio at once; no descriptor left for
+        // that is as good as a failed accept.
+        let accepted = accepted.map(|result| {
+            result
+                .map_err(std::io::Error::from)
+                .and_then(|stream| match shard.sockets {
+                    Some(_) => super::uring::detach(stream).map(connection::Accepted::Ring),
+                    None => Ok(connection::Accepted::Glommio(stream)),
+                })
+        });
         match accepted {
             None => break,
-            Some(Ok(stream)) => admit_connection(shard, stream, &mut last_log),
+            Some(Ok(accepted)) => admit_connection(shard, accepted, &mut last_log),
             Some(Err(e)) => {
                 shard
                     .stats
@@ -572,7 +582,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
 
 fn admit_connection(
     shard: &Rc<Shard>,
-    stream: glommio::net::TcpStream,
+    stream: connection::Accepted,
     last_log: &mut Option<Instant>,
 ) {
     // No MAX_CONNECTIONS (`0`): only the open-file limit bounds connections (accept errors).
@@ -585,7 +595,7 @@ fn admit_connection(
             .connections_refused
             .set(shard.stats.connections_refused.get() + 1);
         if should_log(last_log) {
-            let peer = stream.peer_addr().ok();
+            let peer = stream.peer_addr();
             warn!(
                 shard = shard.index,
                 ?peer,

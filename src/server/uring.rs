@@ -668,8 +668,7 @@ impl Sockets {
         }))
     }
 
-    /// Takes over an accepted socket: its receive is armed at once. Fails only if the fd
-    /// cannot be duplicated (the descriptor limit).
+    /// Takes over an accepted socket ([`detach`]ed from glommio): its receive is armed at once.
     ///
     /// glommio arms a POLL_ADD in its own ring for every `TcpStream` it makes and keeps it
     /// armed while the stream lives; the ring path never reads through glommio, so those polls
@@ -677,14 +676,8 @@ impl Sockets {
     /// cancel searches the ring's polls first (perf, 200 sending + 10 000 idle connections: 53 %
     /// of the shard's CPU in `io_poll_find`). So the slot owns a duplicate of the fd, and
     /// glommio's stream, with its poll, goes now.
-    pub fn adopt(self: &Rc<Self>, stream: glommio::net::TcpStream) -> io::Result<Handle> {
-        // SAFETY: the fd is open: `stream` owns it until the end of this function.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-        let stream = {
-            let owned = fd.try_clone_to_owned()?;
-            drop(stream);
-            owned
-        };
+    pub fn adopt(self: &Rc<Self>, socket: std::net::TcpStream) -> Handle {
+        let stream = OwnedFd::from(socket);
         let mut inner = self.inner.borrow_mut();
         let index = inner.slots.insert(Slot {
             conn: Conn::new(),
@@ -699,10 +692,10 @@ impl Sockets {
         inner.push_recv(index);
         drop(inner);
         self.kick();
-        Ok(Handle {
+        Handle {
             sockets: Rc::clone(self),
             slot: index,
-        })
+        }
     }
 
     /// Runs the ring until [`Sockets::stop`]; spawn it once per shard. An error means the
@@ -1011,6 +1004,18 @@ fn untag(user_data: u64) -> (usize, u32) {
         ((user_data >> 2) & 0x3fff_ffff) as usize,
         (user_data >> 32) as u32,
     )
+}
+
+/// An accepted socket as the ring path keeps it: a duplicate of its fd, glommio's stream (and
+/// the read-readiness poll glommio keeps armed for it, see [`Sockets::adopt`]) dropped. Fails
+/// when no descriptor is left for the duplicate (EMFILE): the accept loop treats that as a
+/// failed accept (counted, logged at most once a second, backed off).
+pub fn detach(stream: glommio::net::TcpStream) -> io::Result<std::net::TcpStream> {
+    // SAFETY: the fd is open: `stream` owns it until the end of this function.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let owned = fd.try_clone_to_owned()?;
+    drop(stream);
+    Ok(std::net::TcpStream::from(owned))
 }
 
 /// A connection's socket on the shard's ring.
