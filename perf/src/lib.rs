@@ -28,3 +28,22 @@ pub const SB: u8 = 0x0B;
 pub const EB: u8 = 0x1C;
 /// Carriage return: the HL7 segment separator and the last byte of an MLLP frame.
 pub const CR: u8 = 0x0D;
+
+/// `250ms`, `5s`, `2m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration '{text}'"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("bad duration unit in '{text}' (ms, s, m)")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|e| format!("bad duration '{text}': {e}"))
+}

@@ -34,7 +34,7 @@ struct Args {
     #[arg(long)]
     dir: PathBuf,
     /// How long to run the rounds (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = mllpd_perf::parse_duration)]
     duration: Duration,
     /// Bytes written per round (a multiple of 4096): one block, as a light-load batch.
     #[arg(long, default_value_t = 4096)]
@@ -87,22 +87,6 @@ struct Report {
     write: Latency,
     /// Write + fdatasync: one journal batch's durability wait at light load.
     write_and_fdatasync: Latency,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad duration '{text}'"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        _ => return Err(format!("bad duration unit in '{text}' (ms, s)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration '{text}': {e}"))
 }
 
 fn main() {

@@ -52,13 +52,13 @@ struct Args {
     #[arg(long)]
     rate: Option<f64>,
     /// Measured window (e.g. 5s, 500ms, 2m).
-    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, short = 'd', default_value = "10s", value_parser = mllpd_perf::parse_duration)]
     duration: Duration,
     /// Stop after this many measured messages (whichever of this and --duration comes first).
     #[arg(long, short = 'n')]
     count: Option<u64>,
     /// Warmup before the window: sent and verified, not recorded.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = mllpd_perf::parse_duration)]
     warmup: Duration,
     /// File (one or many messages) or directory of files; default a built-in ADT^A01.
     #[arg(long)]
@@ -85,10 +85,10 @@ struct Args {
     #[arg(long, default_value = "server")]
     label: String,
     /// Keep retrying the first connect this long (server still starting).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = mllpd_perf::parse_duration)]
     connect_timeout: Duration,
     /// Wait this long for the last ACKs after the window.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = mllpd_perf::parse_duration)]
     drain_timeout: Duration,
     /// Never draw the progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
@@ -144,24 +144,6 @@ fn tls_config(args: &Args) -> Result<Option<Arc<rustls::ClientConfig>>, String> 
         _ => builder.with_no_client_auth(),
     };
     Ok(Some(Arc::new(config)))
-}
-
-/// `250ms`, `5s`, `2m`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad duration '{text}'"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in '{text}' (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration '{text}': {e}"))
 }
 
 fn main() {
