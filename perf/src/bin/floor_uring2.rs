@@ -80,6 +80,12 @@ struct Args {
     /// `-ENOBUFS` re-arm path).
     #[arg(long, default_value_t = BUFS_DEFAULT)]
     bufs: u16,
+    /// `--wake glommio`: keep one glommio timer pending (a task sleeping this many seconds
+    /// in a loop), as a server with any deadline, heartbeat or periodic task would. glommio
+    /// arms a kernel timeout for its nearest timer at every park and cancels it at the next
+    /// wake: this measures that cost. 0: no timer.
+    #[arg(long, default_value_t = 0)]
+    pending_timer_s: u64,
 }
 
 /// Sleep variants.
@@ -331,6 +337,15 @@ fn host_in_glommio(args: Args) -> std::io::Result<()> {
         .make()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     executor.run(async move {
+        if args.pending_timer_s > 0 {
+            let period = std::time::Duration::from_secs(args.pending_timer_s);
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(period).await;
+                }
+            })
+            .detach();
+        }
         // Built on the executor's thread: SINGLE_ISSUER binds the ring to it.
         let mut event_loop = EventLoop::new(&args)?;
         let Some(eventfd) = event_loop.eventfd.take() else {
