@@ -485,10 +485,18 @@ fn reset_churn(spec: &Spec, deadline: Instant, tally: &Shared) {
     std::thread::sleep(spec.hold);
 }
 
-/// One connection with a tiny receive buffer that pipelines messages and never reads; the
-/// parent stops this process (SIGSTOP) a second in, with the server's ACKs backed up. The server
-/// must close it (WRITE_TIMEOUT) while it is still stopped.
+/// One connection with a tiny receive buffer that pipelines messages and never reads, until
+/// its writes have made no progress for [`BACKED_UP`]: the server has stopped reading because
+/// its ACKs are backed up. Then the process stops itself (SIGSTOP; the parent continues it when
+/// the attack is over). The server must close it (WRITE_TIMEOUT) while it is still stopped.
+///
+/// Stopped by the state of the connection, not at a fixed time: on a busy machine a second
+/// was not always enough to send more than the socket buffers hold, and a reader stopped
+/// before its ACKs back up holds nothing the server must cut.
 fn stopped_reader(spec: &Spec, deadline: Instant, tally: &Shared) {
+    /// Writes blocked this long: the server is not reading (its own writes are blocked). Long
+    /// against a busy machine's scheduling stalls, short against WRITE_TIMEOUT's 2 s in CI.
+    const BACKED_UP: Duration = Duration::from_secs(1);
     let socket = match Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)) {
         Ok(socket) => socket,
         Err(e) => return with(tally, |t| t.error(format!("socket: {e}"))),
@@ -502,7 +510,16 @@ fn stopped_reader(spec: &Spec, deadline: Instant, tally: &Shared) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
     let mut batch = Vec::new();
     let mut seq = 0u64;
+    let mut blocked_since: Option<Instant> = None;
+    let mut stopped = false;
     while Instant::now() < deadline {
+        if !stopped && blocked_since.is_some_and(|t| t.elapsed() >= BACKED_UP) {
+            stopped = true;
+            // kill(1), as the parent signals: no unsafe code for one raise(3).
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &std::process::id().to_string()])
+                .status();
+        }
         batch.clear();
         while batch.len() < 64 * 1024 {
             // Long control ids make long ACKs, and three of four messages lack MSH-9 (AR, not
@@ -519,13 +536,19 @@ fn stopped_reader(spec: &Spec, deadline: Instant, tally: &Shared) {
             seq += 1;
         }
         match stream.write(&batch) {
-            Ok(n) => with(tally, |t| t.bytes_out += n as u64),
+            Ok(n) => {
+                blocked_since = None;
+                with(tally, |t| t.bytes_out += n as u64);
+            }
             // SIGSTOP and SIGCONT interrupt a blocked write.
             Err(e)
                 if matches!(
                     e.kind(),
                     ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                blocked_since.get_or_insert_with(Instant::now);
+            }
             // Counted by the probe below.
             Err(e) if closed(e.kind()) => break,
             Err(e) => return with(tally, |t| t.error(format!("write: {e}"))),

@@ -48,7 +48,7 @@ pub enum Attack {
     MaxFrames,
     /// Connect and reset (SO_LINGER 0): at once, inside a frame, or with an ACK pending.
     ResetChurn,
-    /// Pipelines messages and never reads; the process is stopped (SIGSTOP) with ACKs pending.
+    /// Pipelines messages and never reads; the process stops itself (SIGSTOP) with ACKs pending.
     StoppedReader,
     /// Half-closed (FIN after a frame or inside one) and silent connections.
     HalfOpen,
@@ -445,9 +445,8 @@ fn footprint(pid: u32, data_dir: &std::path::Path) -> Footprint {
 }
 
 /// Samples the server every 100 ms until the attack's duration is over (or every attacker has
-/// exited); stops the attackers
-/// (SIGSTOP) one second in for the stopped-reader attack. Returns the peak and the footprint at
-/// the end, taken while the attackers still hold their connections.
+/// exited). (The stopped readers stop themselves once their ACKs are backed up.) Returns the
+/// peak and the footprint at the end, taken while the attackers still hold their connections.
 fn watch_attack(
     scenario: &Scenario,
     pid: u32,
@@ -456,20 +455,12 @@ fn watch_attack(
     started: Instant,
 ) -> (Footprint, Footprint) {
     let mut peak = Footprint::default();
-    let mut stopped = false;
     // Ends early when every attacker is done (reset churn: a fixed number of connections).
     while started.elapsed() < scenario.duration
         && !children
             .iter_mut()
             .all(|c| matches!(c.try_wait(), Ok(Some(_))))
     {
-        if scenario.attack == Attack::StoppedReader
-            && !stopped
-            && started.elapsed() >= Duration::from_secs(1)
-        {
-            signal_all(children, "STOP");
-            stopped = true;
-        }
         let now = footprint(pid, data_dir);
         peak.rss_kib = peak.rss_kib.max(now.rss_kib);
         peak.fds = peak.fds.max(now.fds);
