@@ -29,9 +29,14 @@
 # Placement: the shards are pinned (SHARDS of them, from the first CPUs of the affinity mask);
 # the delivery threads run on the CPUs no shard uses (the "delivery started" log line prints
 # them: cpus=[...]) and float over the whole mask only when every CPU has a shard. The default
-# here is SHARDS=1 so that, on a 2-CPU machine, delivery has CPU 1 to itself. The downstreams
-# (second mllpd, Python HTTP server) and mllp-bench are not pinned: on a small machine they
-# compete with everything, which is what the lead's quiet-machine run is for.
+# here is SHARDS=1 so that, on a 2-CPU machine, delivery has CPU 1. The downstreams run there
+# too, under `nice -n $DOWNSTREAM_NICE` (default 19): they stand for other machines, and on
+# this one they must not take the CPU of the load generator (mllp-bench, not pinned), whose
+# scheduling delay would otherwise be counted as mllpd's intake falling. For the same reason,
+# without DOWNSTREAM_SYNC the mllp downstream's journal is on a tmpfs (/dev/shm), not on the
+# disk the measured journal flushes to. mllpd's own work — the delivery threads, the journal
+# reads, the file connector's writes and fsyncs on this disk — competes as it would in
+# production.
 #
 # Adding a connector type (postgres, nats): start its downstream in start_downstreams, add a
 # line to CONNECTORS below; the table picks it up.
@@ -51,17 +56,19 @@ CONNECTORS_ONLY=${CONNECTORS_ONLY:-file mllp http postgres nats}
 NCPU=$(nproc)
 OFF_SHARDS=""
 [ "$SHARDS" -lt "$NCPU" ] && OFF_SHARDS="$SHARDS-$((NCPU - 1))"
-OFF=()
-[ -n "$OFF_SHARDS" ] && OFF=(taskset -c "$OFF_SHARDS")
+DOWNSTREAM_NICE=${DOWNSTREAM_NICE:-19}
+OFF=(nice -n "$DOWNSTREAM_NICE")
+[ -n "$OFF_SHARDS" ] && OFF+=(taskset -c "$OFF_SHARDS")
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -p mllpd -p mllpd-perf --quiet
 BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d)
+SHM=$(mktemp -d /dev/shm/mllpd-connectors.XXXXXX)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  rm -rf "$WORK" "$SHM"
 }
 trap cleanup EXIT
 
@@ -72,8 +79,10 @@ start_mllpd() {
   local place=()
   [ "${PLACE:-}" = off ] && place=("${OFF[@]}")
   mkdir -p "$WORK/$name"
+  local data="$WORK/$name/data"
+  [ -n "${DATA_ROOT:-}" ] && data="$DATA_ROOT/$name"
   env LISTEN_ADDR=127.0.0.1:0 ADMIN_ADDR=127.0.0.1:0 LOG_LEVEL=info NO_COLOR=1 \
-    DATA_DIR="$WORK/$name/data" "$@" "${place[@]}" "$BIN/mllpd" >"$WORK/$name.log" 2>&1 &
+    DATA_DIR="$data" "$@" "${place[@]}" "$BIN/mllpd" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   local pid=$!
   ADDR=; ADMIN=
@@ -163,8 +172,9 @@ metric() {
 
 start_downstreams() {
   local ack_after=receipt
-  [ "$DOWNSTREAM_SYNC" = 1 ] && ack_after=journal
-  PLACE=off start_mllpd downstream SHARDS=1 ACK_AFTER=$ack_after
+  local root=$SHM
+  [ "$DOWNSTREAM_SYNC" = 1 ] && ack_after=journal && root=
+  DATA_ROOT=$root PLACE=off start_mllpd downstream SHARDS=1 ACK_AFTER=$ack_after
   MLLP_DOWNSTREAM=$ADDR
   HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "${OFF[@]}" python3 - "$HTTP_PORT" >/dev/null 2>&1 <<'PY' &
