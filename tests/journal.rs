@@ -181,6 +181,57 @@ fn appends_during_a_flush_share_the_next_one() {
 }
 
 #[test]
+fn batches_go_on_beside_the_readying_of_space_and_never_wait_for_it() {
+    // A new segment starts with 256 KiB ready (zeros written and flushed); the journal readies
+    // the next piece beside the batches, not in front of them. The readying is slowed by a
+    // fault (3 s: a margin for a busy machine) so a batch can be seen to go on while it runs;
+    // then a batch that crosses the first 256 KiB finds its space ready.
+    let data = tempfile::tempdir().unwrap();
+    let dir = shard_dir(data.path(), 0);
+    run(move || async move {
+        let faults = Rc::new(FaultPlan::new());
+        let options = JournalOptions {
+            faults: Some(Rc::clone(&faults)),
+            ..JournalOptions::new(&dir)
+        };
+        let (journal, _) = Journal::open(options).await.unwrap();
+        faults.ready_delay.set(Duration::from_secs(3));
+        assert_eq!(store(&journal, &message("1")).await.1, Ok(()));
+        // The next piece is being readied now; this batch does not wait for it.
+        assert_eq!(store(&journal, &message("2")).await.1, Ok(()));
+        let stats = journal.stats();
+        assert_eq!(
+            (stats.pieces_readied, stats.space_waits),
+            (0, 0),
+            "{stats:?}"
+        );
+        // Batches go on until the piece is in (the next batch after it is done takes it in).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut n = 3;
+        while journal.stats().pieces_readied == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no piece readied in 30 s"
+            );
+            assert_eq!(store(&journal, &message(&n.to_string())).await.1, Ok(()));
+            n += 1;
+            // Polling interval, not a wait for the event: the loop ends on the stat above.
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        // 300 KiB: past the first 256 KiB, inside the piece readied beside the batches.
+        let big = vec![b'x'; 300 * 1024];
+        assert_eq!(store(&journal, &big).await.1, Ok(()));
+        let stats = journal.stats();
+        assert_eq!(stats.space_waits, 0, "a batch waited for space: {stats:?}");
+        assert!(stats.segment_bytes > 256 * 1024, "{stats:?}");
+        journal.close().await.unwrap();
+    });
+    let payloads = exported(data.path(), None, 0);
+    assert_eq!(payloads.last().map(Vec::len), Some(300 * 1024));
+    assert_eq!(payloads[..2], [message("1"), message("2")]);
+}
+
+#[test]
 fn a_full_batch_refuses_until_there_is_room() {
     let data = tempfile::tempdir().unwrap();
     let dir = shard_dir(data.path(), 0);

@@ -61,6 +61,9 @@ pub struct FaultPlan {
     /// Each flush first sleeps this long: keeps a flush in flight so a test can append while
     /// it runs.
     pub flush_delay: Cell<Duration>,
+    /// Each piece of space readied ahead of the records in the background first sleeps this
+    /// long: keeps a readying in flight so a test can show batches go on beside it.
+    pub ready_delay: Cell<Duration>,
     /// Good fdatasync calls left before one fails with EIO (`None`: not armed).
     pub syncs_before_failure: Cell<Option<u32>>,
     /// Batch fdatasync calls are skipped but reported successful (JOURNAL_SYNC=fdatasync only):

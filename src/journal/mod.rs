@@ -369,6 +369,11 @@ pub struct JournalStats {
     pub bytes_flushed: u64,
     /// Batches that failed for lack of space.
     pub batches_failed: u64,
+    /// Batches that waited for space to be readied in front of them (zeros written and
+    /// flushed), because they outran the readying ahead.
+    pub space_waits: u64,
+    /// Pieces of space readied ahead in the background and taken into the active segment.
+    pub pieces_readied: u64,
     /// Failed batches (no space, or a failed flush) cut back from their segment, durably.
     pub batches_cut: u64,
     /// fsyncs of the shard directory (after a segment file was created or deleted).

@@ -726,13 +726,10 @@ async fn commit(journal: &Journal, mut writer: Writer) {
     writer.close().await;
 }
 
-/// Smallest step a segment grows by: small, so a server that starts and receives a handful of
-/// messages (tests, a quiet feed) writes little; steps double with the segment's size.
-const EXTEND_STEP_MIN: u64 = 256 * 1024;
-
-/// Largest step a segment grows by: one pause of a few milliseconds for every ~20 000 typical
-/// messages, rather than a pause per batch.
-const EXTEND_STEP_MAX: u64 = 8 * 1024 * 1024;
+use crate::limits::{
+    JOURNAL_EXTEND_STEP_MAX as EXTEND_STEP_MAX, JOURNAL_EXTEND_STEP_MIN as EXTEND_STEP_MIN,
+    JOURNAL_READY_AHEAD_BYTES as READY_AHEAD,
+};
 
 /// The active segment.
 ///
@@ -748,8 +745,9 @@ const EXTEND_STEP_MAX: u64 = 8 * 1024 * 1024;
 struct Active {
     /// The open file, for batches (`O_DSYNC` in [`SyncMode::Dsync`]).
     file: DmaFile,
-    /// The same file without `O_DSYNC`, for the zeros ahead (one flush per step, not per block).
-    fill: DmaFile,
+    /// The same file without `O_DSYNC`, for the zeros ahead (one flush per step, not per block);
+    /// shared with the background readying ([`Readying`]).
+    fill: Rc<DmaFile>,
     /// Its path.
     path: PathBuf,
     /// The sequence number in its name.
@@ -778,6 +776,12 @@ struct Writer {
     closed: VecDeque<SegmentInfo>,
     /// The segment appended to (none before the first batch of a new journal).
     active: Option<Active>,
+    /// Space of the active segment being readied in the background, if any.
+    readying: Option<Readying>,
+    /// Batches that waited for space (see [`JournalStats::space_waits`]).
+    space_waits: u64,
+    /// Background pieces taken in so far.
+    pieces_readied: u64,
     /// Segments created so far (retention runs after each).
     rotations: u64,
     /// Failed batches cut back from the segment so far.
@@ -815,6 +819,9 @@ impl Writer {
             sync: options.sync,
             closed: segments.into(),
             active,
+            readying: None,
+            space_waits: 0,
+            pieces_readied: 0,
             rotations: 0,
             cuts: 0,
             dir_syncs: 0,
@@ -840,10 +847,17 @@ impl Writer {
         if rotate {
             self.rotate(batch.first_seq).await?;
         }
+        let end = self.active.as_ref().map_or(0, |a| a.len + len);
+        let waited = self.settle_readying(end).await;
         let Some(active) = self.active.as_mut() else {
             return Err(Failure::NotStored);
         };
-        extend(active, active.len + len, self.sync).await?;
+        let ready = active.ready;
+        let extended = extend(active, end, self.sync).await;
+        if waited || active.ready != ready || extended.is_err() {
+            self.space_waits += 1;
+        }
+        extended?;
         let no_space = self.faults.as_ref().is_some_and(|f| f.take_enospc());
         let failed_sync = self.faults.as_ref().is_some_and(|f| f.take_failed_sync());
         let fault = match (no_space, failed_sync && self.sync == SyncMode::Dsync) {
@@ -865,6 +879,7 @@ impl Writer {
             (Ok(tail), Some(active)) => {
                 active.len += len;
                 active.tail = tail;
+                self.start_readying().await;
                 Ok(())
             }
             (Ok(_), None) => Err(Failure::Poison),
@@ -878,6 +893,8 @@ impl Writer {
     /// the next batch starts from a known tail. Returns how the batch fails: as it did, or
     /// [`Failure::Poison`] if it cannot be cut (then nothing may be appended after it).
     async fn cut_failed(&mut self, batch: &Batch, failure: Failure) -> Failure {
+        // Nothing may write past the records once they are cut.
+        self.settle_readying(u64::MAX).await;
         let Some(active) = self.active.as_mut() else {
             return Failure::Poison;
         };
@@ -931,6 +948,7 @@ impl Writer {
 
     /// Closes the active segment (cut to its records) and starts one named `first_seq`.
     async fn rotate(&mut self, first_seq: u64) -> Result<(), Failure> {
+        self.settle_readying(u64::MAX).await;
         if let Some(old) = self.active.take() {
             self.closed.push_back(SegmentInfo {
                 first_seq: old.first_seq,
@@ -1008,6 +1026,87 @@ impl Writer {
         self.fill_stats(&mut journal.state.borrow_mut().stats);
     }
 
+    /// Starts readying the next piece of the active segment in the background when less than
+    /// two pieces are left ahead of the records (and none is being readied): a batch then
+    /// finds its space ready instead of waiting for zeros to be written and flushed in front
+    /// of it. Not past the segment's size bound (it rotates there).
+    async fn start_readying(&mut self) {
+        // A piece done by now is taken in, so the next can start.
+        if let Some(readying) = self.readying.as_mut() {
+            if let Some(readied) = futures_lite::future::poll_once(&mut readying.task).await {
+                let to = readying.to;
+                self.readying = None;
+                self.take_in(readied, to);
+            }
+        }
+        let Some(active) = self.active.as_ref() else {
+            return;
+        };
+        if self.readying.is_some() || active.ready.saturating_sub(active.len) >= 2 * READY_AHEAD {
+            return;
+        }
+        let align = active.fill.alignment();
+        let from = align_up(active.ready, align);
+        let to = (from + READY_AHEAD).min(align_up(self.segment_bytes_max, align));
+        if to <= from {
+            return;
+        }
+        let fill = Rc::clone(&active.fill);
+        let (cut_to, sync) = (active.ready, self.sync);
+        let delay = self.faults.as_ref().map(|f| f.ready_delay.get());
+        let task = glommio::spawn_local(async move {
+            if let Some(delay) = delay.filter(|d| !d.is_zero()) {
+                glommio::timer::sleep(delay).await;
+            }
+            let mut zeros = fill.alloc_dma_buffer(usize::try_from(to - from).unwrap_or(0));
+            zeros.as_bytes_mut().fill(0);
+            let result = write_zeros(&fill, zeros, from, sync).await;
+            if result.is_err() {
+                // Give back what the piece allocated; the records below `cut_to` are untouched.
+                let _ = fill.truncate(cut_to).await;
+            }
+            result
+        });
+        self.readying = Some(Readying { to, task });
+    }
+
+    /// Waits for the background readying if the segment must be ready up to `end` and is not
+    /// yet (`u64::MAX`: whatever it is, before the segment is cut or closed), and takes in what
+    /// it readied. A piece that failed is left to [`extend`], which tries again in front of the
+    /// batch and reports why.
+    /// Returns whether it waited.
+    async fn settle_readying(&mut self, end: u64) -> bool {
+        let needed = match (&self.readying, &self.active) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(_), Some(active)) => {
+                end == u64::MAX || align_up(end, active.fill.alignment()) > active.ready
+            }
+        };
+        if !needed {
+            return false;
+        }
+        let Some(mut readying) = self.readying.take() else {
+            return false;
+        };
+        // Done by now (the usual case): taken in without waiting.
+        if let Some(readied) = futures_lite::future::poll_once(&mut readying.task).await {
+            self.take_in(readied, readying.to);
+            return false;
+        }
+        let readied = readying.task.await;
+        self.take_in(readied, readying.to);
+        true
+    }
+
+    /// Takes in what a background piece readied (up to `to`), if it succeeded.
+    fn take_in(&mut self, readied: Result<(), i32>, to: u64) {
+        if let (Ok(()), Some(active)) = (readied, self.active.as_mut()) {
+            active.ready = active.ready.max(to);
+            self.pieces_readied += 1;
+        }
+    }
+
     /// Copies segment counts into `stats`.
     fn fill_stats(&self, stats: &mut JournalStats) {
         let active_bytes = self.active.as_ref().map_or(0, |a| a.len);
@@ -1015,12 +1114,15 @@ impl Writer {
         stats.segment_bytes = self.closed.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         stats.segments_deleted = self.deleted;
         stats.batches_cut = self.cuts;
+        stats.space_waits = self.space_waits;
+        stats.pieces_readied = self.pieces_readied;
         stats.dir_syncs = self.dir_syncs;
         stats.sync_micros_total = self.sync_micros.get();
     }
 
     /// Closes the active segment as it is (recovery cuts its zeros ahead at the next start).
-    async fn close(self) {
+    async fn close(mut self) {
+        self.settle_readying(u64::MAX).await;
         if let Some(active) = self.active {
             close_files(active).await;
         }
@@ -1040,7 +1142,7 @@ async fn open_files(
     path: &std::path::Path,
     sync: SyncMode,
     create: bool,
-) -> Result<(DmaFile, DmaFile), GlommioError<()>> {
+) -> Result<(DmaFile, Rc<DmaFile>), GlommioError<()>> {
     let flags = if sync == SyncMode::Dsync {
         libc::O_DSYNC
     } else {
@@ -1054,7 +1156,7 @@ async fn open_files(
         .dma_open(path)
         .await?;
     let fill = OpenOptions::new().write(true).dma_open(path).await?;
-    Ok((file, fill))
+    Ok((file, Rc::new(fill)))
 }
 
 /// Opens the last recovered segment to append to it. Recovery cut it where its records end
@@ -1127,9 +1229,11 @@ async fn close_active(old: Active) {
     close_files(old).await;
 }
 
-/// Closes both files of a segment.
+/// Closes both files of a segment (after its readying, if any, was settled: the fill file
+/// is then no longer shared).
 async fn close_files(active: Active) {
-    for file in [active.file, active.fill] {
+    let fill = Rc::try_unwrap(active.fill).ok();
+    for file in std::iter::once(active.file).chain(fill) {
         if let Err(error) = file.close().await {
             tracing::warn!(%error, "closing a journal segment failed");
         }
@@ -1156,21 +1260,13 @@ async fn extend(active: &mut Active, end: u64, sync: SyncMode) -> Result<(), Fai
     if from == 0 {
         zeros.as_bytes_mut()[..active.tail.len()].copy_from_slice(&active.tail);
     }
-    let expected = zeros.len();
-    let written = active.fill.write_at(zeros, from).await;
-    let synced = match written {
-        Ok(n) if n == expected && sync != SyncMode::Disabled => {
-            active.fill.fdatasync().await.map(|()| n)
-        }
-        other => other,
-    };
+    let synced = write_zeros(&active.fill, zeros, from, sync).await;
     match synced {
-        Ok(n) if n == expected => {
+        Ok(()) => {
             active.ready = to;
             Ok(())
         }
-        failed => {
-            let errno = failed.as_ref().err().map_or(libc::ENOSPC, os_error);
+        Err(errno) => {
             // Give back what the step allocated; the records before `from` are untouched.
             let _ = active.fill.truncate(active.ready).await;
             if matches!(errno, libc::ENOSPC | libc::EDQUOT | libc::EFBIG) {
@@ -1181,6 +1277,40 @@ async fn extend(active: &mut Active, end: u64, sync: SyncMode) -> Result<(), Fai
                 Err(Failure::Poison)
             }
         }
+    }
+}
+
+/// Writes `zeros` at `from` and makes them durable (unless sync is disabled). Err: the errno
+/// (ENOSPC for a short write).
+async fn write_zeros(
+    fill: &DmaFile,
+    zeros: glommio::io::DmaBuffer,
+    from: u64,
+    sync: SyncMode,
+) -> Result<(), i32> {
+    let expected = zeros.len();
+    match fill.write_at(zeros, from).await {
+        Ok(n) if n == expected => {}
+        Ok(_) => return Err(libc::ENOSPC),
+        Err(error) => return Err(os_error(&error)),
+    }
+    if sync != SyncMode::Disabled {
+        fill.fdatasync().await.map_err(|error| os_error(&error))?;
+    }
+    Ok(())
+}
+
+/// A piece of the active segment being readied in the background ([`Writer::start_readying`]).
+struct Readying {
+    /// Ready up to here once the task succeeded.
+    to: u64,
+    /// Writes the zeros and flushes them; Err: the errno.
+    task: glommio::Task<Result<(), i32>>,
+}
+
+impl std::fmt::Debug for Readying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readying").field("to", &self.to).finish()
     }
 }
 
