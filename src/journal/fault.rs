@@ -64,6 +64,9 @@ pub struct FaultPlan {
     /// Each piece of space readied ahead of the records in the background first sleeps this
     /// long: keeps a readying in flight so a test can show batches go on beside it.
     pub ready_delay: Cell<Duration>,
+    /// Pieces of space readied in the background so far (set by the journal, watched by
+    /// tests: the journal's own stats see a piece only once a batch takes it in).
+    pub pieces_readied: Cell<u32>,
     /// Good fdatasync calls left before one fails with EIO (`None`: not armed).
     pub syncs_before_failure: Cell<Option<u32>>,
     /// Batch fdatasync calls are skipped but reported successful (JOURNAL_SYNC=fdatasync only):

@@ -1053,8 +1053,9 @@ impl Writer {
         }
         let fill = Rc::clone(&active.fill);
         let (cut_to, sync) = (active.ready, self.sync);
-        let delay = self.faults.as_ref().map(|f| f.ready_delay.get());
+        let faults = self.faults.clone();
         let task = glommio::spawn_local(async move {
+            let delay = faults.as_ref().map(|f| f.ready_delay.get());
             if let Some(delay) = delay.filter(|d| !d.is_zero()) {
                 glommio::timer::sleep(delay).await;
             }
@@ -1064,6 +1065,8 @@ impl Writer {
             if result.is_err() {
                 // Give back what the piece allocated; the records below `cut_to` are untouched.
                 let _ = fill.truncate(cut_to).await;
+            } else if let Some(faults) = &faults {
+                faults.pieces_readied.set(faults.pieces_readied.get() + 1);
             }
             result
         });
