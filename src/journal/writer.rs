@@ -1032,13 +1032,7 @@ impl Writer {
     /// of it. Not past the segment's size bound (it rotates there).
     async fn start_readying(&mut self) {
         // A piece done by now is taken in, so the next can start.
-        if let Some(readying) = self.readying.as_mut() {
-            if let Some(readied) = futures_lite::future::poll_once(&mut readying.task).await {
-                let to = readying.to;
-                self.readying = None;
-                self.take_in(readied, to);
-            }
-        }
+        self.take_in_if_done().await;
         let Some(active) = self.active.as_ref() else {
             return;
         };
@@ -1089,17 +1083,26 @@ impl Writer {
         if !needed {
             return false;
         }
-        let Some(mut readying) = self.readying.take() else {
+        // Done by now (the usual case): taken in without waiting.
+        self.take_in_if_done().await;
+        let Some(readying) = self.readying.take() else {
             return false;
         };
-        // Done by now (the usual case): taken in without waiting.
-        if let Some(readied) = futures_lite::future::poll_once(&mut readying.task).await {
-            self.take_in(readied, readying.to);
-            return false;
-        }
         let readied = readying.task.await;
         self.take_in(readied, readying.to);
         true
+    }
+
+    /// Takes in the background piece if it is done by now.
+    async fn take_in_if_done(&mut self) {
+        let Some(readying) = self.readying.as_mut() else {
+            return;
+        };
+        if let Some(readied) = futures_lite::future::poll_once(&mut readying.task).await {
+            let to = readying.to;
+            self.readying = None;
+            self.take_in(readied, to);
+        }
     }
 
     /// Takes in what a background piece readied (up to `to`), if it succeeded.
