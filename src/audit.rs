@@ -52,7 +52,7 @@ impl AuditSender {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) => {
                     batch = back;
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    crate::timers::sleep(Duration::from_millis(1)).await;
                 }
                 Err(TrySendError::Disconnected(_)) => return Err(AuditStopped),
             }

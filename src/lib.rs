@@ -22,5 +22,6 @@ pub mod route;
 pub mod rules;
 pub mod send;
 pub mod server;
+pub mod timers;
 pub mod tls;
 pub mod validate;

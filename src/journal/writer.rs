@@ -672,7 +672,7 @@ async fn next_work(journal: &Journal, retention_on: bool) -> Work {
                     // the committer unless the batch became due.
                     let delay = deadline.saturating_duration_since(Instant::now());
                     let due = poll_fn(|cx| journal.poll_due(cx));
-                    futures_lite::future::or(due, glommio::timer::sleep(delay)).await;
+                    futures_lite::future::or(due, crate::timers::sleep(delay)).await;
                 }
             }
         }
@@ -681,7 +681,7 @@ async fn next_work(journal: &Journal, retention_on: bool) -> Work {
         return work.await;
     }
     let tick = async {
-        glommio::timer::sleep(journal.options.retention_interval).await;
+        crate::timers::sleep(journal.options.retention_interval).await;
         Work::Tick
     };
     futures_lite::future::or(work, tick).await
@@ -837,7 +837,7 @@ impl Writer {
         if let Some(faults) = &self.faults {
             let delay = faults.flush_delay.get();
             if !delay.is_zero() {
-                glommio::timer::sleep(delay).await;
+                crate::timers::sleep(delay).await;
             }
         }
         let len = batch.bytes as u64;
@@ -1051,7 +1051,7 @@ impl Writer {
         let task = glommio::spawn_local(async move {
             let delay = faults.as_ref().map(|f| f.ready_delay.get());
             if let Some(delay) = delay.filter(|d| !d.is_zero()) {
-                glommio::timer::sleep(delay).await;
+                crate::timers::sleep(delay).await;
             }
             let mut zeros = fill.alloc_dma_buffer(usize::try_from(to - from).unwrap_or(0));
             zeros.as_bytes_mut().fill(0);

@@ -740,9 +740,10 @@ fn is_tls_hello(first: &[u8]) -> bool {
 /// timer (100 ms) fires, so the other connections' bytes would wait that long (measured on the
 /// glommio path: p50 106 ms for a well-behaved connection beside a flood). Sleeping on a timer
 /// takes this task off the run queue until the executor's next poll, which also reaps every
-/// ready socket.
+/// ready socket. On the ring path the timer is the shard's own ([`crate::timers`]): the task
+/// waits for the driver's first turn past the deadline, and that turn reaps the ring.
 async fn pause() {
-    glommio::timer::sleep(CONNECTION_PAUSE).await;
+    crate::timers::sleep(CONNECTION_PAUSE).await;
 }
 
 /// A frame of the current read: where its payload is, and what was decided.
@@ -936,7 +937,7 @@ async fn await_delivery(
         });
         let left = deadline.saturating_duration_since(Instant::now());
         let timed_out = async {
-            glommio::timer::sleep(left).await;
+            crate::timers::sleep(left).await;
             None
         };
         let outcome = future::or(settled, timed_out).await;

@@ -479,7 +479,7 @@ async fn heartbeat(shard: Rc<Shard>) {
             // Test hook: the shard's thread is blocked, as by a runaway computation.
             std::thread::sleep(stall);
         }
-        glommio::timer::sleep(crate::limits::HEARTBEAT_INTERVAL).await;
+        crate::timers::sleep(crate::limits::HEARTBEAT_INTERVAL).await;
     }
 }
 
@@ -534,7 +534,7 @@ fn publish(shard: &Shard) {
 
 async fn watch_shutdown(shard: Rc<Shard>) {
     while !shard.shared.draining.load(Ordering::Acquire) {
-        glommio::timer::sleep(SHUTDOWN_POLL_INTERVAL).await;
+        crate::timers::sleep(SHUTDOWN_POLL_INTERVAL).await;
     }
     shard.begin_drain();
 }
@@ -573,7 +573,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &glommio::net::TcpListener) {
                 if should_log(&mut last_log) {
                     warn!(shard = shard.index, error = %e, "accept failed; backing off");
                 }
-                glommio::timer::sleep(crate::limits::ACCEPT_ERROR_BACKOFF).await;
+                crate::timers::sleep(crate::limits::ACCEPT_ERROR_BACKOFF).await;
             }
         }
     }

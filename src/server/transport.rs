@@ -110,7 +110,7 @@ pub(super) async fn within<T>(
     io: impl std::future::Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
     let expired = async {
-        glommio::timer::sleep(timeout).await;
+        crate::timers::sleep(timeout).await;
         Err(io::ErrorKind::TimedOut.into())
     };
     future::or(io, expired).await

@@ -38,6 +38,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use crate::timers::Timers;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
@@ -62,10 +65,16 @@ const INBOX_BYTES_MAX: usize = crate::limits::SOCKET_INBOX_BYTES_MAX;
 const ENTER_AGAIN_BACKOFF: std::time::Duration = crate::limits::SOCKET_RING_ENTER_BACKOFF;
 /// How long an idle driver sleeps at most before looking at the ring again (see `drive`).
 const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
-/// Kinds of operations, in the low bits of `user_data`.
+/// Kinds of operations, in the low bits of `user_data`. `TIMER`: the shard's kernel timeout
+/// (slot field [`TIMEOUT`]) or an update of it (slot field [`TIMEOUT_UPDATE`]); its generation
+/// field counts the timeouts armed, so a completion of an earlier one is told apart.
+const TIMER: u64 = 0;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const CANCEL: u64 = 3;
+/// The slot field of a `TIMER` completion: the timeout itself, or its update.
+const TIMEOUT: usize = 0;
+const TIMEOUT_UPDATE: usize = 1;
 
 /// A provided-buffer ring: `BUFS` buffers of `BUF_SIZE` bytes the kernel picks recv buffers from.
 struct BufRing {
@@ -507,6 +516,48 @@ async fn enter_retrying<F: std::future::Future<Output = ()>>(
     }
 }
 
+/// What the driver does with its kernel timeout before a turn (see [`crate::timers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimerPlan {
+    /// The armed timeout fires no later than the earliest entry: leave it.
+    Keep,
+    /// None is armed: arm one for this instant.
+    Arm(Instant),
+    /// An entry is earlier than the armed timeout: move it there (one update, no new timeout).
+    Move(Instant),
+}
+
+impl TimerPlan {
+    /// `armed`: when the armed timeout fires, if one is; `next`: the earliest entry. Nothing
+    /// pending still gets a timeout, [`IDLE_RECHECK`] away: the safety net of `drive`.
+    fn of(armed: Option<Instant>, next: Option<Instant>, now: Instant) -> TimerPlan {
+        match (armed, next) {
+            (None, next) => {
+                let lapse = now + IDLE_RECHECK;
+                TimerPlan::Arm(next.map_or(lapse, |n| n.min(lapse)))
+            }
+            (Some(armed), Some(next)) if next < armed => TimerPlan::Move(next),
+            (Some(_), _) => TimerPlan::Keep,
+        }
+    }
+}
+
+/// The shard's one kernel timeout (an IORING_OP_TIMEOUT on the socket ring) that wakes the
+/// driver for the earliest of the shard's [`Timers`].
+struct KernelTimer {
+    /// The shard's timers.
+    timers: Rc<Timers>,
+    /// When the armed timeout fires; `None`: none is armed.
+    armed: Option<Instant>,
+    /// The generation of the armed timeout (counts the timeouts armed).
+    generation: u32,
+    /// The relative time of the latest timeout op: the kernel copies it when the op is
+    /// submitted, so it lives here, at a stable address, until then (a turn queues at most one
+    /// timeout op, and if a full submission queue held one back to the next turn it reads that
+    /// turn's value, which is the one wanted by then).
+    spec: Box<types::Timespec>,
+}
+
 /// One connection's side of the ring.
 struct Slot {
     /// Which ops are armed, and whether the handle is gone.
@@ -602,6 +653,8 @@ struct Inner {
     completions: Vec<(u64, i32, u32)>,
     /// Tasks to wake after the turn (woken outside the borrow).
     wake: Vec<Waker>,
+    /// The timeout that wakes the driver for the shard's timers.
+    timer: KernelTimer,
 }
 
 /// A shard's socket ring. Single-threaded: it lives on its shard's executor.
@@ -659,6 +712,12 @@ impl Sockets {
                 queue: Vec::new(),
                 completions: Vec::with_capacity(CQ_ENTRIES as usize),
                 wake: Vec::new(),
+                timer: KernelTimer {
+                    timers: Timers::install(),
+                    armed: None,
+                    generation: 0,
+                    spec: Box::new(types::Timespec::new()),
+                },
             }),
             eventfd,
             stopping: std::cell::Cell::new(false),
@@ -698,13 +757,27 @@ impl Sockets {
         }
     }
 
-    /// Runs the ring until [`Sockets::stop`]; spawn it once per shard. An error means the
-    /// ring failed: no connection of the shard can make progress any more.
+    /// Runs the ring, and the shard's [`Timers`], until [`Sockets::stop`]; spawn it once per
+    /// shard. An error means the ring failed: no connection of the shard can make progress any
+    /// more. Either way the timers fall back to glommio's when it returns.
     pub async fn drive(self: Rc<Self>) -> io::Result<()> {
-        let wait = |sockets: Rc<Sockets>| async move { sockets.eventfd.read_at(0, 8).await };
+        let result = self.drive_ring().await;
+        let timers = Rc::clone(&self.inner.borrow().timer.timers);
+        timers.stop();
+        result
+    }
+
+    async fn drive_ring(&self) -> io::Result<()> {
+        let timers = Rc::clone(&self.inner.borrow().timer.timers);
         // The eventfd read stays armed across idle periods; a new one only after it fired.
-        let mut fired = Box::pin(wait(Rc::clone(&self)));
+        let mut fired = Box::pin(self.eventfd.read_at(0, 8));
+        let mut due = Vec::new();
         while !self.stopping.get() {
+            // The shard's timers: wake what is due, keep the kernel timeout on the earliest.
+            let now = Instant::now();
+            timers.fire_due(now, &mut due);
+            due.drain(..).for_each(Waker::wake);
+            self.inner.borrow_mut().plan_timer(now);
             match self.turn().await {
                 Ok(0) if self.idle() => {
                     let completions = async {
@@ -715,15 +788,17 @@ impl Sockets {
                         self.queued().await;
                         None
                     };
-                    // A safety net, not the mechanism: if a wake-up were ever missed, the ring
-                    // is looked at again after this long rather than never.
-                    let lapse = async {
-                        glommio::timer::sleep(IDLE_RECHECK).await;
+                    // An entry earlier than the kernel timeout: arm it before sleeping on.
+                    let earlier = async {
+                        poll_fn(|cx| timers.poll_earlier(cx)).await;
                         None
                     };
+                    // Nothing else wakes a parked driver: the kernel timeout is the timers'
+                    // wake-up and, at IDLE_RECHECK, the safety net (if a wake-up were ever
+                    // missed, the ring is looked at again after that long rather than never).
                     let woken = futures_lite::future::or(completions, queued);
-                    match futures_lite::future::or(woken, lapse).await {
-                        Some(Ok(_)) => fired = Box::pin(wait(Rc::clone(&self))),
+                    match futures_lite::future::or(woken, earlier).await {
+                        Some(Ok(_)) => fired = Box::pin(self.eventfd.read_at(0, 8)),
                         Some(Err(e)) => return Err(e.into()),
                         None => {}
                     }
@@ -781,6 +856,7 @@ impl Sockets {
     /// completions were handled.
     async fn turn(&self) -> io::Result<usize> {
         self.inner.borrow_mut().push_queued();
+        // A glommio timer: the driver cannot wait on the ring it is failing to enter.
         let reaped = enter_retrying(self, || glommio::timer::sleep(ENTER_AGAIN_BACKOFF)).await?;
         let handled = reaped + self.inner.borrow_mut().reap();
         let mut wake = std::mem::take(&mut self.inner.borrow_mut().wake);
@@ -867,6 +943,10 @@ impl Inner {
 
     /// Handles one completion.
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
+        if user_data & 3 == TIMER {
+            self.timer_completed(user_data, result);
+            return;
+        }
         let current = self.slots.generation(untag(user_data).0);
         match route(user_data, current) {
             Route::Recv(index) => self.received(index, result, flags),
@@ -877,6 +957,53 @@ impl Inner {
                     self.bufs.recycle(bid);
                 }
             }
+        }
+    }
+
+    /// Before a turn: keeps the kernel timeout on the earliest of the shard's timers (queues an
+    /// arm or a move when it is not).
+    fn plan_timer(&mut self, now: Instant) {
+        let timer = &mut self.timer;
+        let plan = TimerPlan::of(timer.armed, timer.timers.next_deadline(), now);
+        let (at, entry) = match plan {
+            TimerPlan::Keep => {
+                // An entry that came earlier and went again needs no wake-up.
+                timer.timers.set_armed(timer.armed);
+                return;
+            }
+            TimerPlan::Arm(at) => {
+                timer.generation = timer.generation.wrapping_add(1);
+                *timer.spec = timespec(at.saturating_duration_since(now));
+                let entry = opcode::Timeout::new(&*timer.spec).build();
+                (at, entry.user_data(tag(TIMEOUT, timer.generation, TIMER)))
+            }
+            TimerPlan::Move(at) => {
+                *timer.spec = timespec(at.saturating_duration_since(now));
+                let armed = tag(TIMEOUT, timer.generation, TIMER);
+                let entry = opcode::TimeoutUpdate::new(armed, &*timer.spec).build();
+                (
+                    at,
+                    entry.user_data(tag(TIMEOUT_UPDATE, timer.generation, TIMER)),
+                )
+            }
+        };
+        timer.armed = Some(at);
+        timer.timers.set_armed(Some(at));
+        self.queue.push(entry);
+    }
+
+    /// A completion of the kernel timeout (it fired, `-ETIME`) or of its update (failed with
+    /// `-ENOENT` when it had fired already): either way the current one is no longer armed, and
+    /// the next turn arms one. Completions of earlier timeouts change nothing.
+    fn timer_completed(&mut self, user_data: u64, result: i32) {
+        let (which, generation) = untag(user_data);
+        let timer = &mut self.timer;
+        if generation != timer.generation || timer.armed.is_none() {
+            return;
+        }
+        if which == TIMEOUT || result < 0 {
+            timer.armed = None;
+            timer.timers.set_armed(None);
         }
     }
 
@@ -991,6 +1118,13 @@ impl Inner {
         self.queue
             .push(entry.user_data(tag(index, generation, SEND)));
     }
+}
+
+/// `duration` as the kernel's timespec.
+fn timespec(duration: std::time::Duration) -> types::Timespec {
+    types::Timespec::new()
+        .sec(duration.as_secs())
+        .nsec(duration.subsec_nanos())
 }
 
 /// `user_data` of an operation of kind `kind` on slot `index` in its use `generation`.
@@ -1485,6 +1619,84 @@ mod tests {
             route(tag(first, new, RECV), table.generation(first)),
             Route::Ignore
         );
+    }
+
+    #[test]
+    fn the_kernel_timeout_is_armed_once_and_moved_only_for_an_earlier_entry() {
+        let now = Instant::now();
+        let ms = |n| now + std::time::Duration::from_millis(n);
+        // Nothing armed: the earliest entry, or the safety net if that is later or absent.
+        assert_eq!(TimerPlan::of(None, Some(ms(5)), now), TimerPlan::Arm(ms(5)));
+        assert_eq!(
+            TimerPlan::of(None, Some(ms(10_000)), now),
+            TimerPlan::Arm(ms(50))
+        );
+        assert_eq!(TimerPlan::of(None, None, now), TimerPlan::Arm(ms(50)));
+        // Armed: kept for a later entry (every read's deadline at hub load), moved for an earlier.
+        assert_eq!(
+            TimerPlan::of(Some(ms(50)), Some(ms(60_000)), now),
+            TimerPlan::Keep
+        );
+        assert_eq!(
+            TimerPlan::of(Some(ms(50)), Some(ms(50)), now),
+            TimerPlan::Keep
+        );
+        assert_eq!(TimerPlan::of(Some(ms(50)), None, now), TimerPlan::Keep);
+        assert_eq!(
+            TimerPlan::of(Some(ms(50)), Some(ms(2)), now),
+            TimerPlan::Move(ms(2))
+        );
+    }
+
+    /// The shard's timers, driven by a running ring: sleeps resolve on the ring's kernel timeout
+    /// (not on glommio timers), one that comes while the driver is parked on a later timeout
+    /// moves it, and after the driver stops they fall back to glommio's.
+    #[test]
+    fn sleeps_resolve_on_the_rings_timeout_and_an_earlier_one_wakes_a_parked_driver() {
+        use std::time::Duration;
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let sockets = Sockets::new().expect("a socket ring (Linux 6.1 or later)");
+                let timers = Rc::clone(&sockets.inner.borrow().timer.timers);
+                let driver = glommio::spawn_local(Rc::clone(&sockets).drive());
+                // A far entry, as the heartbeat or an idle connection's read deadline.
+                let far = glommio::spawn_local(crate::timers::sleep(Duration::from_secs(3600)));
+                glommio::executor().yield_now().await;
+                assert!(timers.next_deadline().is_some(), "on the shard timers");
+                // Five short sleeps, each made while the driver is parked on a later kernel
+                // timeout (the safety net, up to 50 ms away): each must wake the driver to move
+                // it, so the kernel timeout never fires after the earliest entry.
+                for _ in 0..5 {
+                    // A glommio timer: the driver parks meanwhile.
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    let t = Instant::now();
+                    let mut short = std::pin::pin!(crate::timers::sleep(Duration::from_millis(1)));
+                    assert!(futures_lite::future::poll_once(&mut short).await.is_none());
+                    for _ in 0..3 {
+                        glommio::executor().yield_now().await;
+                    }
+                    let armed = sockets.inner.borrow().timer.armed;
+                    let next = timers.next_deadline();
+                    assert!(
+                        armed.is_some() && armed <= next,
+                        "the kernel timeout ({armed:?}) is later than the earliest entry \
+                         ({next:?}): the parked driver was not woken to move it"
+                    );
+                    short.await;
+                    assert!(t.elapsed() >= Duration::from_millis(1));
+                }
+                sockets.stop();
+                driver.await.expect("the ring ran");
+                // Stopped: the far sleep was handed to a glommio timer, and new ones are too.
+                assert_eq!(timers.next_deadline(), None);
+                drop(far);
+                let t = Instant::now();
+                crate::timers::sleep(Duration::from_millis(3)).await;
+                assert!(t.elapsed() >= Duration::from_millis(3));
+            })
+            .expect("an executor")
+            .join()
+            .expect("the test ran");
     }
 
     #[test]
