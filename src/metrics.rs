@@ -422,6 +422,9 @@ pub struct ConnectorCounters {
     pub dead_lettered: Counter,
     /// Messages the connector's filter did not select.
     pub filtered: Counter,
+    /// Batches handed to a destination that takes them whole (`file`): delivered ÷ batches is
+    /// the mean batch, what each pair of flushes was shared by.
+    pub batches: Counter,
     /// Failures by [`FailureReason`] (attempts, and bookkeeping failures).
     pub failures: [Counter; FAILURE_REASONS.len()],
     /// The last sequence number confirmed (the cursor in memory).
@@ -447,6 +450,7 @@ impl ConnectorCounters {
             retried: Counter::default(),
             dead_lettered: Counter::default(),
             filtered: Counter::default(),
+            batches: Counter::default(),
             failures: Default::default(),
             confirmed_seq: Counter::default(),
             pending_since_micros: Counter::default(),
@@ -796,7 +800,7 @@ impl prometheus_client::collector::Collector for Metrics {
 /// The per-connector counter families: (name, help, reader).
 type ConnectorFamily = (&'static str, &'static str, fn(&ConnectorCounters) -> u64);
 
-const CONNECTOR_FAMILIES: [ConnectorFamily; 4] = [
+const CONNECTOR_FAMILIES: [ConnectorFamily; 5] = [
     (
         "mllpd_connector_delivered",
         "Messages a connector's destination confirmed.",
@@ -816,6 +820,11 @@ const CONNECTOR_FAMILIES: [ConnectorFamily; 4] = [
         "mllpd_connector_filtered",
         "Messages a connector's filter did not select.",
         |c| c.filtered.get(),
+    ),
+    (
+        "mllpd_connector_batches",
+        "Batches handed whole to a connector's destination (file: one directory fsync each).",
+        |c| c.batches.get(),
     ),
 ];
 

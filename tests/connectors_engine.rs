@@ -231,6 +231,42 @@ fn a_full_disk_while_writing_a_cursor_is_logged_counted_and_skips_nothing() {
 }
 
 /// `mllpd dlq ARGS --connector lab --data-dir DATA` must succeed.
+/// A trickle (one message at a time, each sent once the previous one was acknowledged) is
+/// written by the `file` connector in gathered batches, not one batch (two disk flushes) per
+/// message: `FILE_BATCH_GATHER` waits a few milliseconds for more before writing. 60 messages
+/// at one every ~1 ms (a 5 ms window holds several) must take at most 20 batches; without the
+/// window each message was its own batch (60).
+#[test]
+fn a_trickle_reaches_the_file_connector_in_gathered_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let data = dir.path().join("data");
+    let yaml = format!(
+        "connectors:\n  - {{name: archive, type: file, url: 'file://{}'}}\n",
+        out.display()
+    );
+    // Journal mode (the default): each message is flushed, and so made visible to delivery,
+    // on its own before its ACK (receipt mode would group them by time already).
+    let server = start(&data, &yaml, &[]);
+    let admin = admin_addr(&server);
+    let ids: Vec<String> = (0..60).map(|i| format!("TRKL{i:02}")).collect();
+    let mut client = Client::connect(server.addr);
+    for id in &ids {
+        client.send(&common::frame(&adt(id)));
+        assert_eq!(client.read_ack().code(), "AA");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let text = metrics_until(admin, "the trickle was not all delivered", |t| {
+        sample(t, "mllpd_connector_delivered_total", &[]) == 60.0
+    });
+    let batches = sample(&text, "mllpd_connector_batches_total", &[]);
+    assert!(
+        (1.0..=20.0).contains(&batches),
+        "60 messages took {batches} batches (each batch costs two disk flushes)"
+    );
+    assert_eq!(delivered_files(&out), ids, "skipped or out of order");
+}
+
 fn dlq(data: &Path, args: &[&str]) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mllpd"))
         .env_clear()

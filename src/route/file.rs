@@ -81,6 +81,10 @@ impl Destination for FileDestination {
         true
     }
 
+    fn gather(&self) -> std::time::Duration {
+        crate::limits::FILE_BATCH_GATHER
+    }
+
     fn deliver_batch(&mut self, batch: &[Delivery<'_>]) -> usize {
         if self.ready().is_err() {
             return 0;

@@ -116,6 +116,14 @@ pub trait Destination: Send {
     fn deliver_batch(&mut self, _batch: &[Delivery<'_>]) -> usize {
         0
     }
+
+    /// How long a batch that is not full may wait for more durable messages before it goes
+    /// (zero: it takes only what is durable already). For a destination whose batch costs
+    /// flushes of the disk the journal flushes too (`file`), so that a trickle of single
+    /// messages does not cost two flushes each.
+    fn gather(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// What the engine is started with (built by the server from its configuration).
@@ -788,10 +796,13 @@ impl Worker {
                 }
             }
             if self.destination.batches() {
-                // What else is durable now, without waiting; a read error ends the batch here
-                // (the next turn reads the same record again and reports it).
+                // What else is durable now, or within the destination's gathering window; a
+                // read error ends the batch here (the next turn reads the same record again
+                // and reports it).
+                let until = Instant::now() + self.destination.gather();
                 while !self.batch.full() {
-                    match self.reader.next(Duration::ZERO) {
+                    let wait = until.saturating_duration_since(Instant::now());
+                    match self.reader.next(wait) {
                         Ok(Some(view)) => self.batch.fill(view),
                         _ => break,
                     }
@@ -842,6 +853,7 @@ impl Worker {
                 })
                 .collect();
             if !deliveries.is_empty() {
+                self.counters.batches.inc();
                 taken = self.destination.deliver_batch(&deliveries);
             }
         }
