@@ -435,6 +435,8 @@ pub async fn run(index: usize, shared: Arc<Shared>, bound: std::sync::mpsc::Send
         batches_failed = stats.batches_failed,
         duplicates = stats.duplicates,
         batch_full = stats.batch_full,
+        space_waits = stats.space_waits,
+        pieces_readied = stats.pieces_readied,
         last_seq = stats.last_seq,
         flush_mean_us = stats
             .flush_micros_total
