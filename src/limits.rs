@@ -261,6 +261,16 @@ pub const FILE_BATCH_GATHER: Duration = Duration::from_millis(5);
 /// a larger batch goes in chunks of this.
 pub const FILE_SYNC_RING_ENTRIES: u32 = 64;
 
+/// Nice value of the delivery threads of connectors the sender's ACK does not wait for. Delivery
+/// is store-and-forward: it may lag and catch up, intake may not. Where they share a CPU (every
+/// CPU has a shard, or the senders' side of a small machine), weight 110 against a shard's 1024
+/// gives intake ~90 % of a contended CPU, while an idle CPU still runs delivery at full speed.
+/// Measured on 2 CPUs (shard on CPU 0, five connectors and the load generator on CPU 1,
+/// `INTAKE=pipelined perf/connectors.sh 3s 16 8`): at nice 0 intake fell to 0.06x of intake
+/// without connectors. A connector whose confirmation the ACK waits for (`sync: true` with
+/// ACK_AFTER=delivery) keeps nice 0: it is intake's latency.
+pub const DELIVERY_NICE: i32 = 10;
+
 /// Longest shutdown waits for the delivery threads once intake has stopped: an idle thread
 /// stops within `DELIVERY_IDLE_WAIT`, one in a backoff at once; one inside an attempt (a
 /// downstream that took the message and has not answered) is left behind, since its message is

@@ -392,3 +392,69 @@ fn a_third_party_mllp_listener_receives_every_message_in_order() {
         50.0
     );
 }
+
+/// The nice value of each of `pid`'s threads whose name starts with `prefix`, by name.
+fn thread_nice(pid: u32, prefix: &str) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim_end().to_owned();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the name's closing parenthesis start at field 3 (state); nice is 19.
+        let nice = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+            .and_then(|n| n.parse().ok());
+        if let Some(nice) = nice {
+            found.push((comm, nice));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn delivery_yields_to_intake_except_for_a_connector_the_ack_waits_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Thread names are cut to 15 bytes: "mllpd-deliver-" and the name's first letter.
+    let yaml = format!(
+        "connectors:\n  - {{name: archive, type: file, url: 'file://{}'}}\n  \
+         - {{name: mirror, type: file, url: 'file://{}', sync: true}}\n",
+        dir.path().join("a").display(),
+        dir.path().join("m").display()
+    );
+    let server = start(&data, &yaml, &[("ACK_AFTER", "delivery")]);
+    let pid = server.child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut threads = thread_nice(pid, "mllpd-deliver");
+    while threads.len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        threads = thread_nice(pid, "mllpd-deliver");
+    }
+    let nice = i64::from(mllpd::limits::DELIVERY_NICE);
+    assert_eq!(
+        threads,
+        vec![
+            ("mllpd-deliver-a".to_owned(), nice),
+            ("mllpd-deliver-m".to_owned(), 0)
+        ],
+        "the store-and-forward connector must run at DELIVERY_NICE, the one the ACK waits for at 0"
+    );
+    // The shard itself keeps the default priority.
+    let shards = thread_nice(pid, "mllpd-shard");
+    assert!(
+        !shards.is_empty() && shards.iter().all(|(_, n)| *n == 0),
+        "{shards:?}"
+    );
+    // And delivery still works.
+    let mut client = Client::connect(server.addr);
+    client.send(&common::frame(&adt("NICE1")));
+    assert_eq!(client.read_ack().code(), "AA");
+}

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::hl7::{Message, ParseOptions};
 use crate::journal::{shard_dir, TailReader, Watermark};
 use crate::limits::{
-    DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_RECORDS_MAX, DELIVERY_IDLE_WAIT,
+    DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_RECORDS_MAX, DELIVERY_IDLE_WAIT, DELIVERY_NICE,
     DELIVERY_STOP_TIMEOUT, REPLAY_CHECK_INTERVAL,
 };
 use crate::metrics::{failure_reason, ConnectorCounters, FailureReason};
@@ -352,6 +352,12 @@ impl Engine {
                         .sync
                         .map(|_| (Arc::clone(confirmations), position))
                 });
+                // A connector the sender's ACK waits for (ACK_AFTER=delivery) is intake's
+                // latency and keeps the default priority; every other one yields to intake.
+                let nice = match sync {
+                    Some(_) => 0,
+                    None => DELIVERY_NICE,
+                };
                 let worker = Worker {
                     name: connector.name.clone(),
                     shard,
@@ -389,6 +395,7 @@ impl Engine {
                         if let Some(cpu) = cpu {
                             core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                         }
+                        lower_priority(nice);
                         worker.run();
                     })
                     .map_err(|e| format!("cannot start a delivery thread: {e}"))?;
@@ -397,7 +404,7 @@ impl Engine {
         }
         if !self.threads.is_empty() {
             tracing::info!(connectors = routing.connectors.len(), threads = self.threads.len(),
-                cpus = ?self.options.cpus, "delivery started");
+                cpus = ?self.options.cpus, nice = DELIVERY_NICE, "delivery started");
         }
         Ok(())
     }
@@ -1165,6 +1172,27 @@ impl Worker {
             std::thread::sleep(left.min(DELIVERY_IDLE_WAIT));
         }
         false
+    }
+}
+
+/// Raises the calling thread's nice value to `nice` (0: leaves it), so that the scheduler
+/// prefers the shards, and the senders' traffic they serve, whenever delivery and intake want
+/// the same CPU; an idle CPU still runs delivery at full speed. On Linux the nice value belongs
+/// to the thread (setpriority with the thread id), and raising it needs no privilege. A
+/// failure is logged and changes nothing else.
+#[allow(unsafe_code)]
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: gettid(2) and setpriority(2) take no pointers.
+    let result = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if result != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(),
+            "cannot lower a delivery thread's priority");
     }
 }
 
