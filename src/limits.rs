@@ -266,8 +266,9 @@ pub const FILE_SYNC_RING_ENTRIES: u32 = 64;
 /// CPU has a shard, or the senders' side of a small machine), weight 110 against a shard's 1024
 /// gives intake ~90 % of a contended CPU, while an idle CPU still runs delivery at full speed.
 /// Measured on 2 CPUs (shard on CPU 0, five connectors and the load generator on CPU 1,
-/// `INTAKE=pipelined perf/connectors.sh 3s 16 8`): at nice 0 intake fell to 0.06x of intake
-/// without connectors. A connector whose confirmation the ACK waits for (`sync: true` with
+/// `INTAKE=pipelined perf/connectors.sh 3s 16 8`, alternating builds): intake with five
+/// connectors running was 6-31 k msg/s at nice 0 and 64-77 k at nice 10 (nice 19: no better
+/// within the noise, and slower delivery). A connector whose confirmation the ACK waits for (`sync: true` with
 /// ACK_AFTER=delivery) keeps nice 0: it is intake's latency.
 pub const DELIVERY_NICE: i32 = 10;
 
