@@ -432,19 +432,21 @@ fn delivery_yields_to_intake_except_for_a_connector_the_ack_waits_for() {
     );
     let server = start(&data, &yaml, &[("ACK_AFTER", "delivery")]);
     let pid = server.child.id();
+    let nice = i64::from(mllpd::limits::DELIVERY_NICE);
+    let expected = vec![
+        ("mllpd-deliver-a".to_owned(), nice),
+        ("mllpd-deliver-m".to_owned(), 0),
+    ];
+    // A thread is named when it starts and lowers its priority a moment later: poll until the
+    // expected state or the deadline.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut threads = thread_nice(pid, "mllpd-deliver");
-    while threads.len() < 2 && Instant::now() < deadline {
+    while threads != expected && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         threads = thread_nice(pid, "mllpd-deliver");
     }
-    let nice = i64::from(mllpd::limits::DELIVERY_NICE);
     assert_eq!(
-        threads,
-        vec![
-            ("mllpd-deliver-a".to_owned(), nice),
-            ("mllpd-deliver-m".to_owned(), 0)
-        ],
+        threads, expected,
         "the store-and-forward connector must run at DELIVERY_NICE, the one the ACK waits for at 0"
     );
     // The shard itself keeps the default priority.
