@@ -268,8 +268,8 @@ pub const FILE_SYNC_RING_ENTRIES: u32 = 64;
 /// Measured on 2 CPUs (shard on CPU 0, five connectors and the load generator on CPU 1,
 /// `INTAKE=pipelined perf/connectors.sh 3s 16 8`, alternating builds): intake with five
 /// connectors running was 6-31 k msg/s at nice 0 and 64-77 k at nice 10 (nice 19: no better
-/// within the noise, and slower delivery). A connector whose confirmation the ACK waits for (`sync: true` with
-/// ACK_AFTER=delivery) keeps nice 0: it is intake's latency.
+/// within the noise, and slower delivery). A connector whose confirmation the ACK waits for
+/// (`sync: true` with ACK_AFTER=delivery) keeps nice 0: it is intake's latency.
 pub const DELIVERY_NICE: i32 = 10;
 
 /// Longest shutdown waits for the delivery threads once intake has stopped: an idle thread
